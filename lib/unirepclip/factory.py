@@ -1,0 +1,209 @@
+"""Model creation: configs as data, one factory, open_clip's conventions.
+
+``create_model_and_transforms(name_or_config, pretrained=...)`` builds an open_clip ``CLIP`` whose
+image tower is a UniRepLKNet trunk (open_clip's ``TimmModel``), loads a checkpoint of any layout
+that :mod:`unirepclip.checkpoint` recognizes, and returns open_clip's train / val transforms.
+
+When a checkpoint is given, parameters are created on the meta device and the file's tensors are
+assigned in place (memory-mapped where the format allows), so a 2.3 GB checkpoint is never held
+twice and no random initialization is spent on weights about to be overwritten.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Dict, Iterator, Optional, Tuple, Union
+
+import torch
+import torch.nn as nn
+import open_clip
+from open_clip.model import CLIP
+from open_clip.transform import PreprocessCfg, image_transform_v2, merge_preprocess_dict
+
+_logger = logging.getLogger(__name__)
+
+CONFIG_DIR = Path(__file__).parent / "model_configs"
+PRECISIONS = ("fp32", "bf16", "fp16", "amp", "amp_bf16", "amp_bfloat16")
+
+_REQUIRED_FIELDS = {
+    "": ("embed_dim", "vision_cfg", "text_cfg"),
+    "vision_cfg": ("timm_model_name", "image_size"),
+    "text_cfg": ("context_length", "vocab_size", "width", "heads", "layers"),
+}
+
+
+def register_model_configs() -> None:
+    """Register the package's model configs with open_clip (idempotent)."""
+    open_clip.add_model_config(CONFIG_DIR)
+
+
+def list_models() -> list:
+    """The UniRepLKNet CLIP configs shipped with the package."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
+
+
+def _validate_config(cfg: Dict[str, Any], source: str) -> Dict[str, Any]:
+    import timm
+
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{source}: a model config must be a JSON object, got {type(cfg).__name__}")
+    if "model_cfg" in cfg and "embed_dim" not in cfg:  # open_clip_config.json style
+        cfg = cfg["model_cfg"]
+    for section, fields in _REQUIRED_FIELDS.items():
+        where = cfg if not section else cfg.get(section)
+        if not isinstance(where, dict):
+            raise ValueError(f"{source}: missing field '{section}'")
+        for f in fields:
+            if f not in where:
+                name = f"{section}.{f}" if section else f
+                raise ValueError(f"{source}: missing field '{name}'")
+    tower = cfg["vision_cfg"]["timm_model_name"]
+    if not str(tower).startswith("unireplknet_") or not timm.is_model(tower):
+        known = ", ".join(n for n in timm.list_models("unireplknet_*"))
+        raise ValueError(f"{source}: field 'vision_cfg.timm_model_name' names an unknown tower "
+                         f"{tower!r}; known UniRepLKNet towers: {known}")
+    proj = cfg["vision_cfg"].get("timm_proj", "linear")
+    if proj not in ("", "linear"):
+        raise ValueError(f"{source}: field 'vision_cfg.timm_proj' must be '' or 'linear', got "
+                         f"{proj!r}")
+    return cfg
+
+
+def get_model_config(name_or_config: Union[str, os.PathLike, Dict[str, Any]]) -> Dict[str, Any]:
+    """A deep copy of a config: a registered name, a JSON file path, or a dict."""
+    if isinstance(name_or_config, dict):
+        return copy.deepcopy(_validate_config(name_or_config, "model config"))
+    s = str(name_or_config)
+    if s in list_models():
+        path = CONFIG_DIR / f"{s}.json"
+    elif s.endswith(".json") or os.path.sep in s:
+        path = Path(s)
+        if not path.is_file():
+            raise FileNotFoundError(f"model config {path} does not exist")
+    else:
+        raise ValueError(f"unknown model {s!r}: not one of {list_models()} and not a config JSON "
+                         f"path")
+    try:
+        cfg = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"model config {path} is not valid JSON: {e}") from None
+    return _validate_config(cfg, f"model config {path}")
+
+
+def config_name(name_or_config: Union[str, os.PathLike, Dict[str, Any]]) -> str:
+    if isinstance(name_or_config, dict):
+        return "custom"
+    return Path(str(name_or_config)).stem
+
+
+@contextlib.contextmanager
+def parameters_on_meta() -> Iterator[None]:
+    """Create module *parameters* on the meta device; buffers stay real.
+
+    Non-persistent buffers (open_clip's causal attention mask, say) are computed at construction
+    and never stored in a checkpoint, so they must exist for real; parameters are about to be
+    replaced by the checkpoint's tensors and need no memory or initialization.
+    """
+    original = nn.Module.register_parameter
+
+    def register(module, name, param):
+        if param is not None and param.device.type != "meta":
+            param = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+        original(module, name, param)
+
+    nn.Module.register_parameter = register
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter = original
+
+
+def build_model(cfg: Dict[str, Any], *, meta: bool = False, force_image_size=None,
+                deploy: bool = False) -> CLIP:
+    """Build the (randomly initialized, or parameter-less with ``meta=True``) CLIP from a config."""
+    cfg = copy.deepcopy(cfg)
+    if force_image_size is not None:
+        cfg["vision_cfg"]["image_size"] = force_image_size
+    ctx = parameters_on_meta() if meta else contextlib.nullcontext()
+    with ctx:
+        model = CLIP(**cfg)
+        if deploy:
+            model.visual.trunk.reparameterize()
+    model.unirepclip_config = cfg
+    return model
+
+
+def _cast(model: nn.Module, precision: str) -> None:
+    if precision == "bf16":
+        model.to(torch.bfloat16)
+    elif precision == "fp16":
+        model.to(torch.float16)
+
+
+def get_preprocess_cfg(model: CLIP) -> Dict[str, Any]:
+    cfg = {"size": model.visual.image_size}
+    cfg["mean"] = open_clip.OPENAI_DATASET_MEAN
+    cfg["std"] = open_clip.OPENAI_DATASET_STD
+    return merge_preprocess_dict(PreprocessCfg(), cfg)
+
+
+def create_model(
+        name_or_config: Union[str, os.PathLike, Dict[str, Any]],
+        pretrained: Optional[str] = None,
+        *,
+        device: Union[str, torch.device] = "cpu",
+        precision: str = "fp32",
+        force_image_size: Optional[int] = None,
+        strict: bool = True,
+        deploy: bool = False,
+) -> CLIP:
+    """Build a CLIP-UniRepLKNet and load ``pretrained`` (any recognized layout) into it.
+
+    ``deploy=True`` returns the tower in the re-parameterized inference form. A checkpoint stored
+    in the inference form always gives an inference-form tower.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    cfg = get_model_config(name_or_config)
+    if pretrained is None:
+        model = build_model(cfg, force_image_size=force_image_size, deploy=deploy)
+        model.load_report = None
+        model.has_trained_text_tower = True
+    else:
+        from .checkpoint import load_into_model
+        model = load_into_model(cfg, pretrained, strict=strict, force_image_size=force_image_size,
+                                deploy=deploy)
+    model.unirepclip_name = config_name(name_or_config)
+    model.eval()
+    model.to(device)
+    _cast(model, precision)
+    open_clip.set_model_preprocess_cfg(model, get_preprocess_cfg(model))
+    return model
+
+
+def create_model_and_transforms(
+        name_or_config: Union[str, os.PathLike, Dict[str, Any]],
+        pretrained: Optional[str] = None,
+        *,
+        device: Union[str, torch.device] = "cpu",
+        precision: str = "fp32",
+        force_image_size: Optional[int] = None,
+        strict: bool = True,
+        deploy: bool = False,
+) -> Tuple[CLIP, Any, Any]:
+    """``(model, preprocess_train, preprocess_val)`` in open_clip's manner."""
+    model = create_model(name_or_config, pretrained, device=device, precision=precision,
+                         force_image_size=force_image_size, strict=strict, deploy=deploy)
+    pp = PreprocessCfg(**open_clip.get_model_preprocess_cfg(model))
+    return model, image_transform_v2(pp, is_train=True), image_transform_v2(pp, is_train=False)
+
+
+def get_tokenizer(name_or_config: Union[str, os.PathLike, Dict[str, Any]]):
+    """open_clip's BPE tokenizer with the config's context length."""
+    cfg = get_model_config(name_or_config)
+    from open_clip.tokenizer import SimpleTokenizer
+    return SimpleTokenizer(context_length=cfg["text_cfg"]["context_length"])
