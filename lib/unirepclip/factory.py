@@ -122,6 +122,18 @@ def parameters_on_meta() -> Iterator[None]:
         nn.Module.register_parameter = original
 
 
+def _to_inference_form(model: CLIP, cfg: Dict[str, Any], meta: bool) -> None:
+    trunk = model.visual.trunk
+    if meta or next(trunk.parameters()).is_meta:
+        # nothing to preserve: build the inference form directly
+        import timm
+        model.visual.trunk = timm.create_model(
+            cfg["vision_cfg"]["timm_model_name"], num_classes=trunk.num_classes,
+            global_pool=trunk.global_pool, deploy=True)
+    else:
+        trunk.reparameterize()
+
+
 def build_model(cfg: Dict[str, Any], *, meta: bool = False, force_image_size=None,
                 deploy: bool = False) -> CLIP:
     """Build the (randomly initialized, or parameter-less with ``meta=True``) CLIP from a config."""
@@ -132,13 +144,15 @@ def build_model(cfg: Dict[str, Any], *, meta: bool = False, force_image_size=Non
     with ctx:
         model = CLIP(**cfg)
         if deploy:
-            model.visual.trunk.reparameterize()
+            _to_inference_form(model, cfg, meta)
     model.unirepclip_config = cfg
     return model
 
 
 def _cast(model: nn.Module, precision: str) -> None:
-    if precision == "bf16":
+    if precision in ("fp32", "amp", "amp_bf16", "amp_bfloat16"):
+        model.float()  # a no-op for fp32 weights; widens an fp16 checkpoint
+    elif precision == "bf16":
         model.to(torch.bfloat16)
     elif precision == "fp16":
         model.to(torch.float16)

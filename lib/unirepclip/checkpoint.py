@@ -1,0 +1,549 @@
+"""Checkpoint reading, layout detection, conversion and inspection.
+
+One place maps every layout a user may hold onto the package's canonical CLIP layout (open_clip's
+``CLIP`` with the UniRepLKNet trunk's own head as the image projection, ``timm_proj: ""``):
+
+* ``open_clip``: the whole CLIP model, projection as ``visual.trunk.head.weight`` + ``bias`` or as
+  ``visual.head.proj.weight`` without bias (``timm_proj: "linear"``);
+* ``tower``: the image tower alone with UniRepLKNet's own key names (what the model card's quick
+  start assumes), with a CLIP projection head, an ImageNet classifier head, or none;
+* either of these inside a wrapper dict (``state_dict``, ``model``, ``module``, ``ema`` ...), with
+  ``module.`` / ``visual.trunk.`` prefixes, in the training or the re-parameterized inference form;
+* stored as ``.safetensors``, a torch pickle (read with ``weights_only=True``: a pickle that would run
+  code is refused), or ``hf-hub:<repo>[/<file>]`` from huggingface_hub's cache.
+
+The layout is detected from the keys, never from the file name. Nothing loads partially in silence:
+missing, unexpected or mis-shaped keys raise :class:`CheckpointMismatchError` listing them unless
+``strict=False`` was asked for, in which case the same report is logged and kept on the model as
+``model.load_report``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import pickle
+import struct
+import zipfile
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import torch
+
+_logger = logging.getLogger(__name__)
+
+WRAPPER_KEYS = ("state_dict", "model", "module", "ema", "model_ema", "state_dict_ema", "params")
+STRIP_PREFIXES = ("module.", "_orig_mod.")
+TEXT_KEYS = ("token_embedding.weight", "positional_embedding", "text_projection", "ln_final.weight")
+HF_CANDIDATE_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin",
+                      "model.safetensors", "pytorch_model.bin",
+                      "UniRepLKNet-L-b75k_s10B_CLIP-in1k_75.72.pt")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be read or does not fit; the message names the file."""
+
+
+class CheckpointMismatchError(CheckpointError):
+    """The file's tensors do not match the model's (missing / unexpected / mis-shaped)."""
+
+    def __init__(self, message: str, report: "LoadReport"):
+        super().__init__(message)
+        self.report = report
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading files
+# ----------------------------------------------------------------------------------------------
+
+_sha_cache: Dict[Tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: Union[str, os.PathLike]) -> str:
+    """sha256 of a file, memoized per (path, size, mtime) within the process."""
+    p = Path(path)
+    st = p.stat()
+    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _sha_cache:
+        h = hashlib.sha256()
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 24), b""):
+                h.update(chunk)
+        _sha_cache[key] = h.hexdigest()
+    return _sha_cache[key]
+
+
+def resolve_path(spec: Union[str, os.PathLike]) -> Path:
+    """A local path for ``spec``: a file path or ``hf-hub:<repo>[/<file>]`` (from the HF cache)."""
+    s = str(spec)
+    if not s.startswith("hf-hub:"):
+        return Path(s)
+    rest = s[len("hf-hub:"):].strip("/")
+    parts = rest.split("/")
+    if len(parts) < 2:
+        raise CheckpointError(f"{s}: expected hf-hub:<org>/<repo>[/<file>]")
+    repo_id = "/".join(parts[:2])
+    filename = "/".join(parts[2:]) or None
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+
+    cache_dir = os.environ.get("HF_HUB_CACHE") or None
+    candidates = (filename,) if filename else HF_CANDIDATE_FILES
+    for name in candidates:
+        hit = try_to_load_from_cache(repo_id, name, cache_dir=cache_dir)
+        if isinstance(hit, str):
+            return Path(hit)
+    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+    errors = []
+    if not offline:
+        for name in candidates:
+            try:
+                return Path(hf_hub_download(repo_id, name, cache_dir=cache_dir))
+            except Exception as e:  # noqa: BLE001 - each candidate may be absent
+                errors.append(f"{name}: {type(e).__name__}")
+    raise CheckpointError(
+        f"{s}: no checkpoint found in the Hugging Face cache ({cache_dir or 'default cache'}); "
+        f"tried {list(candidates)}" + ("; offline (HF_HUB_OFFLINE=1)" if offline else
+                                       f"; downloads failed: {errors}"))
+
+
+def _sniff(path: Path) -> str:
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if len(head) == 0:
+        return "empty"
+    if head[:2] == b"PK":
+        return "torch-zip"
+    if len(head) >= 9:
+        (n,) = struct.unpack("<Q", head[:8])
+        if head[8:9] == b"{" and 0 < n < path.stat().st_size:
+            return "safetensors"
+    if head[:1] == b"\x80":
+        return "torch-legacy"
+    return "unknown"
+
+
+def read_checkpoint(path: Union[str, os.PathLike], mmap: bool = True) -> Tuple[Dict[str, Any], str]:
+    """Read a checkpoint file into a dict (tensors memory-mapped where possible).
+
+    Returns ``(object, file_format)``. Raises :class:`CheckpointError` naming the file for a
+    missing, empty, truncated or corrupt file, a directory, or a pickle that would run code.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise CheckpointError(f"checkpoint {p} does not exist")
+    if p.is_dir():
+        raise CheckpointError(f"checkpoint {p} is a directory, not a file; pass the checkpoint "
+                              f"file inside it")
+    fmt = _sniff(p)
+    if fmt == "empty":
+        raise CheckpointError(f"checkpoint {p} is empty (0 bytes)")
+    if fmt == "safetensors":
+        from safetensors.torch import load_file
+        try:
+            return load_file(str(p)), fmt
+        except Exception as e:  # safetensors raises its own error types
+            raise CheckpointError(f"checkpoint {p} is a corrupt or truncated safetensors file: "
+                                  f"{e}") from None
+    if fmt in ("torch-zip", "torch-legacy"):
+        if fmt == "torch-zip" and not zipfile.is_zipfile(p):
+            raise CheckpointError(f"checkpoint {p} is a truncated or corrupt torch zip archive")
+        try:
+            obj = torch.load(p, map_location="cpu", weights_only=True,
+                             mmap=mmap and fmt == "torch-zip")
+        except pickle.UnpicklingError as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            raise CheckpointError(
+                f"checkpoint {p} was refused: it is a pickle that holds objects other than "
+                f"tensors and plain containers, which could run code when loaded ({first}). "
+                f"Only load it with weights_only=False if you trust its source.") from None
+        except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
+            raise CheckpointError(f"checkpoint {p} is truncated or corrupt and could not be read "
+                                  f"({type(e).__name__}: {str(e).strip()[:200]})") from None
+        return obj, fmt
+    raise CheckpointError(f"checkpoint {p} is not a safetensors file or a torch checkpoint "
+                          f"(unrecognized header {open(p, 'rb').read(8)!r})")
+
+
+def unwrap_state_dict(obj: Any, source: str = "checkpoint") -> Tuple[Dict[str, torch.Tensor], List[str]]:
+    """Find the state dict inside wrapper dicts and strip ``module.`` style prefixes.
+
+    Returns ``(state_dict, notes)``.
+    """
+    notes = []
+    for _ in range(4):
+        if not isinstance(obj, Mapping):
+            raise CheckpointError(f"{source} holds a {type(obj).__name__}, not a state dict")
+        if any(isinstance(v, torch.Tensor) for v in obj.values()):
+            break
+        key = next((k for k in WRAPPER_KEYS if isinstance(obj.get(k), Mapping)), None)
+        if key is None:
+            key = next((k for k, v in obj.items() if isinstance(v, Mapping)
+                        and any(isinstance(x, torch.Tensor) for x in v.values())), None)
+        if key is None:
+            raise CheckpointError(f"{source} holds no tensors (top-level keys: "
+                                  f"{list(obj)[:10]})")
+        notes.append(f"unwrapped '{key}'")
+        obj = obj[key]
+    sd = {}
+    for k, v in obj.items():
+        if not isinstance(v, torch.Tensor):
+            continue
+        for prefix in STRIP_PREFIXES:
+            while k.startswith(prefix):
+                k = k[len(prefix):]
+        sd[k] = v
+    if len(sd) < len(obj):
+        notes.append(f"ignored {len(obj) - len(sd)} non-tensor entries")
+    return sd, notes
+
+
+# ----------------------------------------------------------------------------------------------
+# Layout detection
+# ----------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Layout:
+    kind: str                   # "open_clip" | "tower"
+    form: str                   # "training" | "inference"
+    projection: str             # "trunk_head" | "linear" | "classifier" | "none"
+    head_width: Optional[int] = None
+    has_text: bool = False
+
+    def describe(self) -> str:
+        what = {"open_clip": "whole CLIP model in open_clip's layout",
+                "tower": "image tower alone with UniRepLKNet's key names"}[self.kind]
+        proj = {"trunk_head": "projection as the trunk's head (weight + bias)",
+                "linear": "projection as visual.head.proj (no bias)",
+                "classifier": f"an ImageNet-style classifier head ({self.head_width} classes)",
+                "none": "no projection head"}[self.projection]
+        return f"{what}, {self.form} form, {proj}"
+
+
+def _guess_foreign(keys: Sequence[str]) -> str:
+    ks = set(keys)
+    if any(k.startswith("visual.transformer.") or k == "visual.conv1.weight" for k in ks):
+        return "an open_clip ViT (visual.conv1 / visual.transformer keys)"
+    if any(k.startswith("visual.trunk.stem") or k.startswith("stem.") for k in ks):
+        return "a timm ConvNeXt-style tower (stem.* keys)"
+    if any(k.startswith("visual.layer1") or k.startswith("layer1.") for k in ks):
+        return "a ResNet"
+    if any(k.startswith("text_model.") or k.startswith("vision_model.") for k in ks):
+        return "a Hugging Face transformers CLIP"
+    return "not a UniRepLKNet model"
+
+
+def detect_layout(sd: Mapping[str, torch.Tensor], source: str = "checkpoint"
+                  ) -> Tuple[Layout, Dict[str, torch.Tensor]]:
+    """Detect the layout from the keys; returns it with the tower keys re-rooted.
+
+    The returned dict uses the canonical CLIP names for every tensor that has one
+    (``visual.trunk.*``, ``visual.head.proj.weight``, text keys unchanged).
+    """
+    keys = list(sd)
+    has_text = all(k in sd for k in TEXT_KEYS[:2])
+    out: Dict[str, torch.Tensor] = {}
+    if any(k.startswith("visual.trunk.downsample_layers.") for k in keys):
+        kind = "open_clip" if has_text else "tower"
+        out = dict(sd)
+    elif any(k.startswith("trunk.downsample_layers.") for k in keys):
+        kind = "tower"
+        out = {("visual." + k if k.startswith("trunk.") else k): v for k, v in sd.items()}
+    elif any(k.startswith("downsample_layers.") for k in keys):
+        kind = "tower"
+        out = {("visual.trunk." + k if not k.startswith(("visual.", "text")) else k): v
+               for k, v in sd.items()}
+    else:
+        raise CheckpointError(
+            f"{source} is not a UniRepLKNet checkpoint: it looks like {_guess_foreign(keys)}. "
+            f"{len(keys)} tensors; first keys: {keys[:8]}")
+    if kind == "tower" and has_text:
+        kind = "open_clip"
+    form = "inference" if any(k.endswith(".pwconv2.0.bias") for k in out) else "training"
+    if "visual.head.proj.weight" in out:
+        projection, width = "linear", out["visual.head.proj.weight"].shape[0]
+    elif "visual.trunk.head.weight" in out:
+        projection, width = "trunk_head", out["visual.trunk.head.weight"].shape[0]
+    else:
+        projection, width = "none", None
+    return Layout(kind, form, projection, width, has_text), out
+
+
+def _canonicalize(layout: Layout, sd: Dict[str, torch.Tensor], cfg: Dict[str, Any]
+                  ) -> Tuple[Dict[str, torch.Tensor], List[str], Layout]:
+    """Map the projection onto the config's form; drop a classifier head with a note."""
+    notes: List[str] = []
+    embed = cfg["embed_dim"]
+    model_proj = cfg["vision_cfg"].get("timm_proj", "linear")
+    sd = dict(sd)
+    if layout.projection in ("trunk_head", "linear") and layout.head_width != embed:
+        w = sd.pop("visual.trunk.head.weight", None)
+        sd.pop("visual.trunk.head.bias", None)
+        sd.pop("visual.head.proj.weight", None)
+        notes.append(f"dropped a {w.shape[0] if w is not None else layout.head_width}-wide head: "
+                     f"an ImageNet-style classifier, not the CLIP projection (embed_dim {embed})")
+        layout = dataclasses.replace(layout, projection="classifier")
+    elif model_proj == "" and layout.projection == "linear":
+        w = sd.pop("visual.head.proj.weight")
+        sd["visual.trunk.head.weight"] = w
+        sd["visual.trunk.head.bias"] = torch.zeros(w.shape[0], dtype=w.dtype)
+        notes.append("projection visual.head.proj.weight (no bias) mapped to visual.trunk.head "
+                     "with a zero bias")
+    elif model_proj == "linear" and layout.projection == "trunk_head":
+        w = sd.pop("visual.trunk.head.weight")
+        b = sd.pop("visual.trunk.head.bias", None)
+        if b is not None and bool(b.abs().max() > 0):
+            raise CheckpointError("the file's projection has a non-zero bias, which a config with "
+                                  "timm_proj='linear' (bias-free) cannot hold; use timm_proj ''")
+        sd["visual.head.proj.weight"] = w
+        notes.append("projection visual.trunk.head mapped to visual.head.proj (zero bias)")
+    if layout.kind == "tower" and layout.projection == "none":
+        notes.append("the file has no projection head: the image projection keeps its random "
+                     "initialization, so image embeddings are not meaningful")
+    return sd, notes, layout
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading into a model
+# ----------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class LoadReport:
+    path: str
+    file_format: str
+    layout: str
+    form: str
+    projection: str
+    matched: int
+    missing: List[str]
+    unexpected: List[str]
+    mismatched: List[Tuple[str, Tuple[int, ...], Tuple[int, ...]]]
+    notes: List[str]
+    has_trained_text_tower: bool
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.unexpected or self.mismatched)
+
+    def summary(self, n: int = 5) -> str:
+        lines = [f"{self.path}: {self.layout}, {self.form} form, projection {self.projection}; "
+                 f"{self.matched} tensors matched"]
+        if self.missing:
+            lines.append(f"  missing ({len(self.missing)}): {self.missing[:n]}")
+        if self.unexpected:
+            lines.append(f"  unexpected ({len(self.unexpected)}): {self.unexpected[:n]}")
+        if self.mismatched:
+            lines.append(f"  mis-shaped ({len(self.mismatched)}): "
+                         + ", ".join(f"{k} file {tuple(a)} vs model {tuple(b)}"
+                                     for k, a, b in self.mismatched[:n]))
+        for note in self.notes:
+            lines.append(f"  note: {note}")
+        return "\n".join(lines)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _compare(sd: Mapping[str, torch.Tensor], model_sd: Mapping[str, torch.Tensor],
+             scope: Optional[str] = None):
+    def in_scope(k):
+        return scope is None or k.startswith(scope)
+    missing = [k for k in model_sd if k not in sd and in_scope(k)]
+    unexpected = [k for k in sd if k not in model_sd]
+    mismatched = [(k, tuple(sd[k].shape), tuple(model_sd[k].shape)) for k in sd
+                  if k in model_sd and tuple(sd[k].shape) != tuple(model_sd[k].shape)]
+    return missing, unexpected, mismatched
+
+
+class _NoTextTower:
+    """Stands in for ``encode_text`` when the checkpoint held no text tower."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __call__(self, *args, **kwargs):
+        raise RuntimeError(
+            f"this model has no trained text tower: {self.path} holds the image tower only, so "
+            f"text embeddings, zero-shot classification and retrieval are unavailable. Use image "
+            f"features (linear probe, kNN, ERF, Grad-CAM on image features) or load a whole CLIP "
+            f"checkpoint.")
+
+
+def _non_persistent_buffers(model: torch.nn.Module) -> set:
+    names = set()
+    for mod_name, mod in model.named_modules():
+        for b in getattr(mod, "_non_persistent_buffers_set", ()):
+            names.add(f"{mod_name}.{b}" if mod_name else b)
+    return names
+
+
+def load_into_model(cfg: Dict[str, Any], pretrained: Union[str, os.PathLike], *, strict: bool = True,
+                    force_image_size=None, deploy: bool = False):
+    """Build the CLIP of ``cfg`` and load ``pretrained`` into it (see module docstring)."""
+    from .factory import build_model
+
+    path = resolve_path(pretrained)
+    source = f"checkpoint {pretrained}"
+    obj, fmt = read_checkpoint(path)
+    sd, notes = unwrap_state_dict(obj, source)
+    layout, sd = detect_layout(sd, source)
+    sd, conv_notes, layout = _canonicalize(layout, sd, cfg)
+    notes += conv_notes
+    inference = deploy or layout.form == "inference"
+    if layout.form == "inference" and not deploy:
+        notes.append("the file is in the re-parameterized inference form: the tower is built in "
+                     "that form")
+    if layout.form == "training" and deploy:
+        notes.append("loaded in the training form, then re-parameterized")
+
+    fast = layout.kind == "open_clip"
+    # Parameters on meta + assign: no random init, no second copy. Only when every parameter
+    # will come from the file; otherwise build for real and copy.
+    model = build_model(cfg, meta=fast, force_image_size=force_image_size,
+                        deploy=layout.form == "inference")
+    model_sd = model.state_dict()
+    scope = "visual.trunk." if layout.kind == "tower" else None
+    missing, unexpected, mismatched = _compare(sd, model_sd, scope)
+    if layout.kind == "tower":
+        # the projection of a file without one, or after dropping a classifier, stays random
+        missing = [k for k in missing if not k.startswith("visual.trunk.head.")]
+    report = LoadReport(str(pretrained), fmt, layout.kind, layout.form, layout.projection,
+                        matched=sum(1 for k in sd if k in model_sd) - len(mismatched),
+                        missing=missing, unexpected=unexpected, mismatched=mismatched,
+                        notes=notes, has_trained_text_tower=layout.kind == "open_clip")
+    if not report.ok:
+        msg = (f"{source} does not fit model config (embed_dim {cfg['embed_dim']}, tower "
+               f"{cfg['vision_cfg']['timm_model_name']}):\n{report.summary()}")
+        if strict:
+            raise CheckpointMismatchError(msg + "\n(pass strict=False to load what matches)",
+                                          report)
+        _logger.warning(msg)
+        if fast:  # parameters on meta cannot stay missing: rebuild for real
+            model = build_model(cfg, force_image_size=force_image_size,
+                                deploy=layout.form == "inference")
+            fast = False
+    loadable = {k: v for k, v in sd.items()
+                if k in model_sd and tuple(v.shape) == tuple(model_sd[k].shape)}
+    for k, v in loadable.items():  # integer buffers (BN counters) may be stored as floats
+        if v.dtype != model_sd[k].dtype and not model_sd[k].is_floating_point():
+            loadable[k] = v.to(model_sd[k].dtype)
+    model.load_state_dict(loadable, strict=False, assign=fast)
+    if fast:
+        leftover = [n for n, p in model.named_parameters() if p.is_meta]
+        if leftover:
+            raise CheckpointError(f"{source}: parameters left unloaded: {leftover[:5]}")
+    if inference and layout.form == "training":
+        model.visual.trunk.reparameterize()
+    for note in notes:
+        _logger.info("%s: %s", source, note)
+    model.load_report = report
+    model.has_trained_text_tower = report.has_trained_text_tower
+    if not model.has_trained_text_tower:
+        model.encode_text = _NoTextTower(str(pretrained))
+    return model
+
+
+# ----------------------------------------------------------------------------------------------
+# Inspection
+# ----------------------------------------------------------------------------------------------
+
+def _part_of(key: str) -> str:
+    if key.startswith("visual.trunk.head.") or key.startswith("visual.head."):
+        return "image projection"
+    if key.startswith("visual."):
+        return "image tower"
+    if key in ("logit_scale", "logit_bias"):
+        return "logit scale"
+    return "text tower"
+
+
+@dataclasses.dataclass
+class CheckpointReport:
+    path: str
+    file_size: int
+    sha256: str
+    file_format: str
+    layout: str
+    form: str
+    projection: str
+    n_tensors: int
+    n_params: int
+    params_by_part: Dict[str, int]
+    dtypes: Dict[str, int]
+    matching_configs: List[str]
+    config_checks: Dict[str, str]
+    notes: List[str]
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self, **kw) -> str:
+        return json.dumps(self.to_dict(), indent=kw.pop("indent", 2), **kw)
+
+    def __str__(self) -> str:
+        lines = [
+            f"checkpoint   {self.path}",
+            f"size         {self.file_size / 1e6:.1f} MB ({self.file_format})",
+            f"sha256       {self.sha256}",
+            f"layout       {self.layout}, {self.form} form, projection {self.projection}",
+            f"tensors      {self.n_tensors} ({self.n_params / 1e6:.2f}M parameters)",
+        ]
+        for part, n in self.params_by_part.items():
+            lines.append(f"  {part:<16} {n / 1e6:10.2f}M")
+        lines.append("dtypes       " + ", ".join(f"{k}: {v}" for k, v in self.dtypes.items()))
+        for name, verdict in self.config_checks.items():
+            lines.append(f"config       {name}: {verdict}")
+        for n in self.notes:
+            lines.append(f"note         {n}")
+        return "\n".join(lines)
+
+
+def _config_check(cfg_name: str, layout: Layout, sd: Dict[str, torch.Tensor]) -> str:
+    from .factory import build_model, get_model_config
+
+    cfg = get_model_config(cfg_name)
+    try:
+        csd, _, lay = _canonicalize(layout, sd, cfg)
+    except CheckpointError as e:
+        return f"no ({e})"
+    with torch.device("meta"):
+        model = build_model(cfg, meta=True, deploy=layout.form == "inference")
+    msd = model.state_dict()
+    scope = "visual.trunk." if layout.kind == "tower" else None
+    missing, unexpected, mismatched = _compare(csd, msd, scope)
+    if layout.kind == "tower":
+        missing = [k for k in missing if not k.startswith("visual.trunk.head.")]
+    if not (missing or unexpected or mismatched):
+        return "matches" + (" (image tower)" if layout.kind == "tower" else "")
+    return (f"no ({len(missing)} missing, {len(unexpected)} unexpected, {len(mismatched)} "
+            f"mis-shaped; e.g. {(missing + unexpected + [m[0] for m in mismatched])[:3]})")
+
+
+def inspect_checkpoint(path: Union[str, os.PathLike], model: Optional[str] = None
+                       ) -> CheckpointReport:
+    """Describe a checkpoint: layout, tensors and parameters by part, dtypes, sha256, size, and
+    which registered configs (or ``model``) it matches."""
+    from .factory import list_models
+
+    p = resolve_path(path)
+    obj, fmt = read_checkpoint(p)
+    sd, notes = unwrap_state_dict(obj, f"checkpoint {path}")
+    layout, csd = detect_layout(sd, f"checkpoint {path}")
+    by_part: Dict[str, int] = {}
+    dtypes: Dict[str, int] = {}
+    for k, v in csd.items():
+        by_part[_part_of(k)] = by_part.get(_part_of(k), 0) + v.numel()
+        dtypes[str(v.dtype).replace("torch.", "")] = dtypes.get(
+            str(v.dtype).replace("torch.", ""), 0) + 1
+    names = [model] if model else list_models()
+    checks = {n: _config_check(n, layout, csd) for n in names}
+    matching = [n for n, v in checks.items() if v.startswith("matches")]
+    if layout.kind == "tower":
+        notes.append("no text tower in the file: text-dependent evaluation is unavailable")
+    return CheckpointReport(
+        path=str(path), file_size=p.stat().st_size, sha256=file_sha256(p), file_format=fmt,
+        layout=layout.kind, form=layout.form, projection=layout.projection,
+        n_tensors=len(csd), n_params=sum(v.numel() for v in csd.values()),
+        params_by_part=by_part, dtypes=dtypes, matching_configs=matching, config_checks=checks,
+        notes=notes)

@@ -1,0 +1,328 @@
+"""Checkpoint layouts, formats and failures: every file either loads exactly or says why not."""
+import json
+import os
+import pickle
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import unirepclip
+from unirepclip import checkpoint as C
+from unirepclip.factory import build_model, get_model_config
+
+NAME = "UniRepLKNet-Demo"
+
+
+def _randomize(model, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if n.endswith(("gamma", "beta")) or "head" in n:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def reference():
+    torch.manual_seed(0)
+    model = _randomize(build_model(get_model_config(NAME)))
+    tok = unirepclip.get_tokenizer(NAME)
+    images = torch.randn(3, 3, 64, 64)
+    texts = tok(["a red star", "a blue ring on a noisy background"])
+    with torch.no_grad():
+        img = model.encode_image(images)
+        txt = model.encode_text(texts)
+    return model, images, texts, img, txt
+
+
+def _embed(model, images, texts):
+    with torch.no_grad():
+        return model.encode_image(images), model.encode_text(texts)
+
+
+def _save(sd, path):
+    if str(path).endswith(".safetensors"):
+        save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
+    else:
+        torch.save(sd, path)
+    return path
+
+
+def _open_clip_linear(sd):
+    """The same weights in the timm_proj='linear' layout (projection without bias)."""
+    sd = dict(sd)
+    sd["visual.head.proj.weight"] = sd.pop("visual.trunk.head.weight")
+    del sd["visual.trunk.head.bias"]
+    return sd
+
+
+@pytest.mark.parametrize("fmt,wrap", [
+    (".safetensors", "none"), (".safetensors", "module_prefix"),
+    *[(f, w) for f in (".pt", ".bin") for w in ("none", "state_dict", "model", "ema",
+                                                 "module_prefix")],
+])
+def test_open_clip_layout_roundtrip(tmp_path, reference, fmt, wrap):
+    model, images, texts, img, txt = reference
+    sd = model.state_dict()
+    if wrap == "module_prefix":
+        sd = {"module." + k: v for k, v in sd.items()}
+    obj = sd if wrap in ("none", "module_prefix") else {wrap: sd, "epoch": 3}
+    path = tmp_path / f"ckpt{fmt}"
+    if fmt == ".safetensors":  # a flat dict by design
+        _save(sd, path)
+    else:
+        torch.save(obj, path)
+    loaded = unirepclip.create_model(NAME, pretrained=str(path))
+    i2, t2 = _embed(loaded, images, texts)
+    assert (i2 - img).abs().max() <= 1e-6 and (t2 - txt).abs().max() <= 1e-6
+    assert loaded.load_report.layout == "open_clip" and loaded.load_report.ok
+
+
+def test_linear_projection_file_loads_into_canonical_form(tmp_path, reference):
+    model, images, texts, img, txt = reference
+    sd = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        sd["visual.trunk.head.bias"].zero_()  # a bias-free projection, as timm_proj='linear' stores
+    ref = build_model(get_model_config(NAME))
+    ref.load_state_dict(sd)
+    ref.eval()
+    i_ref, t_ref = _embed(ref, images, texts)
+    path = _save(_open_clip_linear(sd), tmp_path / "linear.safetensors")
+    loaded = unirepclip.create_model(NAME, pretrained=str(path))
+    assert loaded.load_report.projection == "linear"
+    i2, t2 = _embed(loaded, images, texts)
+    assert (i2 - i_ref).abs().max() <= 1e-6 and (t2 - t_ref).abs().max() <= 1e-6
+    torch.testing.assert_close(loaded.visual.trunk.head.bias, torch.zeros(64))
+
+
+@pytest.mark.parametrize("prefix", ["", "visual.trunk.", "module."])
+def test_tower_alone_with_clip_projection(tmp_path, reference, prefix):
+    model, images, texts, img, _ = reference
+    tower = {prefix + k: v for k, v in model.visual.trunk.state_dict().items()}
+    path = _save(tower, tmp_path / "tower.pt")
+    loaded = unirepclip.create_model(NAME, pretrained=str(path))
+    assert loaded.load_report.layout == "tower"
+    assert loaded.has_trained_text_tower is False
+    with torch.no_grad():
+        i2 = loaded.encode_image(images)
+    assert (i2 - img).abs().max() <= 1e-6
+    with pytest.raises(RuntimeError, match="no trained text tower"):
+        loaded.encode_text(texts)
+
+
+def test_tower_with_imagenet_classifier_drops_it_with_a_note(tmp_path, reference):
+    model, images, *_ = reference
+    tower = dict(model.visual.trunk.state_dict())
+    tower["head.weight"] = torch.randn(1000, 192)
+    tower["head.bias"] = torch.randn(1000)
+    loaded = unirepclip.create_model(NAME, pretrained=str(_save(tower, tmp_path / "cls.pt")))
+    assert loaded.load_report.projection == "classifier"
+    assert any("1000-wide head" in n for n in loaded.load_report.notes)
+    with torch.no_grad():  # the tower's features match exactly
+        ref = model.visual.trunk.forward_features(images)
+        got = loaded.visual.trunk.forward_features(images)
+    assert (ref - got).abs().max() <= 1e-6
+
+
+def test_tower_is_strict_on_its_own_keys(tmp_path, reference):
+    model, *_ = reference
+    tower = dict(model.visual.trunk.state_dict())
+    del tower["stages.1.0.dwconv.dil_conv_k5_1.weight"]
+    with pytest.raises(C.CheckpointMismatchError, match="dil_conv_k5_1"):
+        unirepclip.create_model(NAME, pretrained=str(_save(tower, tmp_path / "t.pt")))
+
+
+def test_inference_form_file(tmp_path, reference):
+    model, images, texts, img, txt = reference
+    deployed = build_model(get_model_config(NAME))
+    deployed.load_state_dict(model.state_dict())
+    deployed.visual.trunk.reparameterize()
+    path = _save(deployed.state_dict(), tmp_path / "deploy.safetensors")
+    loaded = unirepclip.create_model(NAME, pretrained=str(path))
+    assert loaded.load_report.form == "inference"
+    i2, t2 = _embed(loaded, images, texts)
+    assert ((i2 - img).abs().max() / img.abs().max()) <= 1e-5
+    assert (t2 - txt).abs().max() <= 1e-6
+    # a tower-only file in the inference form too
+    tower = {"visual.trunk." + k: v for k, v in deployed.visual.trunk.state_dict().items()}
+    loaded = unirepclip.create_model(NAME, pretrained=str(_save(tower, tmp_path / "dt.pt")))
+    with torch.no_grad():
+        i3 = loaded.encode_image(images)
+    assert ((i3 - img).abs().max() / img.abs().max()) <= 1e-5
+
+
+def test_deploy_flag_reparameterizes_a_training_form_file(tmp_path, reference):
+    model, images, texts, img, _ = reference
+    path = _save(model.state_dict(), tmp_path / "m.safetensors")
+    loaded = unirepclip.create_model(NAME, pretrained=str(path), deploy=True)
+    assert not any("dil_conv" in k for k in loaded.state_dict())
+    with torch.no_grad():
+        assert ((loaded.encode_image(images) - img).abs().max() / img.abs().max()) <= 1e-5
+
+
+def test_fp16_file_loads_into_fp32(tmp_path, reference):
+    model, images, *_ = reference
+    sd = {k: (v.half() if v.is_floating_point() else v) for k, v in model.state_dict().items()}
+    loaded = unirepclip.create_model(NAME, pretrained=str(_save(sd, tmp_path / "h.safetensors")))
+    assert next(loaded.parameters()).dtype == torch.float32
+
+
+def test_hf_hub_offline_from_a_cache_the_test_fills(tmp_path, reference, monkeypatch):
+    model, images, texts, img, txt = reference
+    repo = tmp_path / "hub" / "models--someone--clip-unireplknet-demo"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    snap = repo / "snapshots" / commit
+    snap.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    _save(model.state_dict(), snap / "open_clip_model.safetensors")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for spec in ("hf-hub:someone/clip-unireplknet-demo",
+                 "hf-hub:someone/clip-unireplknet-demo/open_clip_model.safetensors"):
+        loaded = unirepclip.create_model(NAME, pretrained=spec)
+        i2, t2 = _embed(loaded, images, texts)
+        assert (i2 - img).abs().max() <= 1e-6
+    with pytest.raises(C.CheckpointError, match="no checkpoint found.*offline"):
+        unirepclip.create_model(NAME, pretrained="hf-hub:someone/absent")
+
+
+# --- bad input ------------------------------------------------------------------------------
+
+def test_truncated_and_corrupt_files_name_the_file(tmp_path, reference):
+    model, *_ = reference
+    good_st = _save(model.state_dict(), tmp_path / "good.safetensors")
+    good_pt = _save(model.state_dict(), tmp_path / "good.pt")
+    for good in (good_st, good_pt):
+        data = good.read_bytes()
+        bad = tmp_path / ("trunc_" + good.name)
+        bad.write_bytes(data[: len(data) // 2])
+        with pytest.raises(C.CheckpointError, match=f"{bad.name}.*(truncated|corrupt)"):
+            unirepclip.create_model(NAME, pretrained=str(bad))
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"this is not a checkpoint at all" * 10)
+    with pytest.raises(C.CheckpointError, match="junk.pt"):
+        unirepclip.create_model(NAME, pretrained=str(junk))
+
+
+def test_empty_file_directory_and_missing_file(tmp_path):
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    with pytest.raises(C.CheckpointError, match="empty.pt is empty"):
+        unirepclip.create_model(NAME, pretrained=str(empty))
+    with pytest.raises(C.CheckpointError, match="is a directory"):
+        unirepclip.create_model(NAME, pretrained=str(tmp_path))
+    with pytest.raises(C.CheckpointError, match="does not exist"):
+        unirepclip.create_model(NAME, pretrained=str(tmp_path / "nope.pt"))
+
+
+def test_other_architecture_says_so(tmp_path):
+    import open_clip
+    vit = open_clip.create_model("ViT-B-32")  # random weights; nothing is downloaded
+    sd = {k: v for k, v in vit.state_dict().items()}
+    path = _save(sd, tmp_path / "vit.safetensors")
+    with pytest.raises(C.CheckpointError, match="open_clip ViT.*visual"):
+        unirepclip.create_model(NAME, pretrained=str(path))
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, (f"touch {os.environ['EVIL_MARK']}",))
+
+
+def test_pickle_that_would_run_code_is_refused(tmp_path, monkeypatch):
+    mark = tmp_path / "pwned"
+    monkeypatch.setenv("EVIL_MARK", str(mark))
+    path = tmp_path / "evil.pt"
+    torch.save({"state_dict": {"w": torch.zeros(1)}, "payload": _Evil()}, path)
+    with pytest.raises(C.CheckpointError, match="evil.pt was refused"):
+        unirepclip.create_model(NAME, pretrained=str(path))
+    assert not mark.exists()
+    legacy = tmp_path / "evil_legacy.pkl"
+    legacy.write_bytes(pickle.dumps({"x": _Evil()}, protocol=2))
+    with pytest.raises(C.CheckpointError, match="evil_legacy.pkl"):
+        unirepclip.create_model(NAME, pretrained=str(legacy))
+    assert not mark.exists()
+
+
+def test_mismatched_shapes_listed_and_strict_false_returns_report(tmp_path, reference):
+    model, images, *_ = reference
+    sd = dict(model.state_dict())
+    sd["token_embedding.weight"] = torch.zeros(100, 64)
+    sd["unexpected.thing"] = torch.zeros(2)
+    path = _save(sd, tmp_path / "m.safetensors")
+    with pytest.raises(C.CheckpointMismatchError) as e:
+        unirepclip.create_model(NAME, pretrained=str(path))
+    msg = str(e.value)
+    assert "token_embedding.weight file (100, 64) vs model (49408, 64)" in msg
+    assert "unexpected (1): ['unexpected.thing']" in msg
+    loaded = unirepclip.create_model(NAME, pretrained=str(path), strict=False)
+    rep = loaded.load_report
+    assert not rep.ok and rep.unexpected == ["unexpected.thing"]
+    assert rep.mismatched[0][0] == "token_embedding.weight"
+    with torch.no_grad():  # everything that matched did load
+        assert (loaded.encode_image(images) - reference[3]).abs().max() <= 1e-6
+
+
+@pytest.mark.parametrize("cfg,needle", [
+    ({"vision_cfg": {"timm_model_name": "unireplknet_a", "image_size": 64},
+      "text_cfg": {"context_length": 8, "vocab_size": 10, "width": 8, "heads": 2, "layers": 1}},
+     "missing field 'embed_dim'"),
+    ({"embed_dim": 8, "vision_cfg": {"timm_model_name": "unireplknet_a"},
+      "text_cfg": {"context_length": 8, "vocab_size": 10, "width": 8, "heads": 2, "layers": 1}},
+     "missing field 'vision_cfg.image_size'"),
+    ({"embed_dim": 8, "vision_cfg": {"timm_model_name": "convnext_tiny", "image_size": 64},
+      "text_cfg": {"context_length": 8, "vocab_size": 10, "width": 8, "heads": 2, "layers": 1}},
+     "vision_cfg.timm_model_name.*convnext_tiny"),
+])
+def test_bad_config_json_names_the_field(tmp_path, cfg, needle):
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match=needle):
+        unirepclip.create_model(str(path))
+
+
+def test_config_json_path_builds_any_variant(tmp_path):
+    cfg = get_model_config(NAME)
+    cfg["vision_cfg"]["timm_model_name"] = "unireplknet_a"
+    path = tmp_path / "a.json"
+    path.write_text(json.dumps(cfg))
+    model = unirepclip.create_model(str(path))
+    assert model.encode_image(torch.randn(1, 3, 64, 64)).shape == (1, 64)
+
+
+def test_inspect_checkpoint(tmp_path, reference):
+    model, *_ = reference
+    path = _save(model.state_dict(), tmp_path / "m.safetensors")
+    rep = C.inspect_checkpoint(path)
+    assert rep.layout == "open_clip" and rep.form == "training"
+    assert NAME in rep.matching_configs and "CLIP-UniRepLKNet-L" not in rep.matching_configs
+    assert rep.n_params == sum(v.numel() for v in model.state_dict().values())
+    assert rep.params_by_part["image projection"] == 192 * 64 + 64
+    import hashlib
+    assert rep.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert json.loads(rep.to_json())["layout"] == "open_clip"
+    assert "sha256" in str(rep)
+
+
+def test_full_size_model_shapes():
+    with torch.device("meta"):
+        model = build_model(get_model_config("CLIP-UniRepLKNet-L"), meta=True)
+    tower = sum(p.numel() for n, p in model.visual.trunk.named_parameters()
+                if not n.startswith("head."))
+    text = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("visual."))
+    assert round(tower / 1e6, 1) == 218.5
+    assert round(text / 1e6, 1) == 354.0
+
+
+@pytest.mark.slow
+def test_full_size_encode_image_at_224_and_320():
+    model = unirepclip.create_model("CLIP-UniRepLKNet-L")
+    with torch.no_grad():
+        for size in (224, 320):
+            assert model.encode_image(torch.randn(1, 3, size, size)).shape == (1, 1024)
