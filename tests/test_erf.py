@@ -1,0 +1,231 @@
+"""ERF measurement and analysis against analytic cases."""
+import copy
+
+import matplotlib
+import numpy as np
+import pytest
+import timm
+import torch
+import torch.nn as nn
+
+import unirepclip  # noqa: F401  (registers the towers)
+from unirepclip.erf import (PUBLISHED_AREA_RATIOS, area_ratios, compute_erf, normalize_erf,
+                            plot_erf, stage_feature_fn)
+
+matplotlib.use("Agg")
+
+
+def ones_depthwise(k: int, channels: int = 3) -> nn.Conv2d:
+    conv = nn.Conv2d(channels, channels, k, padding=k // 2, groups=channels, bias=False)
+    nn.init.ones_(conv.weight)
+    return conv
+
+
+def positive_images(n: int = 3, size: int = 64) -> torch.Tensor:
+    # Positive pixels keep every pre-ReLU centre activation positive, so the ReLU passes the
+    # gradient of every channel and the analytic map is exact.
+    return torch.rand(n, 3, size, size) + 0.1
+
+
+def box_profile(k: int, n: int) -> np.ndarray:
+    """n-fold discrete convolution of a length-k box: the 1-D ERF of n stacked all-ones kernels."""
+    p = np.ones(1)
+    for _ in range(n):
+        p = np.convolve(p, np.ones(k))
+    return p
+
+
+def test_single_all_ones_kernel_has_a_box_erf_of_side_k():
+    k, size = 7, 64
+    erf, used, nan = compute_erf(ones_depthwise(k), positive_images(), progress=False,
+                                 return_counts=True)
+    assert (used, nan) == (3, 0)
+    expected = np.zeros((size, size))
+    c = size // 2
+    expected[c - k // 2:c + k // 2 + 1, c - k // 2:c + k // 2 + 1] = 3.0  # one per colour channel
+    np.testing.assert_array_equal(erf, expected)
+
+
+def test_box_area_ratios_are_exact():
+    erf = compute_erf(ones_depthwise(7), positive_images(2), progress=False)
+    r = area_ratios(erf)
+    # 3x3 holds 9/49 < 20%; 5x5 holds 25/49 > 50%; only 7x7 holds 99%.
+    assert {t: v["side"] for t, v in r.items()} == {"t20": 5, "t30": 5, "t50": 5, "t99": 7}
+    assert r["t50"]["area_ratio"] == pytest.approx(25 / 4096, abs=0)
+    assert r["t99"]["area_ratio"] == pytest.approx(49 / 4096, abs=0)
+
+
+@pytest.mark.parametrize("k,n", [(3, 4), (7, 3), (5, 2)])
+def test_stacked_all_ones_kernels_give_the_n_fold_box_convolution(k, n):
+    size = 64
+    stack = nn.Sequential(*[ones_depthwise(k) for _ in range(n)])
+    erf = compute_erf(stack, positive_images(2), progress=False)
+    p = box_profile(k, n)
+    expected = np.zeros((size, size))
+    half, c = len(p) // 2, size // 2
+    expected[c - half:c + half + 1, c - half:c + half + 1] = 3.0 * np.outer(p, p)
+    np.testing.assert_allclose(erf, expected, rtol=1e-6, atol=0)
+    # Theory: the profile widens to n(k-1)+1 and its variance grows linearly with n.
+    assert len(p) == n * (k - 1) + 1
+    x = np.arange(len(p)) - half
+    assert (p * x ** 2).sum() / p.sum() == pytest.approx(n * (k * k - 1) / 12)
+
+
+def test_area_ratios_hand_computed():
+    # 8x8 map, centre (4, 4) = 999 -> log10 = 3 -> 1 after /max; its 8 neighbours 9 -> 1/3.
+    m = np.zeros((8, 8))
+    m[3:6, 3:6] = 9.0
+    m[4, 4] = 999.0
+    r = area_ratios(m)
+    # total 1 + 8/3 = 11/3: the centre alone holds 3/11 = 27%.
+    assert r["t20"] == {"side": 1, "area_ratio": 1 / 64}
+    assert r["t30"] == {"side": 3, "area_ratio": 9 / 64}
+    assert r["t99"] == {"side": 3, "area_ratio": 9 / 64}
+
+
+def test_area_ratios_uniform_map_clips_at_the_border():
+    r = area_ratios(np.ones((8, 8)))
+    # squares centred at (4, 4): 1, 9, 25, 49 pixels, then clipped to the whole map (64)
+    assert r["t20"] == {"side": 5, "area_ratio": 25 / 64}
+    assert r["t50"] == {"side": 7, "area_ratio": 49 / 64}
+    assert r["t99"] == {"side": 9, "area_ratio": 1.0}
+
+
+def test_area_ratios_rejects_bad_input():
+    with pytest.raises(ValueError, match="zero everywhere"):
+        area_ratios(np.zeros((4, 4)))
+    with pytest.raises(ValueError, match="thresholds"):
+        area_ratios(np.ones((4, 4)), thresholds=(1.5,))
+    with pytest.raises(ValueError, match="2-D"):
+        area_ratios(np.ones(4))
+
+
+def test_published_table_is_monotone_fractions():
+    for name, row in PUBLISHED_AREA_RATIOS.items():
+        values = [row[k] for k in ("t20", "t30", "t50", "t99")]
+        assert values == sorted(values) and 0 < values[0] and values[-1] < 1, name
+
+
+def test_nan_images_are_skipped_and_counted():
+    conv = ones_depthwise(3)
+
+    def feature_fn(x):
+        # 0 * sqrt(x) is 0 forward but its gradient at a zero pixel is 0 * inf = NaN.
+        return conv(x) + 0 * torch.sqrt(x)
+
+    x = positive_images(5)
+    x[1, 0, 10, 10] = 0.0
+    x[3, 2, 50, 20] = 0.0
+    erf, used, nan = compute_erf(feature_fn, x, batch_size=2, progress=False, return_counts=True)
+    assert (used, nan) == (3, 2)
+    np.testing.assert_array_equal(erf, compute_erf(conv, x[[0, 2, 4]], progress=False))
+    with pytest.raises(ValueError, match="NaN"):
+        compute_erf(feature_fn, x[[1]], progress=False)
+
+
+def _randomize_reparam_state(trunk: nn.Module, gen: torch.Generator) -> None:
+    """Non-trivial BN statistics, GRN and layer scale, so re-parameterization has work to do."""
+    with torch.no_grad():
+        for m in trunk.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.2, generator=gen)
+                m.running_var.uniform_(0.5, 2.0, generator=gen)
+                m.weight.normal_(1, 0.3, generator=gen)
+                m.bias.normal_(0, 0.2, generator=gen)
+            elif isinstance(m, unirepclip.unireplknet.GRNwithNHWC):
+                m.gamma.normal_(0, 0.3, generator=gen)
+                m.beta.normal_(0, 0.3, generator=gen)
+            elif isinstance(m, unirepclip.unireplknet.UniRepLKNetBlock) and m.gamma is not None:
+                m.gamma.normal_(1, 0.3, generator=gen)
+            elif isinstance(m, nn.Conv2d) and m.groups > 1:
+                m.weight.normal_(0, 0.1, generator=gen)  # depthwise kernels large enough to matter
+
+
+@pytest.fixture(scope="module")
+def demo_trunks():
+    torch.manual_seed(0)
+    train = timm.create_model("unireplknet_demo", num_classes=0).eval()
+    _randomize_reparam_state(train, torch.Generator().manual_seed(1))
+    deploy = copy.deepcopy(train).reparameterize()
+    assert deploy.deploy and not any(isinstance(m, nn.BatchNorm2d) for m in deploy.modules())
+    return train, deploy
+
+
+@pytest.mark.parametrize("stage", [0, 1, 2, 3])
+def test_training_and_inference_forms_have_the_same_erf(demo_trunks, stage):
+    train, deploy = demo_trunks
+    x = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    a = compute_erf(stage_feature_fn(train, stage), x, progress=False)
+    b = compute_erf(stage_feature_fn(deploy, stage), x, progress=False)
+    assert a.max() > 0
+    assert np.abs(a - b).max() / np.abs(a).max() < 1e-5
+
+
+def test_batching_and_train_mode_do_not_change_the_erf(demo_trunks):
+    train, _ = demo_trunks
+    fn = stage_feature_fn(train, 1)
+    x = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    one = compute_erf(fn, x, batch_size=1, progress=False)
+    # the mean over images is the mean of the single-image ERFs
+    first = compute_erf(fn, x[:1], progress=False)
+    rest = compute_erf(fn, x[1:], batch_size=1, progress=False)
+    np.testing.assert_allclose(one, (first + 2 * rest) / 3, rtol=1e-10)
+    train.train()  # BatchNorm in training mode would mix images; compute_erf must prevent it
+    try:
+        three = compute_erf(fn, x, batch_size=3, progress=False)
+        assert train.training and train.stages[1][0].norm.training  # modes restored
+    finally:
+        train.eval()
+    np.testing.assert_allclose(three, one, rtol=1e-5, atol=1e-6 * one.max())
+    # a DataLoader-style iterable of (images, labels) gives the same answer
+    loader = [(x[:1], torch.zeros(1)), (x[1:], torch.zeros(2))]
+    np.testing.assert_allclose(compute_erf(fn, loader, batch_size=3, progress=False), one,
+                               rtol=1e-5, atol=1e-6 * one.max())
+
+
+def test_bf16_autocast_close_to_fp32(demo_trunks):
+    train, _ = demo_trunks
+    fn = stage_feature_fn(train, 0)
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(4))
+    a = compute_erf(fn, x, progress=False)
+    b = compute_erf(fn, x, precision="bf16", progress=False)
+    assert not np.array_equal(a, b)  # autocast really ran in bf16
+    assert np.abs(a - b).sum() / np.abs(a).sum() < 0.1
+    with pytest.raises(ValueError, match="precision"):
+        compute_erf(fn, x, precision="int8", progress=False)
+
+
+def test_stage_feature_fn_shapes_and_errors(demo_trunks):
+    train, _ = demo_trunks
+    x = torch.randn(1, 3, 64, 64)
+    sizes = [stage_feature_fn(train, s)(x).shape[-1] for s in range(4)]
+    assert sizes == [16, 8, 4, 2]
+    with pytest.raises(ValueError, match="stage"):
+        stage_feature_fn(train, 4)
+    with pytest.raises(TypeError, match="trunk"):
+        stage_feature_fn(nn.Linear(2, 2), 0)
+
+
+def test_large_kernels_widen_the_erf_at_init():
+    # Same depth and width, only the kernel sizes differ: at initialization (architecture alone)
+    # the large-kernel tower's stage-1 ERF must be wider than its 3x3 twin's.
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(5))
+    sides = {}
+    for name in ("unireplknet_demo", "unireplknet_demo_small_kernel"):
+        torch.manual_seed(0)
+        trunk = timm.create_model(name, num_classes=0, layer_scale_init_value=1.0).eval()
+        erf = compute_erf(stage_feature_fn(trunk, 1), x, progress=False)
+        sides[name] = area_ratios(erf)["t99"]["side"]
+    assert sides["unireplknet_demo"] > sides["unireplknet_demo_small_kernel"]
+
+
+def test_plot_erf_labels_axes_and_colour_bar():
+    import matplotlib.pyplot as plt
+
+    erf = compute_erf(ones_depthwise(5), positive_images(1, 32), progress=False)
+    fig, ax = plt.subplots()
+    im = plot_erf(ax, erf, title="box k=5")
+    assert ax.get_xlabel() and ax.get_ylabel() and ax.get_title() == "box k=5"
+    assert len(fig.axes) == 2  # the colour bar
+    np.testing.assert_allclose(im.get_array(), normalize_erf(erf))
+    plt.close(fig)
