@@ -116,7 +116,7 @@ def stage_feature_fn(trunk: nn.Module, stage: int) -> StageFeatures:
 # ----------------------------------------------------------------------------------------------
 
 def _iter_batches(images, batch_size: int) -> Iterator[torch.Tensor]:
-    """Batches (B, C, H, W) from a tensor / array or an iterable of tensors or (image, ...) tuples."""
+    """(B, C, H, W) batches from an array, or an iterable of tensors or (images, ...) tuples."""
     if isinstance(images, np.ndarray):
         images = torch.from_numpy(images)
     if isinstance(images, torch.Tensor):
