@@ -1,0 +1,20 @@
+"""Data for the workbook: the synthetic captioned world, local image folders, caption files, and
+real images that ship inside installed packages. ``from unirepclip.data import ...`` for all."""
+from .synthetic import (  # noqa: F401
+    BACKGROUNDS,
+    COLOUR_RGB,
+    COLOURS,
+    PHRASINGS,
+    POSITION_WORDS,
+    SHAPES,
+    SIZE_WORDS,
+    SPLITS,
+    WORLD_VERSION,
+    PromptTemplate,
+    SyntheticSamples,
+    SyntheticShapes,
+    SyntheticWorld,
+    all_captions,
+    caption_templates,
+    zeroshot_task,
+)

@@ -1,0 +1,272 @@
+"""Tests for unirepclip.data: the synthetic world and the local datasets."""
+import math
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from unirepclip.data import (
+    COLOUR_RGB,
+    COLOURS,
+    POSITION_WORDS,
+    SHAPES,
+    SIZE_WORDS,
+    SyntheticShapes,
+    SyntheticWorld,
+    all_captions,
+    zeroshot_task,
+)
+
+# ------------------------------------------------------------------------------------------------
+# Synthetic world
+# ------------------------------------------------------------------------------------------------
+
+
+def test_same_seed_split_index_gives_same_pixels_whatever_n_or_order():
+    w = SyntheticWorld(seed=3)
+    full = w.render("train", 12)
+    tail = SyntheticWorld(seed=3).render("train", 4, start=8)
+    np.testing.assert_array_equal(full.images[8:], tail.images)
+    np.testing.assert_array_equal(full.masks[8:], tail.masks)
+    assert full.captions[8:] == tail.captions
+    # rendering items in reverse order, one at a time, changes nothing
+    for i in reversed(range(12)):
+        item = w.render_item("train", i)
+        np.testing.assert_array_equal(item["image"], full.images[i])
+        assert item["caption"] == full.captions[i]
+
+
+def test_seeds_and_splits_give_different_images():
+    a = SyntheticWorld(seed=0).render("train", 20).images
+    b = SyntheticWorld(seed=1).render("train", 20).images
+    v = SyntheticWorld(seed=0).render("val", 20).images
+    t = SyntheticWorld(seed=0).render("test", 20).images
+    for other in (b, v, t):
+        # not one image in common
+        assert not any((a[i] == other[j]).all() for i in range(20) for j in range(20))
+
+
+def test_mask_is_exactly_the_pixels_that_differ_from_the_background():
+    w = SyntheticWorld(seed=0)
+    kinds = set()
+    for i in range(60):
+        item = w.render_item("train", i)
+        kinds.add(item["background"])
+        changed = (item["image"] != item["background_image"]).any(-1)
+        np.testing.assert_array_equal(changed, item["mask"])
+    assert kinds == {"plain", "gradient", "noise", "texture"}
+
+
+def test_mask_matches_saturation_on_every_background():
+    # Independent of the renderer's bookkeeping: objects are saturated hues, backgrounds near grey,
+    # so thresholding the channel spread must recover the mask exactly.
+    s = SyntheticWorld(seed=5, image_size=48).render("val", 200)
+    spread = s.images.max(-1).astype(int) - s.images.min(-1).astype(int)
+    np.testing.assert_array_equal(spread > 60, s.masks)
+
+
+def test_plain_background_pixels_outside_mask_are_one_colour():
+    w = SyntheticWorld(seed=0)
+    seen = 0
+    for i in range(80):
+        item = w.render_item("test", i)
+        if item["background"] != "plain":
+            continue
+        seen += 1
+        img, mask = item["image"], item["mask"]
+        bg = img[~mask]
+        assert (bg == bg[0]).all()
+        assert (img[mask] != bg[0]).any(-1).all()  # every object pixel differs from the background
+    assert seen >= 5
+
+
+def test_object_colour_is_the_labelled_colour():
+    s = SyntheticWorld(seed=2).render("train", 120)
+    palette = np.array([COLOUR_RGB[c] for c in COLOURS], float)
+    for img, mask, col in zip(s.images, s.masks, s.colour):
+        mean = img[mask].astype(float).mean(0)
+        assert np.argmin(((palette - mean) ** 2).sum(1)) == col
+        assert np.abs(mean - palette[col]).max() <= 10  # the jitter bound
+
+
+# area and perimeter of each shape in units of r^2 and r, r = half the object's diameter
+# (hand-computed from the shape definitions)
+_AREA = {
+    "circle": math.pi,
+    "square": 2.0,                                     # inscribed square, half-diagonal 1
+    "triangle": 3 * math.sqrt(3) / 4,                  # inscribed equilateral triangle
+    "star": 10 * 0.5 * 0.45 * math.sin(math.pi / 5),   # 10 triangles between radii 1 and 0.45
+    "cross": 2 * (2 * 0.95 * 0.6) - 0.6 ** 2,          # two 1.9 x 0.6 bars minus their overlap
+    "ring": math.pi * (1 - 0.55 ** 2),
+}
+_PERIMETER = {
+    "circle": 2 * math.pi,
+    "square": 4 * math.sqrt(2),
+    "triangle": 3 * math.sqrt(3),
+    "star": 10 * math.sqrt(1 + 0.45 ** 2 - 2 * 0.45 * math.cos(math.pi / 5)),
+    "cross": 4 * (0.6 + 2 * 0.65),
+    # a filled polygon without anti-aliasing gains its boundary pixels; the hole's boundary is
+    # cut away again, so the net boundary gain of a ring is outer minus inner
+    "ring": 2 * math.pi * (1 - 0.55),
+}
+
+
+def test_mask_area_matches_the_labelled_shape_and_size():
+    size = 96
+    s = SyntheticWorld(seed=0, image_size=size, object_scale=(0.5, 0.6)).render("train", 150)
+    checked = 0
+    for mask, shape, scale in zip(s.masks, s.shape, s.scale):
+        name = SHAPES[shape]
+        if name not in _AREA:
+            continue
+        r = scale * size / 2
+        # aliased rasterisation adds about a third of a pixel per unit of boundary length
+        expected = _AREA[name] * r * r + 0.35 * _PERIMETER[name] * r
+        boundary = 2 * math.pi * 1.55 if name == "ring" else _PERIMETER[name]  # both edges
+        assert abs(mask.sum() - expected) <= 0.2 * boundary * r + 2, name
+        checked += 1
+    assert checked >= 80
+
+
+def test_objects_stay_inside_and_scale_with_image_size():
+    for size in (32, 128):
+        s = SyntheticWorld(seed=1, image_size=size, object_scale=(0.3, 0.3)).render("train", 40)
+        for mask, shape in zip(s.masks, s.shape):
+            if SHAPES[shape] == "circle":  # a circle is never cut off: its diameter is 0.3 * size
+                ys, xs = np.nonzero(mask)
+                assert abs((xs.max() - xs.min() + 1) - 0.3 * size) <= 2
+                assert abs((ys.max() - ys.min() + 1) - 0.3 * size) <= 2
+
+
+def test_captions_name_the_labels():
+    s = SyntheticWorld(seed=4).render("train", 200)
+    lo, hi = 0.2, 0.4
+    for cap, sh, co, sw, pw, sc, bg in zip(s.captions, s.shape, s.colour, s.size_word,
+                                            s.position_word, s.scale, s.background):
+        assert f"{COLOURS[co]} {SHAPES[sh]}" in cap
+        assert sw == SIZE_WORDS[min(2, int(3 * (sc - lo) / (hi - lo)))]
+        if f" {sw} " in cap:
+            assert f"{sw} {COLOURS[co]} {SHAPES[sh]}" in cap
+        assert bg in {"plain", "gradient", "noise", "texture"}
+        # the article agrees with the word after it
+        assert "a orange" not in cap and "an red" not in cap
+
+
+def test_position_word_matches_the_mask_centre():
+    s = SyntheticWorld(seed=6).render("train", 150)
+    size = 64
+    for mask, word in zip(s.masks, s.position_word):
+        ys, xs = np.nonzero(mask)
+        cx, cy = (xs.min() + xs.max()) / 2, (ys.min() + ys.max()) / 2
+        col, row = int(3 * cx / size), int(3 * cy / size)
+        near_edge = min(abs(3 * cx / size - round(3 * cx / size)),
+                        abs(3 * cy / size - round(3 * cy / size))) < 0.1
+        if not near_edge:
+            assert word == POSITION_WORDS[3 * row + col]
+
+
+def test_train_and_heldout_phrasings_are_disjoint():
+    train, held = all_captions("train"), all_captions("heldout")
+    assert train and held and not (train & held)
+    tr = SyntheticWorld(seed=0).render("train", 300).captions
+    va = SyntheticWorld(seed=0).render("val", 100).captions
+    te = SyntheticWorld(seed=0).render("test", 300).captions
+    assert set(tr) <= train and set(va) <= train and set(te) <= held
+    # also no shared phrase wording beyond the labels: no 3-word window of a test frame is in training
+    def grams(caps, k=3):
+        out = set()
+        for c in caps:
+            w = c.replace(",", "").replace(";", "").split()
+            out |= {tuple(w[i:i + k]) for i in range(len(w) - k + 1)
+                    if not set(w[i:i + k]) & (set(SHAPES) | set(COLOURS) | set(SIZE_WORDS) | {"a", "an"})}
+        return out
+    assert not (grams(train) & grams(held))
+
+
+def test_zeroshot_prompts_are_heldout_and_build_a_classifier():
+    from open_clip.zero_shot_classifier import build_zero_shot_classifier
+
+    train, held = all_captions("train"), all_captions("heldout")
+    for task, classes in (("shape", SHAPES), ("colour", COLOURS)):
+        names, templates = zeroshot_task(task)
+        assert names == list(classes)
+        texts = [t(c) for c in names for t in templates]
+        assert len(set(texts)) == len(texts)
+        assert set(texts) <= held and not (set(texts) & train)
+        assert all(t.format(names[0]) == t(names[0]) for t in templates)
+    assert zeroshot_task("colour")[1][0]("orange").startswith("a picture of an orange ")
+
+    class Stub(torch.nn.Module):
+        def encode_text(self, tokens, normalize=False):
+            f = torch.nn.functional.one_hot(tokens[:, 1] % 16, 16).float()
+            return f / f.norm(dim=-1, keepdim=True)
+
+    tok = lambda texts: torch.tensor([[0, len(t)] for t in texts])  # noqa: E731
+    names, templates = zeroshot_task("shape")
+    clf = build_zero_shot_classifier(Stub(), tok, names, templates, num_classes_per_batch=None)
+    assert clf.shape == (16, len(SHAPES))
+    torch.testing.assert_close(clf.norm(dim=0), torch.ones(len(SHAPES)))
+
+
+def test_two_objects_labels_and_masks():
+    s = SyntheticWorld(seed=0, two_objects=True).render("test", 80)
+    palette = np.array([COLOUR_RGB[c] for c in COLOURS], float)
+    assert (s.shape != s.shape2).all() and (s.colour != s.colour2).all()
+    assert not (s.masks & s.masks2).any()
+    spread = s.images.max(-1).astype(int) - s.images.min(-1).astype(int)
+    np.testing.assert_array_equal(spread > 60, s.masks | s.masks2)
+    for i in range(len(s)):
+        assert f"{COLOURS[s.colour2[i]]} {SHAPES[s.shape2[i]]}" in s.captions[i]
+        if s.masks2[i].sum() > 0:
+            mean = s.images[i][s.masks2[i]].astype(float).mean(0)
+            assert np.argmin(((palette - mean) ** 2).sum(1)) == s.colour2[i]
+    # the first object's pixels and caption start are the one-object world's (draw order)
+    one = SyntheticWorld(seed=0).render("test", 80)
+    np.testing.assert_array_equal(one.masks, s.masks)
+    assert all(c2.startswith(c1) for c1, c2 in zip(one.captions, s.captions))
+
+
+def test_dataset_yields_pil_images_and_targets():
+    ds = SyntheticShapes(split="test", n=30, image_size=32, seed=0, target="shape")
+    img, y = ds[3]
+    assert isinstance(img, Image.Image) and img.size == (32, 32) and img.mode == "RGB"
+    np.testing.assert_array_equal(np.asarray(img), ds.samples.images[3])
+    assert y == ds.samples.shape[3] and ds.classes == list(SHAPES)
+    assert ds.masks.shape == (30, 32, 32) and len(ds.captions) == 30 == len(ds)
+    assert ds[-1][1] == ds.samples.shape[29]
+    with pytest.raises(IndexError):
+        ds[30]
+    col = SyntheticShapes(split="test", n=30, image_size=32, target="colour",
+                          transform=lambda im: np.asarray(im).mean())
+    x, y = col[3]
+    assert x == pytest.approx(ds.samples.images[3].mean()) and y == ds.samples.colour[3]
+    assert col.classes == list(COLOURS)
+    cap = SyntheticShapes(split="test", n=5, image_size=32, target="caption")
+    assert cap[2][1] == ds.captions[2] and cap.classes is None
+    assert SyntheticShapes(split="test", n=5, image_size=32, target="index")[4][1] == 4
+
+
+def test_bad_parameters_are_named():
+    with pytest.raises(ValueError, match="split"):
+        SyntheticWorld().render("training", 3)
+    with pytest.raises(ValueError, match="object_scale"):
+        SyntheticWorld(object_scale=(0.5, 1.5))
+    with pytest.raises(ValueError, match="target"):
+        SyntheticShapes(n=2, target="size")
+    with pytest.raises(ValueError, match="task"):
+        zeroshot_task("size")
+
+
+def test_tiny_objects_still_have_a_mask():
+    s = SyntheticWorld(seed=0, image_size=16, object_scale=(0.05, 0.1)).render("train", 50)
+    assert s.masks.reshape(50, -1).any(1).all()
+
+
+def test_rendering_is_fast():
+    w = SyntheticWorld(seed=0)
+    t0 = time.perf_counter()
+    w.render("train", 2000, with_masks=False)
+    # ~0.5 ms per image measured; the bound leaves room for a busy shared machine
+    assert time.perf_counter() - t0 < 6.0
