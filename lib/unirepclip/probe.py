@@ -1,0 +1,620 @@
+"""Linear and kNN probes on frozen features, with the CLIP paper's protocol.
+
+Linear probe (Radford et al. 2021, appendix A.3): L2-regularized multinomial logistic regression
+fitted with L-BFGS (up to 1000 iterations) on frozen features. The inverse regularization C is
+chosen on a validation split by a coarse-to-fine search over 1e-6 .. 1e6 at a resolution of 8
+steps per decade (96 steps over 12 decades): evaluate [1e-6, 1e-4, ..., 1e6], then repeatedly
+halve the log-interval around the best value until a step is 1/8 of a decade. The chosen C is
+refitted on train + validation and scored once on the test split.
+
+Two solvers minimize the same objective, scikit-learn's for ``LogisticRegression(C=C)``
+(scikit-learn 1.3 .. 1.9, ``solver="lbfgs"``, L2 penalty)::
+
+    C * sum_i loss(x_i, y_i) + 0.5 * ||W||_F^2      (the intercept b is not penalized)
+
+where ``loss`` is the softmax cross-entropy over all K classes (W is K x D) for K >= 3, and the
+binary logistic loss with one weight vector (W is 1 x D) for K = 2, as scikit-learn does:
+
+* ``backend="sklearn"``: ``sklearn.linear_model.LogisticRegression``.
+* ``backend="torch"``: full-batch ``torch.optim.LBFGS`` (strong-Wolfe line search, history 10
+  as in SciPy's L-BFGS-B) on ``device``, the loss summed over row chunks so that memory stays
+  bounded for ImageNet-train-sized problems (1.28M x 1536 features, 1000 classes), which
+  scikit-learn's single-machine solver cannot handle in reasonable time. Both solvers stop when
+  the largest gradient entry of the per-sample-averaged objective falls below ``tol``.
+* ``backend="auto"``: torch when ``n_samples * n_features * n_classes`` exceeds
+  ``size_threshold`` (default :data:`TORCH_SIZE_THRESHOLD` = 1e9, e.g. 100k samples x 1000
+  features x 10 classes, where one scikit-learn fit takes minutes; ImageNet-train is 2e12),
+  scikit-learn otherwise.
+
+kNN probe (Caron et al. 2021, DINO; Wu et al. 2018): L2-normalized features, cosine similarity to
+every training feature, the k nearest vote for their class with weight exp(sim / 0.07).
+"""
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from tqdm.auto import tqdm
+
+from .metrics import ArrayLike, mean_per_class_recall, to_numpy
+
+__all__ = [
+    "TORCH_SIZE_THRESHOLD", "SWEEP_RANGE", "SWEEP_STEPS_PER_DECADE",
+    "sweep_grid", "clip_sweep", "LinearProbe", "KNNProbe", "kshot_indices", "kshot_evaluate",
+    "pixel_features", "evaluate",
+]
+
+TORCH_SIZE_THRESHOLD = 10 ** 9
+SWEEP_RANGE = (-6, 6)            # log10 C bounds of the CLIP sweep
+SWEEP_COARSE_STEP = 2            # decades between the first points
+SWEEP_STEPS_PER_DECADE = 8       # final resolution: 12 decades x 8 = 96 steps
+
+
+# ---------------------------------------------------------------------------------------------
+# The regularization sweep
+# ---------------------------------------------------------------------------------------------
+
+def _c_of(unit: int) -> float:
+    # C on the grid as 10 ** (unit / 8): integers keep the points exact and comparable
+    return float(10.0 ** (unit / SWEEP_STEPS_PER_DECADE))
+
+
+def sweep_grid() -> np.ndarray:
+    """All 97 values of C the CLIP sweep can visit (1e-6 .. 1e6, 8 per decade)."""
+    lo, hi = (e * SWEEP_STEPS_PER_DECADE for e in SWEEP_RANGE)
+    return np.array([_c_of(u) for u in range(lo, hi + 1)])
+
+
+def clip_sweep(score: Callable[[float], float], *, progress: bool = False
+               ) -> Tuple[float, List[Tuple[float, float]]]:
+    """The CLIP paper's coarse-to-fine search for the C that maximizes ``score(C)``.
+
+    Evaluates C = 1e-6, 1e-4, ..., 1e6, then, with the step halved each round (2 decades, 1,
+    1/2, 1/4, 1/8), the two neighbours of the best C so far that lie inside the range and were
+    not evaluated yet. The best C is the argmax over every evaluation; equal scores go to the
+    smaller C (the stronger regularization). At most 7 + 2 * 4 = 15 evaluations; the answer is a
+    point of :func:`sweep_grid` and equals the grid's argmax when ``score`` is unimodal in log C.
+
+    Args:
+        score: the validation accuracy (or any higher-is-better figure) of a model fitted with C.
+        progress: show a tqdm bar.
+
+    Returns:
+        ``(best_C, [(C, score), ...])`` with the evaluations sorted by C.
+    """
+    lo, hi = (e * SWEEP_STEPS_PER_DECADE for e in SWEEP_RANGE)
+    step = SWEEP_COARSE_STEP * SWEEP_STEPS_PER_DECADE
+    seen: Dict[int, float] = {}
+    bar = tqdm(total=None, desc="C sweep", disable=not progress, leave=False)
+
+    def visit(u: int) -> None:
+        if lo <= u <= hi and u not in seen:
+            s = float(score(_c_of(u)))
+            if math.isnan(s):
+                raise ValueError(f"score returned NaN for C={_c_of(u):g}")
+            seen[u] = s
+            bar.update(1)
+            bar.set_postfix(C=f"{_c_of(u):.3g}", score=f"{s:.4f}")
+
+    def best() -> int:
+        return max(seen, key=lambda u: (seen[u], -u))
+
+    for u in range(lo, hi + 1, step):
+        visit(u)
+    while step > 1:
+        step //= 2
+        b = best()
+        visit(b - step)
+        visit(b + step)
+    bar.close()
+    return _c_of(best()), [(_c_of(u), seen[u]) for u in sorted(seen)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Input checks
+# ---------------------------------------------------------------------------------------------
+
+def _as_features(X: ArrayLike, name: str, normalize: bool = False) -> np.ndarray:
+    x = to_numpy(X, name)
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (samples x features), got shape {x.shape}")
+    if x.shape[0] == 0:
+        raise ValueError(f"{name} has no samples")
+    if not np.issubdtype(x.dtype, np.number):
+        raise TypeError(f"{name} must be numeric, got dtype {x.dtype}")
+    x = x.astype(np.float32 if x.dtype == np.float32 else np.float64, copy=False)
+    if not np.isfinite(x).all():
+        raise ValueError(f"{name} contains NaN or inf")
+    if normalize:
+        norm = np.linalg.norm(x, axis=1, keepdims=True)
+        if (norm == 0).any():
+            raise ValueError(f"{name}: row {int(np.flatnonzero(norm[:, 0] == 0)[0])} is all "
+                             "zeros and cannot be L2-normalized")
+        x = x / norm
+    return x
+
+
+def _as_labels(y: ArrayLike, name: str, n: int) -> np.ndarray:
+    t = to_numpy(y, name)
+    if t.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {t.shape}")
+    if len(t) != n:
+        raise ValueError(f"{name} has {len(t)} labels for {n} samples")
+    return t
+
+
+def _py(v: Any) -> Any:
+    # NumPy scalars print as np.int64(3) since NumPy 2; messages should show the plain value
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def _encode(y: np.ndarray, classes: np.ndarray, name: str) -> np.ndarray:
+    idx = np.searchsorted(classes, y)
+    idx = np.clip(idx, 0, len(classes) - 1)
+    unknown = classes[idx] != y
+    if unknown.any():
+        raise ValueError(f"{name} holds label {_py(y[unknown][0])!r}, which is not among the "
+                         f"training labels {classes.tolist()[:20]}")
+    return idx.astype(np.int64)
+
+
+# ---------------------------------------------------------------------------------------------
+# Solvers: both return (coef (K' x D), intercept (K',), n_iter) for the same objective
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class _Fit:
+    coef: np.ndarray
+    intercept: np.ndarray
+    n_iter: int
+
+
+class _SklearnSolver:
+    name = "sklearn"
+
+    def __init__(self, X: np.ndarray, y: np.ndarray, n_classes: int, p: "LinearProbe"):
+        self.X, self.y, self.p = X, y, p
+
+    def fit(self, C: float) -> _Fit:
+        clf = LogisticRegression(C=C, solver="lbfgs", max_iter=self.p.max_iter, tol=self.p.tol,
+                                 random_state=self.p.random_state)
+        clf.fit(self.X, self.y)
+        return _Fit(clf.coef_.copy(), clf.intercept_.copy(), int(np.max(clf.n_iter_)))
+
+
+class _TorchSolver:
+    name = "torch"
+    chunk_elements = 1 << 24  # logits held at once per chunk (64 MiB in float32)
+
+    def __init__(self, X: np.ndarray, y: np.ndarray, n_classes: int, p: "LinearProbe"):
+        self.device = torch.device(p.device)
+        self.dtype = _torch_dtype(p.dtype, self.device)
+        self.X = torch.as_tensor(X).to(self.device, self.dtype)
+        self.binary = n_classes == 2
+        self.y = torch.as_tensor(y).to(self.device)
+        self.yf = self.y.to(self.dtype)
+        self.n_out = 1 if self.binary else n_classes
+        self.chunk = max(1, self.chunk_elements // max(self.n_out, 1))
+        self.p = p
+
+    def fit(self, C: float) -> _Fit:
+        n, d = self.X.shape
+        W = torch.zeros(self.n_out, d, dtype=self.dtype, device=self.device, requires_grad=True)
+        b = torch.zeros(self.n_out, dtype=self.dtype, device=self.device, requires_grad=True)
+        eps = torch.finfo(self.dtype).eps
+        # history 10 and the stopping rules mirror SciPy's L-BFGS-B as scikit-learn calls it
+        # (gtol = tol on the mean-scaled objective, ftol = 64 eps)
+        opt = torch.optim.LBFGS([W, b], lr=1.0, max_iter=self.p.max_iter,
+                                max_eval=2 * self.p.max_iter, tolerance_grad=self.p.tol,
+                                tolerance_change=64 * eps, history_size=10,
+                                line_search_fn="strong_wolfe")
+        # the objective divided by C * n (same minimizer): per-sample scale keeps tol meaningful
+        lam = 1.0 / (C * n)
+
+        def closure() -> torch.Tensor:
+            opt.zero_grad()
+            total = torch.zeros((), dtype=self.dtype, device=self.device)
+            for a in range(0, n, self.chunk):
+                z = torch.addmm(b, self.X[a:a + self.chunk], W.T)
+                if self.binary:
+                    loss = F.binary_cross_entropy_with_logits(z[:, 0], self.yf[a:a + self.chunk],
+                                                              reduction="sum")
+                else:
+                    loss = F.cross_entropy(z, self.y[a:a + self.chunk], reduction="sum")
+                (loss / n).backward()  # gradients accumulate chunk by chunk: one full batch
+                total += loss.detach()
+            reg = 0.5 * lam * (W * W).sum()
+            reg.backward()
+            return total / n + reg.detach()
+
+        with torch.enable_grad():
+            opt.step(closure)
+        n_iter = int(opt.state[opt._params[0]].get("n_iter", 0))
+        return _Fit(W.detach().cpu().double().numpy(), b.detach().cpu().double().numpy(), n_iter)
+
+
+def _torch_dtype(dtype: Optional[Union[str, torch.dtype]], device: torch.device) -> torch.dtype:
+    if dtype is None:
+        # float64 matches scikit-learn on the CPU; float32 is what accelerators run fast
+        return torch.float64 if device.type == "cpu" else torch.float32
+    if isinstance(dtype, str):
+        if dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype must be 'float32', 'float64' or None, got {dtype!r}")
+        return getattr(torch, dtype)
+    return dtype
+
+
+def _decision(X: np.ndarray, coef: np.ndarray, intercept: np.ndarray) -> np.ndarray:
+    return X @ coef.T.astype(X.dtype, copy=False) + intercept.astype(X.dtype, copy=False)
+
+
+def _predict_index(X: np.ndarray, coef: np.ndarray, intercept: np.ndarray) -> np.ndarray:
+    z = _decision(X, coef, intercept)
+    if coef.shape[0] == 1:
+        return (z[:, 0] > 0).astype(np.int64)
+    return z.argmax(axis=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# The linear probe
+# ---------------------------------------------------------------------------------------------
+
+class LinearProbe(ClassifierMixin, BaseEstimator):
+    """Logistic-regression probe with the CLIP paper's regularization sweep.
+
+    Args:
+        C: inverse L2 regularization; None chooses it by ``sweep`` on the validation split.
+        max_iter: L-BFGS iterations per fit (CLIP: 1000).
+        sweep: ``"clip"`` (coarse-to-fine, :func:`clip_sweep`), ``"grid"`` (all 97 points of
+            :func:`sweep_grid`, for a full accuracy-vs-C curve) or a sequence of C values.
+        backend: ``"auto"``, ``"sklearn"`` or ``"torch"`` (see the module docstring).
+        random_state: passed to scikit-learn (L-BFGS itself is deterministic).
+        device: where the torch backend runs (``"cpu"``, ``"cuda"``, ...).
+        normalize: L2-normalize every feature vector first (fit and predict alike).
+        tol: gradient tolerance of both solvers (scikit-learn's default 1e-4).
+        refit: after the sweep, refit the chosen C on train + validation (the CLIP protocol);
+            False keeps the validation data out of the final model (few-shot probes).
+        size_threshold: ``n_samples * n_features * n_classes`` above which ``"auto"`` picks torch.
+        dtype: the torch backend's float type; None: float64 on the CPU, float32 elsewhere.
+        progress: tqdm bar over the sweep.
+
+    Attributes (after ``fit``): ``classes_``, ``coef_`` ((1, D) for two classes, else (K, D)),
+    ``intercept_``, ``best_C_``, ``sweep_`` (list of (C, validation accuracy) sorted by C; empty
+    when C was given), ``backend_``, ``n_iter_`` (of the final fit), ``n_features_in_``,
+    ``fit_time_`` (seconds, sweep included).
+    """
+
+    def __init__(self, C: Optional[float] = None, max_iter: int = 1000,
+                 sweep: Union[str, Sequence[float]] = "clip", backend: str = "auto",
+                 random_state: Optional[int] = 0, device: Union[str, torch.device] = "cpu",
+                 normalize: bool = False, tol: float = 1e-4, refit: bool = True,
+                 size_threshold: float = TORCH_SIZE_THRESHOLD,
+                 dtype: Optional[Union[str, torch.dtype]] = None, progress: bool = False):
+        self.C = C
+        self.max_iter = max_iter
+        self.sweep = sweep
+        self.backend = backend
+        self.random_state = random_state
+        self.device = device
+        self.normalize = normalize
+        self.tol = tol
+        self.refit = refit
+        self.size_threshold = size_threshold
+        self.dtype = dtype
+        self.progress = progress
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _check_params(self) -> None:
+        if self.backend not in ("auto", "sklearn", "torch"):
+            raise ValueError(f"backend must be 'auto', 'sklearn' or 'torch', got {self.backend!r}")
+        if self.C is not None and not (isinstance(self.C, (int, float)) and self.C > 0):
+            raise ValueError(f"C must be a positive number or None, got {self.C!r}")
+        if isinstance(self.sweep, str):
+            if self.sweep not in ("clip", "grid"):
+                raise ValueError(f"sweep must be 'clip', 'grid' or a sequence of C values, got "
+                                 f"{self.sweep!r}")
+        elif not len(self.sweep) or any(not c > 0 for c in self.sweep):
+            raise ValueError(f"sweep: every C must be positive, got {list(self.sweep)!r}")
+        if int(self.max_iter) != self.max_iter or self.max_iter < 1:
+            raise ValueError(f"max_iter must be a positive integer, got {self.max_iter!r}")
+        if not self.tol > 0:
+            raise ValueError(f"tol must be positive, got {self.tol!r}")
+
+    def _choose_backend(self, n: int, d: int, k: int) -> str:
+        if self.backend != "auto":
+            return self.backend
+        return "torch" if n * d * k > self.size_threshold else "sklearn"
+
+    def _solver(self, X: np.ndarray, y: np.ndarray):
+        cls = _TorchSolver if self.backend_ == "torch" else _SklearnSolver
+        return cls(X, y, len(self.classes_), self)
+
+    def _run_sweep(self, solver, X_val: np.ndarray, y_val: np.ndarray
+                   ) -> Tuple[float, List[Tuple[float, float]]]:
+        hit_limit = []
+
+        def score(C: float) -> float:
+            with warnings.catch_warnings():
+                # one summary warning below instead of one per fit
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                fit = solver.fit(C)
+            if fit.n_iter >= self.max_iter:
+                hit_limit.append(C)
+            return float(np.mean(_predict_index(X_val, fit.coef, fit.intercept) == y_val))
+
+        if isinstance(self.sweep, str) and self.sweep == "clip":
+            best, hist = clip_sweep(score, progress=self.progress)
+        else:
+            Cs = sweep_grid() if isinstance(self.sweep, str) else sorted(float(c) for c in self.sweep)
+            hist = [(C, score(C)) for C in tqdm(Cs, desc="C sweep", disable=not self.progress,
+                                                leave=False)]
+            best = max(hist, key=lambda t: (t[1], -t[0]))[0]
+        if hit_limit:
+            warnings.warn(f"LinearProbe: {len(hit_limit)} of {len(hist)} sweep fits stopped at "
+                          f"max_iter={self.max_iter} (C = {', '.join(f'{c:.3g}' for c in hit_limit)})",
+                          ConvergenceWarning, stacklevel=3)
+        return best, hist
+
+    # -- estimator API ------------------------------------------------------------------------
+    def fit(self, X_train: ArrayLike, y_train: ArrayLike, X_val: Optional[ArrayLike] = None,
+            y_val: Optional[ArrayLike] = None) -> "LinearProbe":
+        """Sweep C on (X_val, y_val) when ``C`` is None, then fit the final model.
+
+        The final model is fitted on train + validation when ``refit`` (and validation data is
+        given), on train alone otherwise.
+        """
+        self._check_params()
+        t0 = time.perf_counter()
+        Xtr = _as_features(X_train, "X_train", self.normalize)
+        ytr_raw = _as_labels(y_train, "y_train", len(Xtr))
+        self.classes_ = np.unique(ytr_raw)
+        if len(self.classes_) < 2:
+            raise ValueError(f"y_train has {len(self.classes_)} class; a probe needs at least 2")
+        ytr = _encode(ytr_raw, self.classes_, "y_train")
+        has_val = X_val is not None or y_val is not None
+        if has_val:
+            if X_val is None or y_val is None:
+                raise ValueError("X_val and y_val must be given together")
+            Xva = _as_features(X_val, "X_val", self.normalize)
+            if Xva.shape[1] != Xtr.shape[1]:
+                raise ValueError(f"X_val has {Xva.shape[1]} features, X_train {Xtr.shape[1]}")
+            yva = _encode(_as_labels(y_val, "y_val", len(Xva)), self.classes_, "y_val")
+        elif self.C is None:
+            raise ValueError("C=None chooses C on a validation split: pass X_val and y_val, "
+                             "or set C")
+        n_total = len(Xtr) + (len(Xva) if has_val else 0)
+        self.backend_ = self._choose_backend(n_total, Xtr.shape[1], len(self.classes_))
+        self.n_features_in_ = Xtr.shape[1]
+
+        if self.C is None:
+            solver = self._solver(Xtr, ytr)
+            self.best_C_, self.sweep_ = self._run_sweep(solver, Xva, yva)
+            del solver  # frees device memory before the refit
+        else:
+            self.best_C_, self.sweep_ = float(self.C), []
+        if has_val and self.refit:
+            Xfit, yfit = np.concatenate([Xtr, Xva.astype(Xtr.dtype)]), np.concatenate([ytr, yva])
+        else:
+            Xfit, yfit = Xtr, ytr
+        fit = self._solver(Xfit, yfit).fit(self.best_C_)
+        if fit.n_iter >= self.max_iter:
+            warnings.warn(f"LinearProbe: the final fit (C={self.best_C_:.3g}) stopped at "
+                          f"max_iter={self.max_iter}", ConvergenceWarning, stacklevel=2)
+        self.coef_, self.intercept_, self.n_iter_ = fit.coef, fit.intercept, fit.n_iter
+        self.fit_time_ = time.perf_counter() - t0
+        return self
+
+    def _check_fitted(self, X: ArrayLike, name: str = "X") -> np.ndarray:
+        if not hasattr(self, "coef_"):
+            raise RuntimeError("LinearProbe is not fitted yet; call fit first")
+        x = _as_features(X, name, self.normalize)
+        if x.shape[1] != self.n_features_in_:
+            raise ValueError(f"{name} has {x.shape[1]} features, the probe was fitted on "
+                             f"{self.n_features_in_}")
+        return x
+
+    def decision_function(self, X: ArrayLike) -> np.ndarray:
+        """Logits: (N,) for two classes (positive = ``classes_[1]``), else (N, K)."""
+        z = _decision(self._check_fitted(X), self.coef_, self.intercept_)
+        return z[:, 0] if self.coef_.shape[0] == 1 else z
+
+    def predict_proba(self, X: ArrayLike) -> np.ndarray:
+        """(N, K) class probabilities (sigmoid for two classes, softmax otherwise)."""
+        z = self.decision_function(X).astype(np.float64)
+        if z.ndim == 1:
+            p1 = 1.0 / (1.0 + np.exp(-z))
+            return np.stack([1.0 - p1, p1], axis=1)
+        z = z - z.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=1, keepdims=True)
+
+    def predict(self, X: ArrayLike) -> np.ndarray:
+        """Predicted labels (values of ``classes_``)."""
+        return self.classes_[_predict_index(self._check_fitted(X), self.coef_, self.intercept_)]
+
+    def score(self, X: ArrayLike, y: ArrayLike, sample_weight=None) -> float:
+        """Accuracy on (X, y) as a fraction."""
+        yt = _as_labels(y, "y", len(to_numpy(X, "X")))
+        return float(np.mean(self.predict(X) == yt))
+
+
+# ---------------------------------------------------------------------------------------------
+# The kNN probe
+# ---------------------------------------------------------------------------------------------
+
+class KNNProbe(ClassifierMixin, BaseEstimator):
+    """Weighted k-nearest-neighbour classifier (DINO's evaluation).
+
+    Args:
+        k: neighbours that vote (clipped to the training size); DINO reports 10, 20, 100, 200.
+        temperature: a neighbour with similarity s votes with weight exp(s / temperature).
+        normalize: L2-normalize features so that similarity is cosine (the protocol); False
+            uses raw dot products.
+        batch_size: test rows compared with the whole training set at once.
+        device: where the similarity matrix is computed.
+
+    Ties between classes go to the first class in ``classes_``.
+    """
+
+    def __init__(self, k: int = 20, temperature: float = 0.07, normalize: bool = True,
+                 batch_size: int = 1024, device: Union[str, torch.device] = "cpu"):
+        self.k = k
+        self.temperature = temperature
+        self.normalize = normalize
+        self.batch_size = batch_size
+        self.device = device
+
+    def fit(self, X: ArrayLike, y: ArrayLike) -> "KNNProbe":
+        """Store the (normalized) training features and their labels."""
+        if int(self.k) != self.k or self.k < 1:
+            raise ValueError(f"k must be a positive integer, got {self.k!r}")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be positive, got {self.temperature!r}")
+        x = _as_features(X, "X", self.normalize)
+        yr = _as_labels(y, "y", len(x))
+        self.classes_ = np.unique(yr)
+        dev = torch.device(self.device)
+        self.train_features_ = torch.as_tensor(x, dtype=torch.float32).to(dev)
+        self.train_labels_ = torch.as_tensor(_encode(yr, self.classes_, "y")).to(dev)
+        self.n_features_in_ = x.shape[1]
+        return self
+
+    def votes(self, X: ArrayLike) -> np.ndarray:
+        """(N, K) summed vote weights; rows rescaled by a positive constant (shifting the
+        similarities by the row's best one keeps exp() finite without changing any argmax)."""
+        if not hasattr(self, "train_features_"):
+            raise RuntimeError("KNNProbe is not fitted yet; call fit first")
+        x = _as_features(X, "X", self.normalize)
+        if x.shape[1] != self.n_features_in_:
+            raise ValueError(f"X has {x.shape[1]} features, the probe was fitted on "
+                             f"{self.n_features_in_}")
+        bank, labels = self.train_features_, self.train_labels_
+        k = min(int(self.k), len(bank))
+        out = []
+        with torch.no_grad():
+            for a in range(0, len(x), self.batch_size):
+                q = torch.as_tensor(x[a:a + self.batch_size], dtype=torch.float32).to(bank.device)
+                sim, idx = (q @ bank.T).topk(k, dim=1)
+                w = torch.exp((sim - sim[:, :1]) / self.temperature)
+                v = torch.zeros(len(q), len(self.classes_), device=bank.device)
+                v.scatter_add_(1, labels[idx], w)
+                out.append(v.cpu())
+        return torch.cat(out).numpy()
+
+    def predict(self, X: ArrayLike) -> np.ndarray:
+        """Predicted labels (values of ``classes_``)."""
+        return self.classes_[self.votes(X).argmax(axis=1)]
+
+    def score(self, X: ArrayLike, y: ArrayLike, sample_weight=None) -> float:
+        """Accuracy on (X, y) as a fraction."""
+        yt = _as_labels(y, "y", len(to_numpy(X, "X")))
+        return float(np.mean(self.predict(X) == yt))
+
+
+# ---------------------------------------------------------------------------------------------
+# Few-shot probes, baselines, one-call evaluation
+# ---------------------------------------------------------------------------------------------
+
+def kshot_indices(y: ArrayLike, k: int, seed: int) -> np.ndarray:
+    """Sorted indices of ``k`` samples of every class in ``y``, drawn without replacement by a
+    generator seeded with ``seed`` (the same seed gives the same subset)."""
+    yr = to_numpy(y, "y")
+    if int(k) != k or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    rng = np.random.default_rng(seed)
+    picks = []
+    for c in np.unique(yr):
+        members = np.flatnonzero(yr == c)
+        if len(members) < k:
+            raise ValueError(f"class {_py(c)!r} has {len(members)} training samples, fewer than "
+                             f"k={k}")
+        picks.append(rng.choice(members, size=int(k), replace=False))
+    return np.sort(np.concatenate(picks))
+
+
+def kshot_evaluate(X_train: ArrayLike, y_train: ArrayLike, X_val: ArrayLike, y_val: ArrayLike,
+                   X_test: ArrayLike, y_test: ArrayLike, shots: Sequence[int] = (1, 2, 4, 8, 16),
+                   seeds: Sequence[int] = (0, 1, 2), *, progress: bool = False,
+                   **probe_params: Any) -> Dict[int, Dict[str, Any]]:
+    """Few-shot linear probes: for each k and seed, k training samples per class.
+
+    C is swept on the full validation split (as the CLIP paper did for its few-shot probes) and
+    the final model is fitted on the k-shot subset only (``refit=False``), so the validation
+    samples never train it.
+
+    Returns:
+        ``{k: {"mean": ..., "std": ..., "accs": [...], "best_C": [...]}}``; ``std`` is the
+        sample standard deviation over seeds (ddof=1; 0.0 for one seed).
+    """
+    Xtr = _as_features(X_train, "X_train")
+    ytr = _as_labels(y_train, "y_train", len(Xtr))
+    Xva, yva = to_numpy(X_val, "X_val"), to_numpy(y_val, "y_val")
+    Xte, yte = to_numpy(X_test, "X_test"), to_numpy(y_test, "y_test")
+    if not len(seeds):
+        raise ValueError("seeds is empty")
+    params = dict(probe_params)
+    params["refit"] = False
+    out: Dict[int, Dict[str, Any]] = {}
+    runs = [(int(k), s) for k in shots for s in seeds]
+    for k, s in tqdm(runs, desc="k-shot probes", disable=not progress, leave=False):
+        idx = kshot_indices(ytr, k, s)
+        probe = LinearProbe(**params).fit(Xtr[idx], ytr[idx], Xva, yva)
+        rec = out.setdefault(k, {"accs": [], "best_C": []})
+        rec["accs"].append(probe.score(Xte, yte))
+        rec["best_C"].append(probe.best_C_)
+    for rec in out.values():
+        a = np.asarray(rec["accs"])
+        rec["mean"] = float(a.mean())
+        rec["std"] = float(a.std(ddof=1)) if len(a) > 1 else 0.0
+    return out
+
+
+def pixel_features(images: ArrayLike) -> np.ndarray:
+    """Raw pixels flattened to (N, H*W*C) float32, the baseline a learned representation must
+    beat; uint8 images are scaled to [0, 1]. Any layout works (N first)."""
+    x = to_numpy(images, "images")
+    if x.ndim < 2:
+        raise ValueError(f"images must have a leading sample axis and at least one more, got "
+                         f"shape {x.shape}")
+    if x.dtype == np.uint8:
+        return x.reshape(len(x), -1).astype(np.float32) / 255.0
+    if not np.issubdtype(x.dtype, np.number):
+        raise TypeError(f"images must be numeric, got dtype {x.dtype}")
+    return x.reshape(len(x), -1).astype(np.float32)
+
+
+def evaluate(X_train: ArrayLike, y_train: ArrayLike, X_val: ArrayLike, y_val: ArrayLike,
+             X_test: ArrayLike, y_test: ArrayLike, *, knn_k: Optional[int] = 20,
+             **probe_params: Any) -> Dict[str, Any]:
+    """The linear probe (CLIP protocol) and the kNN probe in one call.
+
+    Returns a dict: ``acc1``, ``mean_per_class_recall`` (linear probe on test), ``best_C``,
+    ``sweep`` (list of (C, val accuracy)), ``backend``, ``knn_acc1`` (kNN fitted on train + val,
+    the same data as the final linear model; absent when ``knn_k`` is None).
+    """
+    probe = LinearProbe(**probe_params).fit(X_train, y_train, X_val, y_val)
+    y_te = _as_labels(y_test, "y_test", len(to_numpy(X_test, "X_test")))
+    pred = probe.predict(X_test)
+    enc_true = _encode(y_te, probe.classes_, "y_test")
+    enc_pred = _encode(pred, probe.classes_, "predictions")
+    out: Dict[str, Any] = {
+        "acc1": float(np.mean(pred == y_te)),
+        "mean_per_class_recall": mean_per_class_recall(enc_true, enc_pred, len(probe.classes_)),
+        "best_C": probe.best_C_,
+        "sweep": probe.sweep_,
+        "backend": probe.backend_,
+    }
+    if knn_k is not None:
+        X_fit = np.concatenate([_as_features(X_train, "X_train"), _as_features(X_val, "X_val")])
+        y_fit = np.concatenate([to_numpy(y_train, "y_train"), to_numpy(y_val, "y_val")])
+        out["knn_acc1"] = KNNProbe(k=knn_k).fit(X_fit, y_fit).score(X_test, y_test)
+    return out
