@@ -442,7 +442,9 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         return self.classes_[_predict_index(self._check_fitted(X), self.coef_, self.intercept_)]
 
     def score(self, X: ArrayLike, y: ArrayLike, sample_weight=None) -> float:
-        """Accuracy on (X, y) as a fraction."""
+        """Accuracy on (X, y) as a fraction (``sample_weight`` is not supported)."""
+        if sample_weight is not None:
+            raise ValueError("sample_weight is not supported by the probes' score")
         yt = _as_labels(y, "y", len(to_numpy(X, "X")))
         return float(np.mean(self.predict(X) == yt))
 
@@ -515,7 +517,9 @@ class KNNProbe(ClassifierMixin, BaseEstimator):
         return self.classes_[self.votes(X).argmax(axis=1)]
 
     def score(self, X: ArrayLike, y: ArrayLike, sample_weight=None) -> float:
-        """Accuracy on (X, y) as a fraction."""
+        """Accuracy on (X, y) as a fraction (``sample_weight`` is not supported)."""
+        if sample_weight is not None:
+            raise ValueError("sample_weight is not supported by the probes' score")
         yt = _as_labels(y, "y", len(to_numpy(X, "X")))
         return float(np.mean(self.predict(X) == yt))
 
