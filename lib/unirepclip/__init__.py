@@ -6,6 +6,11 @@ configs with open_clip.
 __version__ = "0.1.0"
 
 from . import unireplknet  # noqa: F401  (registers unireplknet_* with timm)
+from .checkpoint import (  # noqa: F401
+    CheckpointError,
+    CheckpointMismatchError,
+    inspect_checkpoint,
+)
 from .factory import (  # noqa: F401
     create_model,
     create_model_and_transforms,
