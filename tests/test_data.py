@@ -1,5 +1,6 @@
 """Tests for unirepclip.data: the synthetic world and the local datasets."""
 import math
+import os
 import time
 
 import numpy as np
@@ -13,9 +14,18 @@ from unirepclip.data import (
     POSITION_WORDS,
     SHAPES,
     SIZE_WORDS,
+    CaptionDataset,
+    ImageFolderDataset,
+    SkimagePhotos,
+    SklearnDigits,
     SyntheticShapes,
     SyntheticWorld,
+    UnreadableImage,
     all_captions,
+    digits_zeroshot_task,
+    imagenet_val,
+    imagenet_zeroshot_task,
+    skip_unreadable_collate,
     zeroshot_task,
 )
 
@@ -270,3 +280,192 @@ def test_rendering_is_fast():
     w.render("train", 2000, with_masks=False)
     # ~0.5 ms per image measured; the bound leaves room for a busy shared machine
     assert time.perf_counter() - t0 < 6.0
+
+
+# ------------------------------------------------------------------------------------------------
+# Image folders
+# ------------------------------------------------------------------------------------------------
+def _png(path, value, size=8):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((size, size, 3), value, np.uint8)).save(path)
+
+
+@pytest.fixture
+def folder(tmp_path):
+    # class folders deliberately created out of order: indices follow the sorted names
+    for c, v in (("zebra", 30), ("ant", 10), ("bee", 20)):
+        for i in range(2):
+            _png(tmp_path / "imgs" / c / f"{i}.png", v + i)
+    return tmp_path / "imgs"
+
+
+def test_image_folder_labels_follow_sorted_folders(folder, tmp_path):
+    names = tmp_path / "names.txt"
+    names.write_text("an ant\na bee\n\na zebra\n")
+    ds = ImageFolderDataset(folder, names)
+    assert ds.folders == ["ant", "bee", "zebra"]
+    assert ds.classes == ["an ant", "a bee", "a zebra"]
+    assert len(ds) == 6 and ds.skipped == []
+    for i in range(len(ds)):
+        img, y = ds[i]
+        assert isinstance(img, Image.Image) and img.mode == "RGB"
+        # the pixel value written for the file identifies its class folder: 10/20/30 (+0/1)
+        assert np.asarray(img)[0, 0, 0] // 10 == y + 1
+    assert ImageFolderDataset(folder).classes == ["ant", "bee", "zebra"]
+    t = ImageFolderDataset(folder, transform=lambda im: np.asarray(im).sum())
+    assert t[0][0] == 10 * 8 * 8 * 3
+
+
+def test_image_folder_skips_and_lists_bad_files(folder):
+    (folder / "bee" / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    (folder / "bee" / "notes.txt").write_text("hello")
+    (folder / "bee" / ".DS_Store").write_bytes(b"\0")
+    ds = ImageFolderDataset(folder)
+    assert len(ds) == 6
+    reasons = dict((os.path.basename(p), r) for p, r in ds.skipped)
+    assert set(reasons) == {"broken.jpg", "notes.txt"}
+    assert "Error" in reasons["broken.jpg"] and ".txt" in reasons["notes.txt"]
+    # without the scan-time check the bad file reaches loading and comes back as a stand-in
+    lazy = ImageFolderDataset(folder, verify=False, transform=_to_tensor)
+    bad = [i for i, (p, _) in enumerate(lazy.samples) if p.endswith("broken.jpg")]
+    assert len(bad) == 1 and isinstance(lazy[bad[0]][0], UnreadableImage)
+    x, y = skip_unreadable_collate([lazy[i] for i in range(len(lazy))])
+    assert x.shape == (6, 3, 8, 8) and len(y) == 6
+
+
+def _to_tensor(im):
+    return torch.from_numpy(np.asarray(im, np.float32)).permute(2, 0, 1)
+
+
+def test_image_folder_errors_name_the_problem(folder, tmp_path):
+    names = tmp_path / "names.txt"
+    names.write_text("one\ntwo\n")
+    with pytest.raises(ValueError, match=r"names.txt has 2 names but .* has 3 class folders"):
+        ImageFolderDataset(folder, names)
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        ImageFolderDataset(tmp_path / "nowhere")
+    (tmp_path / "empty" / "cls").mkdir(parents=True)
+    with pytest.raises(ValueError, match="no readable images"):
+        ImageFolderDataset(tmp_path / "empty")
+    (tmp_path / "flat").mkdir()
+    _png(tmp_path / "flat" / "a.png", 5)
+    with pytest.raises(ValueError, match="no class sub-folders"):
+        ImageFolderDataset(tmp_path / "flat")
+    with pytest.raises(FileNotFoundError, match="missing.txt"):
+        ImageFolderDataset(folder, tmp_path / "missing.txt")
+
+
+def test_imagenet_val_uses_open_clip_names_and_templates(tmp_path):
+    from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
+
+    for k in range(1000):
+        (tmp_path / f"n{k:08d}").mkdir()
+    _png(tmp_path / "n00000000" / "a.JPEG", 1)
+    _png(tmp_path / "n00000999" / "b.png", 2)
+    ds = imagenet_val(tmp_path)
+    assert ds.classes == list(IMAGENET_CLASSNAMES) and len(ds) == 2
+    assert ds.targets == [0, 999]
+    (tmp_path / "n00000999" / "b.png").unlink()
+    (tmp_path / "n00000999").rmdir()
+    with pytest.raises(ValueError, match="1000 names but .* 999 class folders"):
+        imagenet_val(tmp_path)
+    names, templates = imagenet_zeroshot_task()
+    assert len(names) == 1000 and len(templates) == 80
+    assert templates[0]("goldfish").count("goldfish") == 1
+
+
+# ------------------------------------------------------------------------------------------------
+# Caption files
+# ------------------------------------------------------------------------------------------------
+@pytest.fixture
+def caption_images(tmp_path):
+    for name, v in (("a.png", 10), ("b.png", 20), ("c.png", 30)):
+        _png(tmp_path / "img" / name, v)
+    return tmp_path
+
+
+def test_caption_csv_groups_captions_by_image(caption_images):
+    p = caption_images / "train.csv"
+    p.write_text("filepath\ttitle\nimg/a.png\ta red star\nimg/b.png\ta blue ring\n"
+                 "img/a.png\ta star, red\nimg/c.png\ta cross\nimg/missing.png\tnothing\n")
+    ds = CaptionDataset(p)
+    assert len(ds) == 3 and ds.captions == ["a red star", "a blue ring", "a star, red", "a cross"]
+    assert ds.text_to_image.tolist() == [0, 1, 0, 2]
+    assert ds.image_to_captions == [[0, 2], [1], [3]]
+    assert [os.path.basename(q) for q, _ in ds.skipped] == ["missing.png"]
+    img, i = ds[1]
+    assert np.asarray(img)[0, 0, 0] == 20 and i == 1
+    caps, t2i = ds.texts_for([0, 2])
+    assert caps == ["a red star", "a star, red", "a cross"] and t2i.tolist() == [0, 0, 1]
+    # comma-separated with quotes and custom columns
+    q = caption_images / "other.csv"
+    q.write_text('path,text\nimg/c.png,"a cross, green"\n')
+    ds2 = CaptionDataset(q, image_key="path", caption_key="text")
+    assert ds2.captions == ["a cross, green"] and ds2.images[0].endswith("c.png")
+
+
+def test_caption_jsonl_and_root(caption_images, tmp_path):
+    p = tmp_path / "meta" / "pairs.jsonl"
+    p.parent.mkdir()
+    p.write_text('{"filepath": "a.png", "title": "first"}\n\n{"filepath": "a.png", "title": "second"}\n'
+                 '{"filepath": "b.png", "title": "third"}\n')
+    ds = CaptionDataset(p, root=caption_images / "img")
+    assert ds.image_to_captions == [[0, 1], [2]] and len(ds) == 2
+
+
+def test_caption_missing_column_is_named(caption_images):
+    p = caption_images / "bad.csv"
+    p.write_text("filepath\tcaption\nimg/a.png\tx\n")
+    with pytest.raises(ValueError, match=r"bad.csv: column 'title' \(caption_key\) is missing"):
+        CaptionDataset(p)
+    j = caption_images / "bad.jsonl"
+    j.write_text('{"image": "img/a.png", "title": "x"}\n')
+    with pytest.raises(ValueError, match=r"bad.jsonl: column 'filepath' \(image_key\)"):
+        CaptionDataset(j)
+    k = caption_images / "holes.jsonl"
+    k.write_text('{"filepath": "img/a.png", "title": "x"}\n{"filepath": "img/b.png"}\n')
+    with pytest.raises(ValueError, match=r"holes.jsonl, row 2: no value in column 'title'"):
+        CaptionDataset(k)
+
+
+# ------------------------------------------------------------------------------------------------
+# Images shipped in packages
+# ------------------------------------------------------------------------------------------------
+def test_digits_split_is_stratified_deterministic_and_complete():
+    from sklearn.datasets import load_digits
+
+    raw = load_digits()
+    parts = {s: SklearnDigits(s, seed=0, image_size=16) for s in ("train", "val", "test")}
+    idx = np.concatenate([p.indices for p in parts.values()])
+    assert sorted(idx.tolist()) == list(range(1797))  # a partition of all 1797 images
+    assert [len(p) for p in parts.values()] == [1077, 360, 360]
+    counts = np.bincount(raw.target, minlength=10)
+    for name, frac in (("train", 0.6), ("val", 0.2), ("test", 0.2)):
+        got = np.bincount(parts[name].targets, minlength=10)
+        assert np.abs(got - frac * counts).max() <= 1.5  # every class in proportion
+    again = SklearnDigits("test", seed=0)
+    np.testing.assert_array_equal(again.indices, parts["test"].indices)
+    assert not np.array_equal(SklearnDigits("test", seed=1).indices, again.indices)
+    img, y = parts["test"][5]
+    assert img.size == (16, 16) and img.mode == "RGB" and y == raw.target[parts["test"].indices[5]]
+    # nearest upscaling by 8 reproduces the stored 0..16 ink as 0..255 blocks
+    near = SklearnDigits("test", seed=0, image_size=64, resample="nearest")
+    big = np.asarray(near[5][0])[..., 0]
+    expected = np.rint(raw.images[near.indices[5]] * 255 / 16).astype(np.uint8)
+    np.testing.assert_array_equal(big[::8, ::8], expected)
+    names, templates = digits_zeroshot_task()
+    assert names == [str(d) for d in range(10)] and all("{}" in t for t in templates)
+
+
+def test_skimage_photos_load_without_download():
+    import skimage.data
+
+    ds = SkimagePhotos(["astronaut", "camera"])
+    assert ds.names == ["astronaut", "camera"] and ds.skipped == []
+    np.testing.assert_array_equal(ds.image(0), skimage.data.astronaut())
+    cam = ds.image(1)  # a grey photograph comes back as three equal channels
+    assert cam.shape[-1] == 3 and (cam[..., 0] == cam[..., 2]).all()
+    img, i = ds[0]
+    assert img.size == (512, 512) and i == 0 and "astronaut" in ds.captions[0]
+    with pytest.raises(ValueError, match="unknown sample"):
+        SkimagePhotos(["lena"])

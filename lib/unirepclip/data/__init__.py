@@ -18,3 +18,22 @@ from .synthetic import (  # noqa: F401
     caption_templates,
     zeroshot_task,
 )
+from .files import (  # noqa: F401
+    IMAGE_EXTENSIONS,
+    CaptionDataset,
+    ImageFolderDataset,
+    UnreadableImage,
+    imagenet_val,
+    imagenet_zeroshot_task,
+    load_image,
+    read_classnames,
+    skip_unreadable_collate,
+    verify_image,
+)
+from .packaged import (  # noqa: F401
+    DIGIT_CLASSES,
+    SKIMAGE_PHOTOS,
+    SkimagePhotos,
+    SklearnDigits,
+    digits_zeroshot_task,
+)
