@@ -1,0 +1,138 @@
+"""unirepclip.figures: the shared style, paper sizes, colour-blind safety, saving PNG/PDF/SVG."""
+import struct
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from matplotlib.colors import to_rgb  # noqa: E402
+
+from unirepclip import figures, results  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _clean_state():
+    with matplotlib.rc_context():
+        results.configure(None)
+        yield
+        results.configure(None)
+        plt.close("all")
+
+
+def test_use_style_sets_the_documented_rcparams():
+    figures.use_style()
+    rc = matplotlib.rcParams
+    assert rc["font.size"] == 8 and rc["figure.constrained_layout.use"] is True
+    assert rc["savefig.dpi"] == 300 and rc["pdf.fonttype"] == 42
+    cycle = [c.upper() for c in rc["axes.prop_cycle"].by_key()["color"]]
+    assert cycle == [c.upper() for c in figures.PALETTE]
+    # A line drawn without a colour takes the palette's first colour.
+    fig, ax = plt.subplots()
+    (line,) = ax.plot([0, 1])
+    assert matplotlib.colors.to_hex(line.get_color()).upper() == figures.PALETTE[0].upper()
+
+
+def test_figure_sizes_follow_paper_columns():
+    assert figures.figure_size("one") == (3.5, 3.5 * 0.75)
+    assert figures.figure_size("two", aspect=0.5) == (7.2, 3.6)
+    assert figures.figure_size(5, aspect=1.0) == (5.0, 5.0)
+    fig = figures.figure("two", aspect=0.4)
+    np.testing.assert_allclose(fig.get_size_inches(), [7.2, 2.88])
+    fig, axes = figures.subplots(1, 3, width="two", aspect=0.3)
+    assert len(axes) == 3
+    np.testing.assert_allclose(fig.get_size_inches(), [7.2, 2.16])
+    with pytest.raises(ValueError, match="'three'"):
+        figures.figure_size("three")
+    with pytest.raises(ValueError, match="positive"):
+        figures.figure_size("one", aspect=0)
+
+
+# Machado, Oliveira & Fernandes (2009), full-severity dichromacy, applied in linear RGB.
+_CVD = {
+    "protanopia": [[0.152286, 1.052583, -0.204868], [0.114503, 0.786281, 0.099216],
+                   [-0.003882, -0.048116, 1.051998]],
+    "deuteranopia": [[0.367322, 0.860646, -0.227968], [0.280085, 0.672501, 0.047413],
+                     [-0.011820, 0.042940, 0.968881]],
+    "tritanopia": [[1.255528, -0.076749, -0.178779], [-0.078411, 0.930809, 0.147602],
+                   [0.004733, 0.691367, 0.303900]],
+}
+
+
+def _min_delta_e(colours, matrix):
+    from skimage.color import deltaE_ciede2000, rgb2lab
+
+    rgb = np.array([to_rgb(c) for c in colours])
+    lin = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+    sim = np.clip(lin @ np.asarray(matrix).T, 0, 1)
+    srgb = np.where(sim <= 0.0031308, 12.92 * sim, 1.055 * sim ** (1 / 2.4) - 0.055)
+    lab = rgb2lab(srgb[None])[0]
+    n = len(colours)
+    return min(deltaE_ciede2000(lab[i], lab[j]) for i in range(n) for j in range(i + 1, n))
+
+
+@pytest.mark.parametrize("kind", sorted(_CVD))
+def test_palette_stays_distinguishable_under_colour_blindness(kind):
+    # Every pair of palette colours stays > 10 CIEDE2000 apart under simulated dichromacy...
+    assert _min_delta_e(figures.PALETTE, _CVD[kind]) > 10
+    # ...a bar that matplotlib's default cycle fails (its red and green merge for protanopes and
+    # deuteranopes), so the check can tell a bad palette from a good one.
+    tab10 = [matplotlib.colors.to_hex(c) for c in matplotlib.colormaps["tab10"].colors[:6]]
+    if kind != "tritanopia":
+        assert _min_delta_e(tab10, _CVD[kind]) < 10
+
+
+def _png_size(path):
+    head = path.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", head[16:24])
+
+
+def test_save_writes_png_pdf_svg_at_the_asked_size(tmp_path):
+    figures.use_style()
+    fig, ax = figures.subplots(width="one", aspect=0.6)
+    ax.plot([0, 1, 2], [1, 0, 1], label="<b>class</b>")
+    ax.legend()
+    paths = figures.save(fig, "curve", output_dir=tmp_path)
+    assert [p.name for p in paths] == ["curve.png", "curve.pdf", "curve.svg"]
+    assert all(p.parent == tmp_path / "figures" for p in paths)
+    # 3.5 in x 2.1 in at the style's 300 dpi.
+    assert _png_size(paths[0]) == (1050, 630)
+    assert paths[1].read_bytes()[:5] == b"%PDF-"
+    assert b"<svg" in paths[2].read_bytes()[:2000]
+
+
+def test_vector_files_are_byte_identical_on_a_rerun(tmp_path):
+    figures.use_style()
+    blobs = []
+    for out in (tmp_path / "a", tmp_path / "b"):
+        fig, ax = figures.subplots()
+        ax.bar(["x", "y"], [1, 2])
+        ax.set_title("same figure")
+        blobs.append([p.read_bytes() for p in figures.save(fig, "bars", output_dir=out)])
+        plt.close(fig)
+    assert blobs[0] == blobs[1]
+
+
+def test_save_uses_the_configured_folder_and_registers_the_figure(tmp_path):
+    res_file = tmp_path / "results" / "nb.json"
+    results.configure(tmp_path, res_file)
+    fig, _ = figures.subplots()
+    paths = figures.save(fig, "thumb", formats=("png",), headline=True, caption="a caption")
+    assert paths == [tmp_path / "figures" / "thumb.png"] and paths[0].is_file()
+    doc = results.load(res_file)
+    assert doc["figures"] == [{"name": "thumb", "files": {"png": "figures/thumb.png"},
+                               "headline": True, "caption": "a caption"}]
+
+
+def test_save_rejects_bad_names_formats_and_a_missing_folder(tmp_path):
+    fig, _ = figures.subplots()
+    for bad in ("../escape", "a/b", "", ".hidden", "sp ace"):
+        with pytest.raises(ValueError, match="figure name"):
+            figures.save(fig, bad, output_dir=tmp_path)
+    with pytest.raises(ValueError, match="'bmpx'"):
+        figures.save(fig, "ok", output_dir=tmp_path, formats=("png", "bmpx"))
+    assert not (tmp_path / "figures" / "ok.png").exists()  # nothing half-written
+    with pytest.raises(RuntimeError, match="results.configure"):
+        figures.save(fig, "nowhere")
