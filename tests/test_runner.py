@@ -1,0 +1,278 @@
+"""unirepclip.runner and the `run` CLI: profiles, parameter validation, a run of tiny notebooks."""
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
+from unirepclip import runner
+from unirepclip.__main__ import main
+
+DATA = Path(__file__).parent / "data"
+NOTEBOOKS = DATA / "notebooks"
+PROFILE = DATA / "toy_profile.yaml"
+EVIL = "<img src=x onerror=alert(1)>"
+
+
+# -- values and profiles --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text,value", [
+    ("8", 8), ("-3", -3), ("0.5", 0.5), ("1e-3", 1e-3), ("2.5E+2", 250.0), ("true", True),
+    ("cuda", "cuda"), ("'007'", "007"), ("", None), ("null", None), ("[224, 256]", [224, 256]),
+    ("/data/x.pt", "/data/x.pt"), ("a=b", "a=b")])
+def test_parse_value_yaml_scalars(text, value):
+    got = runner.parse_value(text)
+    assert got == value and type(got) is type(value)
+
+
+def test_parse_override():
+    assert runner.parse_override("batch_size=8") == (None, "batch_size", 8)
+    assert runner.parse_override("02_zeroshot.n=1") == ("02_zeroshot", "n", 1)
+    assert runner.parse_override("path=a=b") == (None, "path", "a=b")
+    for bad in ("novalue", "1x=2", "a-b=1", ".x=1"):
+        with pytest.raises(runner.ParameterError, match="-p"):
+            runner.parse_override(bad)
+
+
+def test_shipped_profiles_load_and_ci_only_shrinks_demo():
+    assert {"demo", "ci", "imagenet-l"} <= set(runner.list_profiles())
+    demo, ci = runner.load_profile("demo"), runner.load_profile("ci")
+    assert set(ci["common"]) == set(demo["common"])
+    changed = {k for k in demo["common"] if ci["common"][k] != demo["common"][k]}
+    assert changed, "ci must shrink something"
+    for k in changed:  # sizes and counts only, never a switch: the same code paths run
+        a, b = demo["common"][k], ci["common"][k]
+        assert type(a) is int and type(b) is int and 0 < b < a, k
+    for nb, values in ci["notebooks"].items():
+        for k, b in values.items():
+            a = demo["notebooks"].get(nb, {}).get(k, demo["common"].get(k))
+            assert type(a) is int and type(b) is int and 0 < b < a, (nb, k)
+    assert demo["common"]["device"] == "cpu"
+    big = runner.load_profile("imagenet-l")
+    assert big["common"]["device"] == "cuda" and big["common"]["precision"] == "bf16"
+    assert big["common"]["checkpoint"].startswith(runner.PLACEHOLDER_PREFIX)
+
+
+def test_profile_errors_name_the_file_and_key(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("common: {seed: 0}\nnotbooks: {}\n")
+    with pytest.raises(runner.ParameterError, match=r"bad.yaml: unknown top-level key 'notbooks'"):
+        runner.load_profile(bad)
+    (tmp_path / "a.yaml").write_text(f"extends: {tmp_path / 'b.yaml'}\n")
+    (tmp_path / "b.yaml").write_text(f"extends: {tmp_path / 'a.yaml'}\n")
+    with pytest.raises(runner.ParameterError, match="loops"):
+        runner.load_profile(tmp_path / "a.yaml")
+    with pytest.raises(runner.ParameterError, match="shipped profiles: .*demo"):
+        runner.load_profile("no-such-profile")
+
+
+def test_extends_merges_and_remembers_sources(tmp_path):
+    (tmp_path / "child.yaml").write_text(
+        f"extends: {PROFILE}\ncommon:\n  n_points: 4\nnotebooks:\n  02_fail:\n    seed: 7\n")
+    p = runner.load_profile(tmp_path / "child.yaml")
+    assert p["common"] == {"seed": 1, "n_points": 4}
+    assert p["notebooks"] == {"01_record": {"scale": 2}, "02_fail": {"seed": 7}}
+    assert p["sources"]["common.seed"] == str(PROFILE)
+    assert p["sources"]["common.n_points"] == str(tmp_path / "child.yaml")
+
+
+# -- notebooks and resolution ---------------------------------------------------------------------
+
+def test_inspect_notebook_reads_names_and_types():
+    nb = runner.inspect_notebook(NOTEBOOKS / "01_record.ipynb")
+    types = {k: p.type_name for k, p in nb.parameters.items()}
+    assert types == {"seed": "int", "n_points": "int", "scale": "float", "label": "str",
+                     "device": "str", "checkpoint": "str", "output_dir": "str",
+                     "results_path": "Optional[str]"}
+    assert nb.parameters["n_points"].help == "how many points to plot"
+    assert nb.problems == []
+
+
+def _write_nb(path, *sources, tags=("parameters",)):
+    cells = [new_code_cell(s) for s in sources]
+    for c, t in zip(cells, tags):
+        if t:
+            c.metadata["tags"] = [t]
+    nbformat.write(new_notebook(cells=cells), path)
+    return path
+
+
+def test_inspect_notebook_reports_what_papermill_cannot_use(tmp_path):
+    nb = runner.inspect_notebook(_write_nb(tmp_path / "01_x.ipynb", "a = 1\nb: str | None = None"))
+    assert list(nb.parameters) == ["a"]
+    assert any("cannot read parameter 'b'" in p for p in nb.problems)
+    two = runner.inspect_notebook(_write_nb(tmp_path / "02_y.ipynb", "a = 1", "b = 2",
+                                            tags=("parameters", "parameters")))
+    assert any("2 cells tagged 'parameters'" in p for p in two.problems)
+    none = runner.inspect_notebook(_write_nb(tmp_path / "03_z.ipynb", "a = 1", tags=(None,)))
+    assert any("0 cells tagged" in p for p in none.problems)
+
+
+@pytest.fixture(scope="module")
+def toy():
+    return [runner.inspect_notebook(p) for p in runner.discover_notebooks(NOTEBOOKS)]
+
+
+def test_resolution_order(toy):
+    prof = runner.load_profile(PROFILE)
+    got = runner.resolve_parameters(toy, prof, ["label=square", "seed=5", "02_fail.seed=9"])
+    # profile common < profile notebook section < -p key < -p notebook.key; int -> float for floats
+    assert got["01_record"] == {"seed": 5, "n_points": 8, "scale": 2.0, "label": "square"}
+    assert type(got["01_record"]["scale"]) is float
+    assert got["02_fail"] == {"seed": 9}
+
+
+def _problems(toy, overrides=(), profile=None, **kw):
+    prof = profile or runner.load_profile(PROFILE)
+    with pytest.raises(runner.ParameterError) as e:
+        runner.resolve_parameters(toy, prof, overrides, **kw)
+    return e.value.problems, str(e.value)
+
+
+def test_unknown_names_are_errors_naming_them(toy):
+    problems, msg = _problems(toy, ["n_pionts=3", "02_fail.label=x", "04_nope.seed=1"])
+    assert "-p n_pionts: no notebook has a parameter 'n_pionts' (did you mean n_points?)" in msg
+    assert "-p 02_fail.label: 02_fail has no parameter 'label'" in msg
+    assert "-p 04_nope.seed: no notebook '04_nope'" in msg
+    assert len(problems) == 3
+
+
+def test_wrong_types_name_notebook_parameter_expected_and_got(toy):
+    problems, msg = _problems(toy, ["n_points=abc", "seed=true", "scale=[1]", "label=3"])
+    assert "01_record: parameter 'n_points' expected int, got str 'abc' (from -p n_points)" in msg
+    # a bool is not an int, although Python says isinstance(True, int)
+    assert "01_record: parameter 'seed' expected int, got bool True (from -p seed)" in msg
+    assert "02_fail: parameter 'seed' expected int, got bool True (from -p seed)" in msg
+    assert "parameter 'scale' expected float, got list [1]" in msg
+    assert "parameter 'label' expected str, got int 3" in msg
+    assert len(problems) == 5
+
+
+def test_profile_problems_name_the_file(toy, tmp_path):
+    f = tmp_path / "p.yaml"
+    f.write_text("common:\n  sead: 0\n  output_dir: /x\nnotebooks:\n  01_record:\n"
+                 "    scale: fast\n    nope: 1\n  09_missing:\n    a: 1\n")
+    problems, msg = _problems(toy, profile=runner.load_profile(f))
+    assert f"{f}: common.sead: no notebook has a parameter 'sead' (did you mean seed?)" in msg
+    assert f"{f}: common.output_dir is set by the runner" in msg
+    assert f"{f}: notebooks.01_record.nope: 01_record has no parameter 'nope'" in msg
+    assert f"{f}: notebooks.09_missing: no notebook 09_missing.ipynb" in msg
+    assert f"01_record: parameter 'scale' expected float, got str 'fast' (from {f})" in msg
+    assert len(problems) == 5
+
+
+def test_placeholders_and_reserved_names(toy):
+    problems, msg = _problems(toy, ["label=/path/to/classes.txt", "results_path=x"])
+    assert "parameter 'label' is still the placeholder '/path/to/classes.txt'" in msg
+    assert "-p results_path: set by the runner" in msg
+    ok = runner.resolve_parameters(toy, runner.load_profile(PROFILE),
+                                   ["label=/path/to/classes.txt"], check_placeholders=False)
+    assert ok["01_record"]["label"] == "/path/to/classes.txt"
+
+
+def test_optional_and_untyped_parameters():
+    p = runner.Parameter("x", "Optional[int]", "None")
+    assert p.check(None) is None and p.check(3) is None and "expected" in p.check("3")
+    assert runner.Parameter("x", "NoneType", "None").check("anything") is not None
+    assert runner.Parameter("x", None, "compute()").check(object()) is None  # unknown: no check
+    assert runner.Parameter("x", "List[int]", "[]").check([1]) is None
+    assert runner.Parameter("x", "list", "[]").check("a") is not None
+
+
+def test_select_only():
+    nbs = [runner.Notebook(n, Path(f"{n}.ipynb"), {}) for n in ("01_a", "02_b")]
+    assert [n.name for n in runner.select(nbs, ["b"])] == ["02_b"]
+    assert [n.name for n in runner.select(nbs, ["02_b", "01"])] == ["01_a", "02_b"]
+    with pytest.raises(runner.ParameterError, match="'03' matches no notebook"):
+        runner.select(nbs, ["03"])
+
+
+def test_bad_parameters_stop_before_any_notebook_runs(tmp_path, monkeypatch, capsys):
+    def boom(*a, **k):
+        raise AssertionError("a notebook ran")
+
+    monkeypatch.setattr(runner, "_execute", boom)
+    monkeypatch.setattr(runner, "ensure_kernel", boom)
+    code = main(["run", "--notebooks-dir", str(NOTEBOOKS), "--output-dir", str(tmp_path / "out"),
+                 "--profile", str(PROFILE), "-p", "n_points=many", "-p", "colour=red"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "01_record: parameter 'n_points' expected int, got str 'many'" in err
+    assert "-p colour: no notebook has a parameter 'colour'" in err
+    assert not (tmp_path / "out").exists()
+
+
+# -- a real run -----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("reports")
+    code = main(["run", "--notebooks-dir", str(NOTEBOOKS), "--output-dir", str(out),
+                 "--profile", str(PROFILE), "--no-progress", "-q", "-p", f"label={EVIL}"])
+    return code, out / "toy_profile"
+
+
+def test_run_reports_failure_and_keeps_going(toy_run):
+    code, out = toy_run
+    assert code == 1
+    manifest = json.loads((out / "manifest.json").read_text())
+    status = {r["name"]: r["status"] for r in manifest["notebooks"]}
+    assert status == {"01_record": "ok", "02_fail": "failed"}
+    failed = manifest["notebooks"][1]
+    assert failed["error"].startswith("RuntimeError: deliberate failure")
+    for name in ("01_record", "02_fail"):
+        assert (out / f"{name}.ipynb").is_file() and (out / f"{name}.html").is_file()
+    # The failing notebook's report shows the error; the cell after it never ran.
+    assert "deliberate failure" in (out / "02_fail.html").read_text()
+    executed = nbformat.read(out / "02_fail.ipynb", as_version=4)
+    assert executed.cells[-1].execution_count is None
+
+
+def test_run_merges_results_and_applies_parameters(toy_run):
+    _, out = toy_run
+    res = json.loads((out / "results.json").read_text())
+    assert res["toy"]["n"] == 8  # n_points from the profile's common section
+    assert res["toy"]["tasks"] == {EVIL: {"acc1": 0.75}, "second": {"acc1": 0.5}}
+    assert res["partial"] == {"before_error": 1}  # recorded before the failure, nothing after
+    assert res["checkpoint"]["sha256"] == "ab" * 32
+    for ext in ("png", "pdf", "svg"):
+        assert (out / "figures" / f"toy_points.{ext}").stat().st_size > 0
+
+
+def test_manifest(toy_run):
+    _, out = toy_run
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["seed"] == 1 and m["checkpoint"]["sha256"] == "ab" * 32
+    assert m["parameters"]["01_record"]["scale"] == 2.0
+    assert m["parameters"]["01_record"]["device"] == "cpu"  # a default the run did not set
+    assert m["injected"]["01_record"]["output_dir"] == str(out)
+    assert m["overrides"] == {"label": EVIL}
+    assert m["git"]["commit"] and m["versions"]["torch"] and m["started"] <= m["finished"]
+
+
+def test_index_marks_status_and_escapes(toy_run):
+    _, out = toy_run
+    page = (out / "index.html").read_text()
+    assert EVIL not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
+    assert '<span class="status failed">failed</span>' in page
+    assert '<span class="status ok">ok</span>' in page
+    assert 'src="figures/toy_points.png"' in page
+    assert "mean of the points" in page
+
+
+@pytest.mark.slow  # a third notebook execution (~8 s here)
+def test_only_reruns_one_and_keeps_the_others(toy_run):
+    _, out = toy_run
+    code = main(["run", "--notebooks-dir", str(NOTEBOOKS), "--output-dir", str(out.parent),
+                 "--profile", str(PROFILE), "--no-progress", "-q", "--only", "record",
+                 "-p", "n_points=5", "-p", "label=tri"])
+    assert code == 0  # the earlier failure of 02 is not this run's
+    m = json.loads((out / "manifest.json").read_text())
+    by = {r["name"]: r for r in m["notebooks"]}
+    assert by["01_record"]["status"] == "ok" and not by["01_record"]["earlier"]
+    assert by["02_fail"]["status"] == "failed" and by["02_fail"]["earlier"]
+    res = json.loads((out / "results.json").read_text())
+    assert res["toy"]["n"] == 5 and set(res["toy"]["tasks"]) == {"tri", "second"}
+    assert res["partial"] == {"before_error": 1}
+    assert "from an earlier run" in (out / "index.html").read_text()
