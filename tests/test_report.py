@@ -202,6 +202,16 @@ def test_export_html(tmp_path):
     assert "mathjax" in page.lower()
 
 
+def test_export_keeps_inline_html_and_attachments(tmp_path):
+    cell = new_markdown_cell('See ![dot](attachment:dot.png) and <span style="color: red">the '
+                             'banner <a href="#e">In [4]</a></span>')
+    cell.attachments = {"dot.png": {"image/png": "iVBORw0KGgo="}}
+    nbformat.write(new_notebook(cells=[cell]), tmp_path / "a.ipynb")
+    page = report.export_html(tmp_path / "a.ipynb", tmp_path / "a.html").read_text()
+    assert '<span style="color: red;">the banner <a href="#e">In [4]</a></span>' in page
+    assert 'src="data:image/png;base64,iVBORw0KGgo="' in page
+
+
 @pytest.mark.parametrize("src,expected", [("a $x$ b", True), ("$$y$$", True),
                                           (r"\begin{align}", True), ("plain text", False)])
 def test_math_detection(src, expected):

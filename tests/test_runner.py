@@ -224,7 +224,9 @@ def test_run_reports_failure_and_keeps_going(toy_run):
     for name in ("01_record", "02_fail"):
         assert (out / f"{name}.ipynb").is_file() and (out / f"{name}.html").is_file()
     # The failing notebook's report shows the error; the cell after it never ran.
-    assert "deliberate failure" in (out / "02_fail.html").read_text()
+    page = (out / "02_fail.html").read_text()
+    assert "deliberate failure" in page and 'id="papermill-error-cell"' in page
+    assert "An Exception was encountered at" in page
     executed = nbformat.read(out / "02_fail.ipynb", as_version=4)
     assert executed.cells[-1].execution_count is None
 
@@ -276,3 +278,29 @@ def test_only_reruns_one_and_keeps_the_others(toy_run):
     assert res["toy"]["n"] == 5 and set(res["toy"]["tasks"]) == {"tri", "second"}
     assert res["partial"] == {"before_error": 1}
     assert "from an earlier run" in (out / "index.html").read_text()
+
+
+def test_ensure_kernel_registers_this_interpreter_and_refuses_a_shadow(tmp_path, monkeypatch):
+    import shutil
+    import sys
+
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    name = "unirepclip-test-kernel"
+    installed = Path(sys.prefix) / "share" / "jupyter" / "kernels" / name
+    try:
+        assert runner.ensure_kernel(name) == name
+        spec = KernelSpecManager().get_kernel_spec(name)
+        assert Path(spec.argv[0]).parent == Path(sys.executable).parent  # this environment's
+        assert "ipykernel_launcher" in spec.argv
+        # A kernelspec of the same name earlier on Jupyter's path, for another Python, is an error.
+        shadow = tmp_path / "kernels" / name
+        shadow.mkdir(parents=True)
+        (shadow / "kernel.json").write_text(json.dumps(
+            {"argv": ["/opt/other/python", "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+             "display_name": "other", "language": "python"}))
+        monkeypatch.setenv("JUPYTER_PATH", str(tmp_path))
+        with pytest.raises(RuntimeError, match="/opt/other/python"):
+            runner.ensure_kernel(name)
+    finally:
+        shutil.rmtree(installed, ignore_errors=True)

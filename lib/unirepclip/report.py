@@ -249,8 +249,14 @@ def clean_html(fragment: Any) -> str:
 
 def export_html(ipynb: os.PathLike, html_path: os.PathLike, hide_code: bool = False) -> Path:
     """Render an executed notebook to a standalone HTML page with nbconvert (``lab`` template,
-    images inline, HTML sanitized, no scripts fetched unless formulas need MathJax). ``hide_code``
-    drops code cells' input for a paper-style report (outputs and prose stay)."""
+    HTML sanitized, no scripts fetched unless formulas need MathJax). ``hide_code`` drops code
+    cells' input for a paper-style report (outputs and prose stay).
+
+    Output images and Markdown cell attachments are inline (data URIs). nbconvert's
+    ``embed_images`` stays off: it also embeds Markdown images given by file path, but it breaks
+    inline HTML in Markdown (``<span style=...>text</span>`` loses its text; papermill's error
+    banner is such a span), and a path relative to ``notebooks/`` would not resolve from the report
+    folder anyway. Images in prose belong in cell attachments."""
     import nbformat
     from jinja2 import DictLoader
     from nbconvert import HTMLExporter
@@ -260,7 +266,7 @@ def export_html(ipynb: os.PathLike, html_path: os.PathLike, hide_code: bool = Fa
         exporter = HTMLExporter(
             template_name="lab", template_file="unirepclip_report.html.j2",
             extra_loaders=[DictLoader({"unirepclip_report.html.j2": _REPORT_TEMPLATE})],
-            sanitize_html=True, filters={"clean_html": clean_html}, embed_images=True,
+            sanitize_html=True, filters={"clean_html": clean_html}, embed_images=False,
             exclude_input=hide_code,
             exclude_input_prompt=hide_code, exclude_output_prompt=hide_code)
         _EXPORTERS[hide_code] = exporter
@@ -422,7 +428,7 @@ def render_index(manifest: Mapping[str, Any], docs: Mapping[str, Optional[Mappin
             links = " · ".join(f'<a href="{_href(v)}">{_esc(k)}</a>' for k, v in files.items())
             cap = _esc(f.get("caption") or f.get("name"))
             figs.append(f'<figure><a href="{_href(r.get("html") or src)}"><img src="{_href(src)}" '
-                        f'alt="{_esc(f.get("name"))}" loading="lazy"></a>'
+                        f'alt="{_esc(f.get("name"))}"></a>'
                         f"<figcaption>{cap} <span class=\"note\">({_esc(r.get('name'))}; "
                         f"{links})</span></figcaption></figure>")
     if figs:

@@ -19,9 +19,26 @@
    into ``<out>/<NN_name>.ipynb`` and renders ``<NN_name>.html`` with nbconvert; a notebook that
    fails still gets both (papermill saves the partial notebook with the error), is marked failed,
    and the run goes on with the next one;
-6. merges the notebooks' results files into ``results.json`` and writes ``manifest.json`` and
-   ``index.html`` (:mod:`unirepclip.report`). :func:`run` returns a :class:`RunResult`; the CLI exits
-   non-zero when a notebook failed.
+6. merges the notebooks' results files into ``results.json`` (a failed notebook contributes what it
+   recorded before the error; the manifest and index say it failed) and writes ``manifest.json``
+   and ``index.html`` (:mod:`unirepclip.report`). :func:`run` returns a :class:`RunResult`; the CLI
+   exits non-zero when a notebook failed. With ``--only``, the other notebooks keep their last
+   results and appear on the index marked "from an earlier run".
+
+A notebook written for the runner has one cell tagged ``parameters`` whose defaults are the demo
+profile's values, one ``name = value`` or ``name: type = value`` per line (a trailing comment is
+its help), and declares the two reserved parameters when it records results or saves figures::
+
+    seed = 0
+    model_name = "UniRepLKNet-Demo"
+    checkpoint = "demo"
+    device = "cpu"
+    n_images: int = 1000         # evaluation images
+    output_dir = "../reports/lab"                # the runner passes reports/<profile>
+    results_path = None  # type: Optional[str]   # the runner passes .../results/<NN_name>.json
+
+then ``unirepclip.results.configure(output_dir, results_path)`` and ``figures.use_style()`` in its
+first code cell (see :mod:`unirepclip.results` and :mod:`unirepclip.figures`).
 
 Profiles are YAML files, ``lib/unirepclip/profiles/<name>.yaml`` or any path::
 
@@ -469,8 +486,14 @@ def ensure_kernel(name: str = KERNEL_NAME) -> str:
     from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 
     def ours(spec) -> bool:
+        # The same bin folder as this interpreter (not symlinks resolved: every venv's python
+        # resolves to the same base interpreter); a bare "python" is replaced by sys.executable
+        # when jupyter_client starts the kernel.
         exe = spec.argv[0] if spec.argv else ""
-        return os.path.realpath(exe) == os.path.realpath(sys.executable) or exe == sys.executable
+        if exe in ("python", "python3"):
+            return True
+        here = os.path.dirname(os.path.abspath(sys.executable))
+        return os.path.isabs(exe) and os.path.dirname(os.path.abspath(exe)) == here
 
     ksm = KernelSpecManager()
     try:
@@ -582,6 +605,10 @@ def _execute(nb: Notebook, params: Dict[str, Any], out_ipynb: Path, kernel: str,
     # IPC sockets (files only this user can open) rather than localhost TCP, where the kernel
     # warns about unencrypted traffic; Windows has no IPC transport.
     transport = "ipc" if os.name == "posix" else "tcp"
+    # The kernel inherits this environment. tqdm.auto warns in every kernel without ipywidgets
+    # and then draws text bars, which is what a static report wants: drop the warning there.
+    saved = os.environ.get("PYTHONWARNINGS")
+    os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [saved, "ignore:IProgress not found"]))
     try:
         papermill.execute_notebook(
             str(nb.path), str(out_ipynb), parameters=params, kernel_name=kernel,
@@ -597,6 +624,11 @@ def _execute(nb: Notebook, params: Dict[str, Any], out_ipynb: Path, kernel: str,
         if not out_ipynb.exists():
             nbformat.write(_error_notebook(nb, msg), str(out_ipynb))
         return msg.splitlines()[0]
+    finally:
+        if saved is None:
+            os.environ.pop("PYTHONWARNINGS", None)
+        else:
+            os.environ["PYTHONWARNINGS"] = saved
 
 
 def run(profile: Union[str, os.PathLike] = "demo", overrides: Sequence[str] = (),
