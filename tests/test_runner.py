@@ -304,3 +304,15 @@ def test_ensure_kernel_registers_this_interpreter_and_refuses_a_shadow(tmp_path,
             runner.ensure_kernel(name)
     finally:
         shutil.rmtree(installed, ignore_errors=True)
+
+
+def test_a_kernel_that_cannot_start_still_gives_reports(tmp_path):
+    res = runner.run(profile=PROFILE, notebooks_dir=NOTEBOOKS, output_dir=tmp_path,
+                     kernel="no-such-kernel-for-unirepclip", progress=False, quiet=True)
+    assert not res.ok
+    assert [r.status for r in res.notebooks] == ["failed", "failed"]
+    assert all("NoSuchKernel" in r.error for r in res.notebooks)
+    for r in res.notebooks:
+        page = (res.output_dir / r.html).read_text()
+        assert "This notebook did not run" in page and 'id="papermill-error-cell"' in page
+    assert res.index.is_file() and json.loads((res.output_dir / "results.json").read_text()) == {}

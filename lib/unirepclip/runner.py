@@ -583,13 +583,14 @@ def _clean_previous(out: Path, name: str) -> None:
         (out / f"{name}{suffix}").unlink(missing_ok=True)
 
 
-def _error_notebook(nb: Notebook, message: str):
-    """The input notebook with an error cell on top, for a run that died before papermill saved."""
+def _error_notebook(path: Path, message: str):
+    """The notebook at ``path`` with an error cell on top, for a run that papermill could not
+    finish itself (a kernel that did not start or died)."""
     import nbformat
-    doc = nbformat.read(str(nb.path), as_version=4)
+    doc = nbformat.read(str(path), as_version=4)
     cell = nbformat.v4.new_markdown_cell(
-        "## This notebook did not run\n\n```\n" + message.replace("```", "'''") + "\n```")
-    cell.metadata["id"] = "papermill-error-cell"
+        '<span id="papermill-error-cell"></span>\n\n## This notebook did not run\n\n```\n'
+        + message.replace("```", "'''") + "\n```")
     doc.cells.insert(0, cell)
     return doc
 
@@ -621,8 +622,8 @@ def _execute(nb: Notebook, params: Dict[str, Any], out_ipynb: Path, kernel: str,
         return f"{e.ename}: {first[0] if first else ''} (cell In [{e.exec_count}])"
     except Exception as e:  # a kernel that died or never started: still leave a report
         msg = f"{type(e).__name__}: {e}".strip()
-        if not out_ipynb.exists():
-            nbformat.write(_error_notebook(nb, msg), str(out_ipynb))
+        partial = out_ipynb if out_ipynb.exists() else nb.path  # papermill may have saved some
+        nbformat.write(_error_notebook(partial, msg), str(out_ipynb))
         return msg.splitlines()[0]
     finally:
         if saved is None:
@@ -700,12 +701,12 @@ def run(profile: Union[str, os.PathLike] = "demo", overrides: Sequence[str] = ()
              + (f": {error}" if error else ""), quiet)
 
     # Notebooks not selected this time keep their last outcome on the index (marked as earlier).
-    previous = {}
     try:
-        previous = {r["name"]: r for r in json.loads((out / "manifest.json").read_text())["notebooks"]}
-        prev_params = json.loads((out / "manifest.json").read_text()).get("parameters", {})
+        prev = json.loads((out / "manifest.json").read_text())
+        previous = {r["name"]: r for r in prev["notebooks"]}
+        prev_params = dict(prev.get("parameters", {}))
     except (OSError, ValueError, KeyError, TypeError):
-        prev_params = {}
+        previous, prev_params = {}, {}
     ran = {r.name: r for r in runs}
     all_runs: List[NotebookRun] = []
     for nb in notebooks:
