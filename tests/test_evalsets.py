@@ -1,0 +1,134 @@
+"""unirepclip.evalsets: the data named by notebook parameters, checked against the datasets'
+own records (synthetic labels, folder layout, caption files)."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import unirepclip
+from unirepclip import evalsets
+from unirepclip.data import COLOURS, SHAPES, SyntheticWorld
+
+
+@pytest.fixture
+def folder(tmp_path):
+    """root/<class>/<image>: classes b_cat (3 images), a_dog (2), c_fox (1)."""
+    root = tmp_path / "val"
+    for cls, n in (("b_cat", 3), ("a_dog", 2), ("c_fox", 1)):
+        (root / cls).mkdir(parents=True)
+        for i in range(n):
+            Image.new("RGB", (40, 30), (10 * i, 50, 90)).save(root / cls / f"{i}.png")
+    return root
+
+
+def test_synthetic_set_labels_and_images_follow_the_world():
+    es = evalsets.classification_set("synthetic", n_images=12, image_size=48, seed=3)
+    ref = SyntheticWorld(image_size=48, seed=3).render("test", 12)
+    assert es.kind == "synthetic" and es.main_task == "shape" and len(es) == 12
+    assert set(es.tasks) == {"shape", "colour"}
+    np.testing.assert_array_equal(es.tasks["shape"].labels, ref.shape)
+    np.testing.assert_array_equal(es.tasks["colour"].labels, ref.colour)
+    assert es.tasks["shape"].classnames == list(SHAPES)
+    assert es.tasks["colour"].classnames == list(COLOURS)
+    np.testing.assert_array_equal(es.image(5), ref.images[5])
+    assert es.dataset.captions == ref.captions
+    with pytest.raises(ValueError, match="n_images"):
+        evalsets.classification_set("synthetic", n_images=0)
+
+
+def test_imagefolder_vocabularies_and_seeded_subset(folder, tmp_path):
+    es = evalsets.classification_set("imagefolder", n_images=0, data_root=str(folder))
+    task = es.tasks["imagefolder"]
+    assert task.classnames == ["a_dog", "b_cat", "c_fox"]  # sorted folder order
+    np.testing.assert_array_equal(task.labels, [0, 0, 1, 1, 1, 2])
+    assert len(task.templates) == 80 and es.main_task == "imagefolder"
+    names = tmp_path / "names.txt"
+    names.write_text("dog\ncat\nfox\n")
+    es2 = evalsets.classification_set("imagefolder", n_images=4, seed=1, data_root=str(folder),
+                                      classnames_file=str(names))
+    assert es2.tasks["imagefolder"].classnames == ["dog", "cat", "fox"]
+    rows = es2.dataset.indices
+    assert len(rows) == 4 and list(rows) == sorted(set(rows))
+    np.testing.assert_array_equal(es2.tasks["imagefolder"].labels,
+                                  np.array([0, 0, 1, 1, 1, 2])[rows])
+    for k, r in enumerate(rows):  # each image really is the file of its label's folder
+        assert es2.dataset[k][1] == es2.tasks["imagefolder"].labels[k]
+    again = evalsets.classification_set("imagefolder", n_images=4, seed=1, data_root=str(folder))
+    np.testing.assert_array_equal(again.dataset.indices, rows)
+    assert es2.image(0).shape == (30, 40, 3)
+    with pytest.raises(ValueError, match="gives 1000 class names but .* 3 class folders"):
+        evalsets.classification_set("imagefolder", n_images=0, data_root=str(folder),
+                                    classnames_file="imagenet")
+    with pytest.raises(FileNotFoundError, match="classnames_file='nope.txt'"):
+        evalsets.classification_set("imagefolder", n_images=0, data_root=str(folder),
+                                    classnames_file="nope.txt")
+    with pytest.raises(ValueError, match="needs data_root"):
+        evalsets.classification_set("imagefolder", n_images=0)
+
+
+def test_digits_and_skimage_sets():
+    d = evalsets.classification_set("digits", n_images=20, image_size=32, seed=0)
+    assert len(d) == 20 and d.tasks["digits"].classnames == [str(i) for i in range(10)]
+    for k in (0, 7, 19):
+        assert d.dataset[k][1] == d.tasks["digits"].labels[k]
+    assert d.image(0).shape == (32, 32, 3)
+    s = evalsets.classification_set("skimage", n_images=0)
+    t = s.tasks["skimage"]
+    np.testing.assert_array_equal(t.labels, np.arange(len(s)))
+    assert t.classnames == s.dataset.descriptions
+    assert max(s.image(0).shape[:2]) <= 160  # display thumbnails
+    with pytest.raises(ValueError, match="dataset='coco'"):
+        evalsets.classification_set("coco", n_images=1)
+
+
+def test_sample_set_for_a_real_model_uses_photos_and_the_imagenet_vocabulary():
+    s = evalsets.sample_set("imagefolder", n_images=3, seed=0)
+    task = s.tasks[s.main_task]
+    assert len(s) == 3 and task.labels is None
+    assert task.num_classes == 1000 and task.classnames[0] == "tench"
+    syn = evalsets.sample_set("synthetic", n_images=4, image_size=64)
+    assert len(syn) == 4 and syn.main_task == "shape"
+
+
+def test_caption_sets(folder, tmp_path):
+    es = evalsets.classification_set("synthetic", n_images=6)
+    cs = evalsets.caption_set("", evalset=es)
+    assert cs.dataset is es.dataset  # the same images: one feature pass serves both
+    assert cs.captions == es.dataset.captions
+    np.testing.assert_array_equal(cs.text_to_image, np.arange(6))
+    img_folder = evalsets.classification_set("imagefolder", n_images=0, data_root=str(folder))
+    assert evalsets.caption_set("", evalset=img_folder) is None
+    csv = tmp_path / "caps.csv"
+    csv.write_text("filepath,title\n"
+                   f"{folder}/a_dog/0.png,a dog\n"
+                   f"{folder}/b_cat/0.png,a cat\n"
+                   f"{folder}/a_dog/0.png,another dog\n"
+                   f"{folder}/c_fox/0.png,a fox\n")
+    cf = evalsets.caption_set(str(csv), n_images=2)
+    assert len(cf.dataset) == 2
+    assert cf.captions == ["a dog", "a cat", "another dog"]
+    np.testing.assert_array_equal(cf.text_to_image, [0, 1, 0])
+    caps, t2i = cf.texts_for([1])  # only the cat image was encoded
+    assert caps == ["a cat"] and list(t2i) == [0]
+
+
+def test_subset_identity_and_bounds():
+    base = evalsets.classification_set("digits", n_images=0).dataset
+    a, b = evalsets.Subset(base, [0, 1]), evalsets.Subset(base, [0, 2])
+    assert a.identity != b.identity and a.identity["of"] == base.identity
+    with pytest.raises(ValueError, match="indices"):
+        evalsets.Subset(base, [len(base)])
+
+
+def test_val_transform_at_another_size():
+    model = unirepclip.create_model("UniRepLKNet-Demo")
+    img = Image.new("RGB", (100, 80), (255, 0, 0))
+    assert evalsets.val_transform(model)(img).shape == (3, 64, 64)
+    x = evalsets.val_transform(model, 48)(img)
+    assert x.shape == (3, 48, 48)
+    # OpenAI normalization of pure red
+    assert torch.allclose(x[:, 0, 0], torch.tensor([(1 - 0.48145466) / 0.26862954,
+                                                    -0.4578275 / 0.26130258,
+                                                    -0.40821073 / 0.27577711]), atol=1e-5)
+    with pytest.raises(ValueError, match="image_size"):
+        evalsets.val_transform(model, 8)
