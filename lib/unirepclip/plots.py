@@ -1,0 +1,204 @@
+"""Figures for model evaluation, in the workbook's style (:mod:`unirepclip.figures`).
+
+Each function returns a ``matplotlib.figure.Figure`` sized for a paper column, with labelled axes,
+a title naming what is shown, and colours from the colour-blind-safe palette; save it with
+``figures.save(fig, name)``. Class names come from data and are used as plain text (matplotlib's
+mathtext is switched off for them, so a ``$`` in a name prints as a dollar).
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional, Sequence, Union
+
+import numpy as np
+
+from .figures import OKABE_ITO, PALETTE, subplots
+
+__all__ = ["image_grid", "per_class_accuracy", "confusion_matrix", "template_accuracies",
+           "resolution_sweep", "retrieval_recall", "throughput"]
+
+#: Title colours of an image grid: a right prediction, a wrong one, no truth to compare with.
+RIGHT, WRONG, NEUTRAL = OKABE_ITO["bluish_green"], OKABE_ITO["vermillion"], OKABE_ITO["black"]
+
+
+def _plain(s: str) -> str:
+    """Data text for matplotlib: escape ``$`` so mathtext leaves it alone."""
+    return str(s).replace("$", r"\$")
+
+
+def image_grid(images: Sequence[np.ndarray], titles: Optional[Sequence[str]] = None, *,
+               correct: Optional[Sequence[Optional[bool]]] = None, ncols: int = 8,
+               title: Optional[str] = None, width: Union[str, float] = "two"):
+    """Images in a grid, each with a caption (e.g. ``"true: star\\npred: heart 97%"``).
+
+    ``correct[i]`` colours caption i green (True), vermillion (False) or black (None), and the
+    figure legend says so. ``images`` are (H, W, 3) uint8 arrays (or (H, W) greyscale).
+    """
+    n = len(images)
+    if n == 0:
+        raise ValueError("image_grid: no images")
+    for name, seq in (("titles", titles), ("correct", correct)):
+        if seq is not None and len(seq) != n:
+            raise ValueError(f"image_grid: {n} images but {len(seq)} {name}")
+    ncols = max(1, min(int(ncols), n))
+    nrows = -(-n // ncols)
+    fig, axes = subplots(nrows, ncols, width=width, aspect=(nrows / ncols) * 1.3, squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        ax.set_axis_off()
+        if k >= n:
+            continue
+        img = np.asarray(images[k])
+        ax.imshow(img, cmap="gray" if img.ndim == 2 else None, interpolation="nearest")
+        if titles is not None:
+            flag = None if correct is None else correct[k]
+            colour = NEUTRAL if flag is None else (RIGHT if flag else WRONG)
+            ax.set_title(_plain(titles[k]), fontsize=6, color=colour)
+    if title:
+        fig.suptitle(_plain(title))
+    return fig
+
+
+def per_class_accuracy(classnames: Sequence[str], accuracy: Sequence[float], *, title: str,
+                       chance: Optional[float] = None, max_classes: int = 30):
+    """Horizontal bars of per-class accuracy, sorted from worst to best.
+
+    With more than ``max_classes`` classes only the worst and best ``max_classes // 2`` are shown
+    (the title says so); classes without samples (NaN) are left out. ``chance`` draws a dashed
+    line at chance level.
+    """
+    acc = np.asarray(accuracy, dtype=float)
+    if len(acc) != len(classnames):
+        raise ValueError(f"per_class_accuracy: {len(classnames)} classnames but {len(acc)} values")
+    keep = np.flatnonzero(~np.isnan(acc))
+    order = keep[np.argsort(acc[keep], kind="stable")]
+    shown = order
+    if len(order) > max_classes:
+        half = max_classes // 2
+        shown = np.concatenate([order[:half], order[-half:]])
+        title = f"{title}\n(worst {half} and best {half} of {len(order)} classes)"
+    fig, ax = subplots(width="one", aspect=max(0.6, 0.12 * len(shown) + 0.25))
+    y = np.arange(len(shown))
+    ax.barh(y, acc[shown], color=PALETTE[0])
+    ax.set_yticks(y, [_plain(classnames[i]) for i in shown])
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("accuracy (recall of the class)")
+    if chance is not None:
+        ax.axvline(chance, color=PALETTE[1], ls="--", lw=1, label=f"chance ({chance:.0%})")
+        ax.legend(loc="lower right")
+    ax.set_title(_plain(title))
+    return fig
+
+
+def confusion_matrix(cm: Any, classnames: Sequence[str], *, title: str, normalize: bool = True):
+    """A confusion matrix (rows = true class, columns = predicted), each row normalized to
+    fractions when ``normalize``; cells are annotated when there are at most 12 classes."""
+    m = np.asarray(cm, dtype=float)
+    c = len(classnames)
+    if m.shape != (c, c):
+        raise ValueError(f"confusion_matrix: expected ({c}, {c}) for {c} classes, got {m.shape}")
+    if normalize:
+        rows = m.sum(1, keepdims=True)
+        m = np.divide(m, rows, out=np.zeros_like(m), where=rows > 0)
+    fig, ax = subplots(width="one", aspect=1.0)
+    im = ax.imshow(m, cmap="viridis", vmin=0, vmax=1 if normalize else None)
+    names = [_plain(n) for n in classnames]
+    ax.set_xticks(range(c), names, rotation=60, ha="right")
+    ax.set_yticks(range(c), names)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    if c <= 12:
+        for i in range(c):
+            for j in range(c):
+                ax.text(j, i, f"{m[i, j]:.2f}" if normalize else f"{int(m[i, j])}",
+                        ha="center", va="center", fontsize=5,
+                        color="white" if m[i, j] < 0.6 * (m.max() or 1) else "black")
+    cb = fig.colorbar(im, ax=ax, shrink=0.8)
+    cb.set_label("fraction of the true class" if normalize else "images")
+    ax.set_title(_plain(title))
+    return fig
+
+
+def template_accuracies(labels: Sequence[str], accuracy: Sequence[float], ensemble: float, *,
+                        title: str, xlabel: str = "top-1 accuracy", max_templates: int = 40):
+    """One bar per prompt template (sorted) and a line at the ensemble's accuracy; with more than
+    ``max_templates`` templates, the worst and best halves of that many are shown."""
+    acc = np.asarray(accuracy, dtype=float)
+    if len(acc) != len(labels):
+        raise ValueError(f"template_accuracies: {len(labels)} labels but {len(acc)} values")
+    order = np.argsort(acc, kind="stable")
+    if len(order) > max_templates:
+        half = max_templates // 2
+        order = np.concatenate([order[:half], order[-half:]])
+        title = f"{title}\n(worst {half} and best {half} of {len(acc)} templates)"
+    fig, ax = subplots(width="two", aspect=max(0.3, 0.028 * len(order) + 0.12))
+    y = np.arange(len(order))
+    ax.barh(y, acc[order], color=PALETTE[5], label="template alone")
+    ax.axvline(ensemble, color=PALETTE[1], lw=1.5, label=f"ensemble of all ({ensemble:.1%})")
+    ax.set_yticks(y, [_plain(labels[i]) for i in order], fontsize=6)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel(xlabel)
+    ax.legend(loc="lower right")
+    ax.set_title(_plain(title))
+    return fig
+
+
+def resolution_sweep(sizes: Sequence[int], series: Mapping[str, Sequence[float]], *, title: str,
+                     native: Optional[int] = None, ylabel: str = "top-1 accuracy"):
+    """Accuracy against input resolution, one line per task; ``native`` marks the training size."""
+    sizes = list(sizes)
+    if not series:
+        raise ValueError("resolution_sweep: no series")
+    fig, ax = subplots(width="one")
+    for k, (name, values) in enumerate(series.items()):
+        if len(values) != len(sizes):
+            raise ValueError(f"resolution_sweep: {len(sizes)} sizes but {len(values)} values "
+                             f"for {name!r}")
+        ax.plot(sizes, values, marker="o", color=PALETTE[k % len(PALETTE)], label=_plain(name))
+    if native is not None:
+        ax.axvline(native, color=OKABE_ITO["black"], ls=":", lw=1, label=f"trained at {native} px")
+    ax.set_xticks(sizes, [str(s) for s in sizes])
+    ax.set_xlabel("input resolution (px)")
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(0, 1)
+    ax.legend()
+    ax.set_title(_plain(title))
+    return fig
+
+
+def retrieval_recall(result: Mapping[str, Mapping[str, float]], *, title: str,
+                     ks: Sequence[int] = (1, 5, 10)):
+    """Grouped bars of recall@k for image -> text and text -> image retrieval."""
+    directions = [("image_to_text", "image → text"), ("text_to_image", "text → image")]
+    fig, ax = subplots(width="one")
+    x = np.arange(len(ks))
+    w = 0.38
+    for k, (key, label) in enumerate(directions):
+        if key not in result:
+            raise KeyError(f"retrieval_recall: result has no {key!r} (keys: {list(result)})")
+        vals = [result[key][f"r{kk}"] for kk in ks]
+        bars = ax.bar(x + (k - 0.5) * w, vals, w, color=PALETTE[k], label=label)
+        ax.bar_label(bars, fmt="%.2f", fontsize=6, padding=1)
+    ax.set_xticks(x, [f"R@{k}" for k in ks])
+    ax.set_ylim(0, 1.1)
+    ax.set_ylabel("recall (fraction of queries)")
+    ax.legend(loc="upper left")
+    ax.set_title(_plain(title))
+    return fig
+
+
+def throughput(images_per_s: Mapping[str, float], *, title: str):
+    """Bars of images per second, one per model form, labelled with the speed-up over the first."""
+    if not images_per_s:
+        raise ValueError("throughput: nothing to plot")
+    labels = list(images_per_s)
+    vals = np.asarray([images_per_s[k] for k in labels], dtype=float)
+    fig, ax = subplots(width="one", aspect=0.6)
+    bars = ax.barh(np.arange(len(labels)), vals, color=[PALETTE[i % len(PALETTE)]
+                                                         for i in range(len(labels))])
+    ax.bar_label(bars, labels=[f"{v:.0f}/s ({v / vals[0]:.2f}x)" for v in vals], fontsize=6,
+                 padding=2)
+    ax.set_yticks(np.arange(len(labels)), [_plain(s) for s in labels])
+    ax.invert_yaxis()
+    ax.set_xlim(0, vals.max() * 1.35)
+    ax.set_xlabel("images per second")
+    ax.set_title(_plain(title))
+    return fig

@@ -1,0 +1,93 @@
+"""unirepclip.plots: the figures show the numbers given (bar lengths, pixels, matrix cells),
+with labelled axes and colour bars, and refuse mismatched inputs."""
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from unirepclip import figures, plots  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _close():
+    figures.use_style()
+    yield
+    plt.close("all")
+
+
+def _bar_widths(ax):
+    return [p.get_width() for p in ax.patches]
+
+
+def test_image_grid_pixels_titles_and_colours():
+    imgs = [np.full((4, 4, 3), i * 20, np.uint8) for i in range(5)]
+    fig = plots.image_grid(imgs, ["a", "b", "c", "d", "cost $5"], correct=[True, False, None, True, True],
+                           ncols=3, title="grid")
+    axes = fig.axes
+    assert len(axes) == 6  # 2 rows x 3 columns, the last one empty
+    np.testing.assert_array_equal(axes[4].images[0].get_array(), imgs[4])
+    assert axes[0].get_title() == "a" and axes[4].get_title() == r"cost \$5"
+    assert matplotlib.colors.to_hex(axes[0].title.get_color()) == plots.RIGHT.lower()
+    assert matplotlib.colors.to_hex(axes[1].title.get_color()) == plots.WRONG.lower()
+    assert not axes[5].images
+    fig.canvas.draw()  # a "$" in data text must not break mathtext
+    with pytest.raises(ValueError, match="5 images but 2 titles"):
+        plots.image_grid(imgs, ["a", "b"])
+
+
+def test_per_class_accuracy_sorted_and_truncated():
+    fig = plots.per_class_accuracy(["a", "b", "c"], [0.9, 0.1, np.nan], title="t", chance=0.5)
+    ax = fig.axes[0]
+    assert _bar_widths(ax) == [0.1, 0.9]  # NaN class left out, worst first
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["b", "a"]
+    assert ax.get_xlabel()
+    acc = np.linspace(0, 1, 100)
+    ax = plots.per_class_accuracy([str(i) for i in range(100)], acc, title="t",
+                                  max_classes=10).axes[0]
+    assert _bar_widths(ax) == pytest.approx(list(acc[:5]) + list(acc[-5:]))
+    assert "worst 5 and best 5 of 100" in ax.get_title()
+
+
+def test_confusion_matrix_rows_normalized_with_labelled_colourbar():
+    cm = np.array([[3, 1], [0, 2]])
+    fig = plots.confusion_matrix(cm, ["x", "y"], title="cm")
+    ax, cax = fig.axes
+    np.testing.assert_allclose(ax.images[0].get_array(), [[0.75, 0.25], [0, 1]])
+    assert cax.get_ylabel() == "fraction of the true class"
+    assert ax.get_xlabel() == "predicted class" and ax.get_ylabel() == "true class"
+    assert sorted(t.get_text() for t in ax.texts) == ["0.00", "0.25", "0.75", "1.00"]
+    with pytest.raises(ValueError, match="expected \\(3, 3\\)"):
+        plots.confusion_matrix(cm, ["x", "y", "z"], title="cm")
+
+
+def test_template_accuracies_and_ensemble_line():
+    fig = plots.template_accuracies(["t1", "t2", "t3"], [0.5, 0.2, 0.4], 0.6, title="tmpl")
+    ax = fig.axes[0]
+    assert _bar_widths(ax) == [0.2, 0.4, 0.5]
+    assert ax.lines[0].get_xdata()[0] == 0.6
+    assert any("60.0%" in t.get_text() for t in ax.get_legend().get_texts())
+
+
+def test_resolution_sweep_lines():
+    fig = plots.resolution_sweep([48, 64, 96], {"shape": [0.5, 0.8, 0.7], "colour": [1, 1, 0.9]},
+                                 native=64, title="sweep")
+    ax = fig.axes[0]
+    np.testing.assert_array_equal(ax.lines[0].get_ydata(), [0.5, 0.8, 0.7])
+    np.testing.assert_array_equal(ax.lines[1].get_xdata(), [48, 64, 96])
+    assert ax.lines[2].get_xdata()[0] == 64
+    with pytest.raises(ValueError, match="3 sizes but 2 values for 'shape'"):
+        plots.resolution_sweep([1, 2, 3], {"shape": [0.1, 0.2]}, title="s")
+
+
+def test_retrieval_recall_and_throughput_bars():
+    res = {"image_to_text": {"r1": 0.1, "r5": 0.5, "r10": 0.7},
+           "text_to_image": {"r1": 0.2, "r5": 0.6, "r10": 0.8}}
+    ax = plots.retrieval_recall(res, title="r").axes[0]
+    assert [p.get_height() for p in ax.patches] == [0.1, 0.5, 0.7, 0.2, 0.6, 0.8]
+    with pytest.raises(KeyError, match="text_to_image"):
+        plots.retrieval_recall({"image_to_text": res["image_to_text"]}, title="r")
+    ax = plots.throughput({"training": 100.0, "inference": 150.0}, title="speed").axes[0]
+    assert _bar_widths(ax) == [100.0, 150.0]
+    assert [t.get_text() for t in ax.texts] == ["100/s (1.00x)", "150/s (1.50x)"]
