@@ -42,10 +42,11 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 __all__ = ["FeatureSet", "FeatureCache", "extract_image_features", "extract_text_features",
-           "model_identity", "image_feature_key", "text_feature_key", "PRECISIONS"]
+           "model_identity", "image_feature_key", "text_feature_key", "resolve_image_transform",
+           "PRECISIONS"]
 
 _logger = logging.getLogger(__name__)
 
@@ -393,6 +394,16 @@ def _default_transform(model: nn.Module) -> Optional[Callable]:
     return image_transform_v2(PreprocessCfg(**cfg), is_train=False)
 
 
+def resolve_image_transform(model: nn.Module, dataset: Any,
+                            transform: Optional[Callable] = None) -> Optional[Callable]:
+    """The transform :func:`extract_image_features` applies (and keys): ``transform`` if given,
+    none if the dataset transforms its own images, else the model's open_clip validation
+    preprocessing."""
+    if transform is None and getattr(dataset, "transform", None) is None:
+        return _default_transform(model)
+    return transform
+
+
 def _finish(emb: np.ndarray, normalize: bool) -> np.ndarray:
     if not normalize:
         return emb
@@ -424,7 +435,8 @@ def extract_image_features(model: nn.Module, dataset: Any, *, transform: Optiona
                            device: Union[str, torch.device] = "cpu", precision: str = "fp32",
                            normalize: bool = True, cache: Optional[FeatureCache] = None,
                            progress: bool = True,
-                           model_ident: Optional[Dict[str, Any]] = None) -> FeatureSet:
+                           model_ident: Optional[Dict[str, Any]] = None,
+                           indices: Optional[Sequence[int]] = None) -> FeatureSet:
     """Image embeddings and pre-projection features of every item of ``dataset``.
 
     Args:
@@ -439,11 +451,18 @@ def extract_image_features(model: nn.Module, dataset: Any, *, transform: Optiona
         cache: read the features from / write them to this cache.
         progress: show a tqdm bar.
         model_ident: precomputed :func:`model_identity` (saves re-hashing weights across calls).
+        indices: extract only these dataset rows, in this order (one shard of a distributed run,
+            :mod:`unirepclip.extract`); ``indices`` of the result are still dataset rows and ``key``
+            is still the whole dataset's. The cache holds whole datasets only, so ``cache`` must be
+            ``None``; the dataset's scan-time ``skipped`` list is left to the caller (it belongs to
+            no row), and a part without a readable image gives zero rows instead of an error.
     """
     _check_precision(precision)
+    if indices is not None and cache is not None:
+        raise ValueError("indices= extracts part of a dataset but the cache holds whole datasets "
+                         "only; pass cache=None")
     device = torch.device(device)
-    if transform is None and getattr(dataset, "transform", None) is None:
-        transform = _default_transform(model)
+    transform = resolve_image_transform(model, dataset, transform)
     key, parts = image_feature_key(model, dataset, transform, precision=precision, device=device,
                                    model_ident=model_ident)
     if cache is not None:
@@ -452,11 +471,16 @@ def extract_image_features(model: nn.Module, dataset: Any, *, transform: Optiona
             return _from_cache("image", key, hit, normalize)
     _check_device(model, device)
     t0 = time.perf_counter()
-    loader = DataLoader(_Indexed(dataset, transform), batch_size=batch_size, shuffle=False,
+    rows: Dataset = _Indexed(dataset, transform)
+    if indices is not None:
+        # _Indexed yields the dataset row itself, so a Subset of it keeps global row numbers.
+        rows = Subset(rows, [int(i) for i in indices])
+    loader = DataLoader(rows, batch_size=batch_size, shuffle=False,
                         num_workers=num_workers, collate_fn=_collate,
                         persistent_workers=False, pin_memory=device.type == "cuda")
     embs, pres, idxs, labels = [], [], [], []
-    skipped: List[Tuple[str, str]] = [tuple(s) for s in getattr(dataset, "skipped", [])]
+    skipped: List[Tuple[str, str]] = ([] if indices is not None else
+                                      [tuple(s) for s in getattr(dataset, "skipped", [])])
     pre_module = _image_pre_projection_module(model)
     from tqdm.auto import tqdm
 
@@ -476,11 +500,12 @@ def extract_image_features(model: nn.Module, dataset: Any, *, transform: Optiona
             labels.extend(targets)
     if skipped:
         _logger.warning("%d unreadable file(s) skipped, first: %s", len(skipped), skipped[0])
-    if not embs:
+    if not embs and indices is None:
         raise ValueError(f"{dataset!r}: no image could be read ({len(skipped)} skipped)")
     arrays: Dict[str, np.ndarray] = {
-        "embeddings": torch.cat(embs).numpy().astype(np.float32),
-        "indices": torch.cat(idxs).numpy().astype(np.int64),
+        "embeddings": (torch.cat(embs).numpy().astype(np.float32) if embs
+                       else np.zeros((0, 0), np.float32)),
+        "indices": torch.cat(idxs).numpy().astype(np.int64) if idxs else np.zeros(0, np.int64),
     }
     if pres and len(pres) == len(embs):
         arrays["pre_projection"] = torch.cat(pres).reshape(len(arrays["indices"]), -1).numpy()
