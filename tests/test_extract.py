@@ -1,0 +1,321 @@
+"""Tests for unirepclip.extract: the row partition, shards, their merge and resumption, and the
+``torchrun`` command on two CPU processes (gloo) against a single-process extraction."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import unirepclip
+from unirepclip.data import ImageFolderDataset, SyntheticShapes
+from unirepclip.demo import save_checkpoint
+from unirepclip.extract import (
+    FAIL_RANK_ENV,
+    ShardError,
+    build_dataset,
+    extract_distributed,
+    extract_shard,
+    init_distributed,
+    merge_shards,
+    partition,
+    shard_dir,
+    shard_name,
+)
+from unirepclip.features import FeatureCache, extract_image_features, model_identity
+
+MODEL = "UniRepLKNet-Demo"
+N_IMAGES = 31  # odd: two ranks get 16 and 15 rows
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    torch.manual_seed(1234)
+    model = unirepclip.create_model(MODEL)
+    path = tmp_path_factory.mktemp("ckpt") / "random-demo.safetensors"
+    save_checkpoint(model, path, dtype=torch.float32)
+    return path
+
+
+@pytest.fixture(scope="module")
+def model(checkpoint):
+    return unirepclip.create_model(MODEL, str(checkpoint))
+
+
+@pytest.fixture(scope="module")
+def ident(model):
+    return model_identity(model)
+
+
+@pytest.fixture(scope="module")
+def shapes():
+    # Built as a notebook builds it (no dataset transform: the model's preprocessing applies).
+    return SyntheticShapes(split="test", n=N_IMAGES, image_size=64, seed=0)
+
+
+@pytest.fixture(scope="module")
+def want(model, shapes, ident):
+    """The single-process reference for ``shapes``."""
+    return extract_image_features(model, shapes, batch_size=8, progress=False, model_ident=ident)
+
+
+@pytest.fixture(scope="module")
+def small():
+    return SyntheticShapes(split="val", n=7, image_size=64, seed=3)
+
+
+@pytest.fixture(scope="module")
+def small_want(model, small, ident):
+    return extract_image_features(model, small, batch_size=8, progress=False, model_ident=ident)
+
+
+def _rel(a: np.ndarray, b: np.ndarray) -> float:
+    """Largest absolute difference relative to the reference's largest magnitude."""
+    return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+def _assert_same(got, want):
+    assert got.key == want.key
+    np.testing.assert_array_equal(got.indices, want.indices)
+    np.testing.assert_array_equal(got.labels, want.labels)
+    assert got.embeddings.shape == want.embeddings.shape
+    assert got.pre_projection.shape == want.pre_projection.shape
+    assert _rel(got.embeddings, want.embeddings) <= 1e-5
+    assert _rel(got.pre_projection, want.pre_projection) <= 1e-5
+    assert [tuple(s) for s in got.skipped] == [tuple(s) for s in want.skipped]
+
+
+# ------------------------------------------------------------------------------------------------
+# Partition
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("n,world", [(31, 2), (7, 3), (2, 4), (0, 2), (12, 4), (1, 1)])
+def test_partition_covers_every_row_once_contiguously(n, world):
+    ranges = partition(n, world)
+    assert len(ranges) == world
+    rows = [i for r in ranges for i in r]
+    assert rows == list(range(n))  # in order, each row once, nothing padded
+    sizes = [len(r) for r in ranges]
+    assert max(sizes) - min(sizes) <= 1
+    assert sizes == sorted(sizes, reverse=True)  # the larger ranges come first
+
+
+def test_partition_sizes_by_hand():
+    assert [(r.start, r.stop) for r in partition(31, 2)] == [(0, 16), (16, 31)]
+    assert [(r.start, r.stop) for r in partition(7, 3)] == [(0, 3), (3, 5), (5, 7)]
+    with pytest.raises(ValueError, match="world_size"):
+        partition(3, 0)
+
+
+# ------------------------------------------------------------------------------------------------
+# extract_image_features(indices=...) and in-process shards
+# ------------------------------------------------------------------------------------------------
+def test_indices_extracts_those_rows_with_dataset_row_numbers(model, small, small_want, ident):
+    full = small_want
+    rows = [6, 1, 4]
+    part = extract_image_features(model, small, batch_size=2, progress=False, model_ident=ident,
+                                  indices=rows)
+    np.testing.assert_array_equal(part.indices, rows)
+    assert part.key == full.key  # the key is always the whole dataset's
+    assert _rel(part.embeddings, full.embeddings[rows]) <= 1e-5
+    np.testing.assert_array_equal(part.labels, full.labels[rows])
+    empty = extract_image_features(model, small, progress=False, model_ident=ident, indices=[])
+    assert len(empty) == 0
+    with pytest.raises(ValueError, match="cache=None"):
+        extract_image_features(model, small, progress=False, model_ident=ident, indices=rows,
+                               cache=FeatureCache("unused"))
+
+
+def _shards_in_process(model, dataset, cache, world, ident, **kw):
+    key = extract_image_features(model, dataset, progress=False, model_ident=ident,
+                                 indices=[]).key
+    results = [extract_shard(model, dataset, cache=cache, key=key, rank=r, world_size=world,
+                             batch_size=4, progress=False, model_ident=ident, **kw)
+               for r in range(world)]
+    return key, results
+
+
+def test_shards_merged_in_process_equal_one_process_and_hit_the_cache(tmp_path, model, small,
+                                                                       small_want, ident):
+    cache = FeatureCache(tmp_path)
+    key, results = _shards_in_process(model, small, cache, 3, ident)
+    assert [r.n_features for r in results] == [3, 2, 2]
+    parts = extract_image_features(model, small, progress=False, model_ident=ident,
+                                   indices=[]).meta["parts"]
+    got = merge_shards(cache, key, parts, small, 3)
+    _assert_same(got, small_want)
+    assert not shard_dir(cache, key).exists()  # removed after the merge
+    # The notebooks' call finds the merged entry as a cache hit with the same arrays.
+    hit = extract_image_features(model, small, progress=False, model_ident=ident, cache=cache)
+    assert hit.from_cache
+    _assert_same(hit, small_want)
+
+
+def test_more_ranks_than_rows_leaves_empty_shards_that_merge_cleanly(tmp_path, model, ident):
+    tiny = SyntheticShapes(split="val", n=3, image_size=64, seed=5)  # 3 rows, 5 ranks
+    want = extract_image_features(model, tiny, progress=False, model_ident=ident)
+    cache = FeatureCache(tmp_path)
+    key, results = _shards_in_process(model, tiny, cache, 5, ident)
+    assert [r.n_features for r in results] == [1, 1, 1, 0, 0]
+    got = merge_shards(cache, key, want.meta["parts"], tiny, 5)
+    _assert_same(got, want)
+
+
+def test_finished_shard_is_kept_and_damaged_or_partial_ones_are_redone(tmp_path, model, small,
+                                                                       small_want, ident):
+    cache = FeatureCache(tmp_path)
+    key, first = _shards_in_process(model, small, cache, 3, ident)
+    assert not any(r.resumed for r in first)
+    store = FeatureCache(shard_dir(cache, key))
+    npz = [store.paths(shard_name(r, 3))[0] for r in range(3)]
+    before = [p.stat().st_mtime_ns for p in npz]
+    # rank 1: a payload damaged after its commit; rank 2: a torn write (payload, no JSON marker)
+    raw = bytearray(npz[1].read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    npz[1].write_bytes(bytes(raw))
+    store.paths(shard_name(2, 3))[1].unlink()
+    _, again = _shards_in_process(model, small, cache, 3, ident)
+    assert [r.resumed for r in again] == [True, False, False]
+    assert npz[0].stat().st_mtime_ns == before[0]
+    _assert_same(merge_shards(cache, key, small_want.meta["parts"], small, 3), small_want)
+
+
+def test_shard_made_for_other_rows_is_not_reused(tmp_path, model, small, ident):
+    cache = FeatureCache(tmp_path)
+    key, _ = _shards_in_process(model, small, cache, 2, ident)
+    store = FeatureCache(shard_dir(cache, key))
+    meta_path = store.paths(shard_name(0, 2))[1]
+    meta = json.loads(meta_path.read_text())
+    meta["shard"]["rows_sha256"] = "0" * 64  # as if written for another partition
+    meta_path.write_text(json.dumps(meta))
+    _, again = _shards_in_process(model, small, cache, 2, ident)
+    assert [r.resumed for r in again] == [False, True]
+
+
+def test_merge_names_a_missing_shard(tmp_path, model, small, ident):
+    cache = FeatureCache(tmp_path)
+    key, _ = _shards_in_process(model, small, cache, 2, ident)
+    FeatureCache(shard_dir(cache, key)).invalidate(shard_name(1, 2))
+    with pytest.raises(ShardError, match="rank1-of-2"):
+        merge_shards(cache, key, {}, small, 2)
+    assert key not in cache  # nothing half-merged
+
+
+def test_unreadable_image_is_reported_once_across_shards(tmp_path, model, ident):
+    root = tmp_path / "folder"
+    rng = np.random.default_rng(0)
+    for cls in ("a", "b"):
+        (root / cls).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(rng.integers(0, 255, (20, 20, 3), np.uint8)).save(
+                root / cls / f"{i}.png")
+    (root / "a" / "notes.txt").write_text("not an image")  # skipped at scan time
+    ds = ImageFolderDataset(root)
+    (root / "b" / "1.png").write_bytes(b"\x89PNG broken after the scan")  # skipped at load time
+    want = extract_image_features(model, ds, progress=False, model_ident=ident)
+    assert len(want) == 5 and len(want.skipped) == 2
+    cache = FeatureCache(tmp_path / "cache")
+    key, _ = _shards_in_process(model, ds, cache, 2, ident)
+    _assert_same(merge_shards(cache, key, want.meta["parts"], ds, 2), want)
+
+
+def test_single_process_run_and_second_run_is_a_cache_hit(tmp_path, model, small, small_want,
+                                                           ident):
+    cache = FeatureCache(tmp_path)
+    got = extract_distributed(model, small, cache=cache, batch_size=8, progress=False,
+                              model_ident=ident)
+    _assert_same(got, small_want)
+    assert got.meta["distributed"]["world_size"] == 1
+    again = extract_distributed(model, small, cache=cache, progress=False, model_ident=ident)
+    assert again.from_cache
+    _assert_same(again, small_want)
+
+
+# ------------------------------------------------------------------------------------------------
+# Bad input
+# ------------------------------------------------------------------------------------------------
+def test_bad_backend_and_device_are_named(monkeypatch):
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR"):
+        monkeypatch.delenv(var, raising=False)
+    with pytest.raises(ValueError, match="--backend nccl needs --device cuda"):
+        init_distributed("nccl", "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="CUDA is not available"):
+            init_distributed("auto", "cuda")
+    with pytest.raises(ValueError, match="--backend 'mpi'"):
+        init_distributed("mpi", "cpu")
+    ctx = init_distributed("auto", "cpu")  # no torchrun environment: alone, no process group
+    assert (ctx.rank, ctx.world_size, ctx.initialized) == (0, 1, False)
+
+
+def test_bad_dataset_arguments_are_named(tmp_path):
+    with pytest.raises(ValueError, match="--dataset 'cifar'"):
+        build_dataset("cifar")
+    with pytest.raises(ValueError, match="--n-images applies to --dataset synthetic"):
+        build_dataset("digits", n=5)
+    with pytest.raises(ValueError, match="needs --data-root"):
+        build_dataset("imagefolder")
+    with pytest.raises(FileNotFoundError, match="--data-root"):
+        build_dataset("imagefolder", data_root=str(tmp_path / "nope"))
+
+
+# ------------------------------------------------------------------------------------------------
+# torchrun, two CPU processes, gloo
+# ------------------------------------------------------------------------------------------------
+def _torchrun(checkpoint, cache_dir, *extra, env_extra=None):
+    env = {k: v for k, v in os.environ.items() if k != FAIL_RANK_ENV}
+    env.update({"OMP_NUM_THREADS": "1", **(env_extra or {})})
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "unirepclip.extract", "--model", MODEL, "--checkpoint", str(checkpoint),
+           "--dataset", "synthetic", "--split", "test", "--n-images", str(N_IMAGES),
+           "--cache-dir", str(cache_dir), "--batch-size", "8", "--backend", "gloo",
+           "--no-progress", *extra]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_torchrun_two_gloo_ranks_match_one_process(tmp_path, checkpoint, model, shapes, want,
+                                                    ident):
+    proc = _torchrun(checkpoint, tmp_path / "dist")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    cache = FeatureCache(tmp_path / "dist")
+    assert cache.keys() == [want.key]  # the same entry the notebooks' call looks up
+    assert not shard_dir(cache, want.key).exists()
+    got = extract_image_features(model, shapes, progress=False, model_ident=ident, cache=cache)
+    assert got.from_cache
+    _assert_same(got, want)
+    assert sorted(got.indices.tolist()) == list(range(N_IMAGES))  # none missing, none twice
+    shards = got.meta["distributed"]["shards"]
+    assert [(s["start"], s["stop"]) for s in shards] == [(0, 16), (16, 31)]
+    assert got.meta["distributed"]["backend"] == "gloo"
+
+
+@pytest.mark.slow
+def test_torchrun_interrupted_then_resumed_keeps_the_finished_shard(tmp_path, checkpoint, model,
+                                                                    shapes, want, ident):
+    cache = FeatureCache(tmp_path / "dist")
+    store = FeatureCache(shard_dir(cache, want.key))
+    r0, r1 = shard_name(0, 2), shard_name(1, 2)
+
+    failed = _torchrun(checkpoint, cache.root, env_extra={FAIL_RANK_ENV: "1"})
+    assert failed.returncode != 0
+    assert "simulated failure" in failed.stdout + failed.stderr
+    assert want.key not in cache  # no merged entry from a failed run
+    assert r0 in store and r1 not in store
+    npz0 = store.paths(r0)[0]
+    mtime0, meta0 = npz0.stat().st_mtime_ns, json.loads(store.paths(r0)[1].read_text())
+    # A torn write of rank 1 (payload without its JSON marker) must not count.
+    store.paths(r1)[0].write_bytes(b"half a shard")
+
+    resumed = _torchrun(checkpoint, cache.root, "--keep-shards")
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    assert npz0.stat().st_mtime_ns == mtime0  # not recomputed
+    got = extract_image_features(model, shapes, progress=False, model_ident=ident, cache=cache)
+    assert got.from_cache
+    _assert_same(got, want)
+    dist_meta = got.meta["distributed"]
+    assert dist_meta["resumed"] == [0]
+    assert dist_meta["shards"][0]["payload_sha256"] == meta0["payload_sha256"]
+    assert dist_meta["shards"][0]["created"] == meta0["created"]
