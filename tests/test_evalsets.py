@@ -37,14 +37,14 @@ def test_synthetic_set_labels_and_images_follow_the_world():
 
 
 def test_imagefolder_vocabularies_and_seeded_subset(folder, tmp_path):
-    es = evalsets.classification_set("imagefolder", n_images=0, data_root=str(folder))
+    es = evalsets.classification_set("imagefolder", n_images=0, data_dir=str(folder))
     task = es.tasks["imagefolder"]
     assert task.classnames == ["a_dog", "b_cat", "c_fox"]  # sorted folder order
     np.testing.assert_array_equal(task.labels, [0, 0, 1, 1, 1, 2])
     assert len(task.templates) == 80 and es.main_task == "imagefolder"
     names = tmp_path / "names.txt"
     names.write_text("dog\ncat\nfox\n")
-    es2 = evalsets.classification_set("imagefolder", n_images=4, seed=1, data_root=str(folder),
+    es2 = evalsets.classification_set("imagefolder", n_images=4, seed=1, data_dir=str(folder),
                                       classnames_file=str(names))
     assert es2.tasks["imagefolder"].classnames == ["dog", "cat", "fox"]
     rows = es2.dataset.indices
@@ -53,16 +53,16 @@ def test_imagefolder_vocabularies_and_seeded_subset(folder, tmp_path):
                                   np.array([0, 0, 1, 1, 1, 2])[rows])
     for k, r in enumerate(rows):  # each image really is the file of its label's folder
         assert es2.dataset[k][1] == es2.tasks["imagefolder"].labels[k]
-    again = evalsets.classification_set("imagefolder", n_images=4, seed=1, data_root=str(folder))
+    again = evalsets.classification_set("imagefolder", n_images=4, seed=1, data_dir=str(folder))
     np.testing.assert_array_equal(again.dataset.indices, rows)
     assert es2.image(0).shape == (30, 40, 3)
     with pytest.raises(ValueError, match="gives 1000 class names but .* 3 class folders"):
-        evalsets.classification_set("imagefolder", n_images=0, data_root=str(folder),
+        evalsets.classification_set("imagefolder", n_images=0, data_dir=str(folder),
                                     classnames_file="imagenet")
     with pytest.raises(FileNotFoundError, match="classnames_file='nope.txt'"):
-        evalsets.classification_set("imagefolder", n_images=0, data_root=str(folder),
+        evalsets.classification_set("imagefolder", n_images=0, data_dir=str(folder),
                                     classnames_file="nope.txt")
-    with pytest.raises(ValueError, match="needs data_root"):
+    with pytest.raises(ValueError, match="needs data_dir"):
         evalsets.classification_set("imagefolder", n_images=0)
 
 
@@ -96,7 +96,7 @@ def test_caption_sets(folder, tmp_path):
     assert cs.dataset is es.dataset  # the same images: one feature pass serves both
     assert cs.captions == es.dataset.captions
     np.testing.assert_array_equal(cs.text_to_image, np.arange(6))
-    img_folder = evalsets.classification_set("imagefolder", n_images=0, data_root=str(folder))
+    img_folder = evalsets.classification_set("imagefolder", n_images=0, data_dir=str(folder))
     assert evalsets.caption_set("", evalset=img_folder) is None
     csv = tmp_path / "caps.csv"
     csv.write_text("filepath,title\n"
@@ -132,3 +132,32 @@ def test_val_transform_at_another_size():
                                                     -0.40821073 / 0.27577711]), atol=1e-5)
     with pytest.raises(ValueError, match="image_size"):
         evalsets.val_transform(model, 8)
+
+
+def test_image_batch_cycles_and_transforms():
+    es = evalsets.classification_set("synthetic", n_images=3, image_size=32)
+    x = evalsets.image_batch(es.dataset, 5, lambda im: torch.from_numpy(np.array(im)).permute(2, 0, 1))
+    assert x.shape == (5, 3, 32, 32)
+    assert torch.equal(x[3], x[0]) and not torch.equal(x[1], x[0])
+    with pytest.raises(ValueError, match="n=0"):
+        evalsets.image_batch(es.dataset, 0, lambda im: im)
+
+
+def test_prediction_captions():
+    shape = evalsets.ZeroShotTask("shape", ["circle", "star"], ["{}"], np.array([0, 1, 1]))
+    colour = evalsets.ZeroShotTask("colour", ["red", "blue"], ["{}"], np.array([0, 0, 1]))
+    free = evalsets.ZeroShotTask("vocab", ["cat", "dog", "fox"], ["{}"], None)
+    big = np.log([[0.97, 0.03], [0.2, 0.8]])  # for rows 2 and 0
+    caps, ok = evalsets.prediction_captions({"shape": shape, "colour": colour},
+                                            {"shape": big, "colour": big[::-1]}, rows=[2, 0])
+    # row 2: shape pred circle (true star: wrong); colour pred blue (true blue: right)
+    assert caps[0] == "pred circle 97%\ntrue star\nblue 80%" and ok[0] is False
+    # row 0: shape pred star (true circle): wrong; colour pred red (true red): right
+    assert caps[1] == "pred star 80%\ntrue circle\nred 97%" and ok[1] is False
+    caps, ok = evalsets.prediction_captions({"shape": shape}, {"shape": big[:1]}, rows=[0])
+    assert caps == ["circle 97%"] and ok == [True]
+    caps, ok = evalsets.prediction_captions({"vocab": free}, {"vocab": np.log([[0.1, 0.6, 0.3]])},
+                                            rows=[0], top_k_unlabelled=2)
+    assert caps == ["dog 60%\nfox 30%"] and ok == [None]
+    with pytest.raises(ValueError, match="expected \\(1, 3\\)"):
+        evalsets.prediction_captions({"vocab": free}, {"vocab": np.zeros((1, 2))}, rows=[0])

@@ -49,20 +49,51 @@ def test_parameter_counts_demo_model_sum_and_projection_shape():
     assert c["image"] == sum(p.numel() for p in model.visual.parameters())
 
 
-def test_full_size_model_matches_reference_counts_on_meta():
+def test_card_errata_full_size_counts_match_reference_and_demo_column():
     """REFERENCE.md: tower 218.5M without a head (220.1M with a 1000-class head), text 354.0M,
-    whole about 574M."""
-    s = ms.model_stats("CLIP-UniRepLKNet-L", [224, 320, 384], deploy=True)
-    t = ms.model_stats("CLIP-UniRepLKNet-L", [224])
+    whole about 574M; 35.9 / 73.2 / 105.4 GMACs at 224 / 320 / 384 px (inference form)."""
+    e = ms.card_errata("UniRepLKNet-Demo", [64, 96])
+    t, s = e.reference_training, e.reference_inference
     assert round(t.params["image_tower"] / 1e6, 1) == 218.5
     assert round(t.params_with_in1k_head / 1e6, 1) == 220.1
     assert round(t.params["text_tower"] / 1e6, 1) == 354.0
     assert round(t.params["total"] / 1e6) == 574
     assert t.num_features == 1536
-    # published GMACs are those of the inference form
     assert [round(s.image_gmacs[r], 1) for r in (224, 320, 384)] == [35.9, 73.2, 105.4]
     assert s.params["image_tower"] < t.params["image_tower"]  # branches and BNs folded away
     assert t.image_gmacs[224] > s.image_gmacs[224]
+    # the demo model's own column, at its sizes and the card's
+    assert not e.is_reference and e.table.extra_label.startswith("UniRepLKNet-Demo")
+    assert set(e.model_inference.image_gmacs) == {64, 96, 224, 320, 384}
+    rows = {r["key"]: r for r in e.table.rows}
+    assert rows["image_tower_params"]["measured"] == pytest.approx(t.params["image_tower"] / 1e6)
+    assert rows["image_tower_params"]["extra"] == pytest.approx(
+        e.model_training.params["image_tower"] / 1e6)
+    assert rows["image_gmacs_320"]["measured"] == pytest.approx(s.image_gmacs[320])
+    assert rows["imagenet_zeroshot_top1"]["measured"] is None
+
+
+def test_card_errata_of_the_reference_architecture_has_no_extra_column():
+    e = ms.card_errata("CLIP-UniRepLKNet-L-320", [320], zeroshot_top1=0.76)
+    assert e.is_reference and e.table.extra_label is None
+    assert e.table.rows[-1]["measured"] == pytest.approx(76.0)
+
+
+def test_checkpoint_results(tmp_path):
+    import hashlib
+
+    from unirepclip.demo import save_checkpoint
+    path = tmp_path / "demo.safetensors"
+    save_checkpoint(unirepclip.create_model("UniRepLKNet-Demo"), path)
+    report = unirepclip.inspect_checkpoint(path, model="UniRepLKNet-Demo")
+    r = ms.checkpoint_results(report, "UniRepLKNet-Demo")
+    assert r["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert r["layout"] == "open_clip" and r["form"] == "training"
+    assert r["matches_model"] is True and r["file_size"] == path.stat().st_size
+    other = unirepclip.inspect_checkpoint(path, model="UniRepLKNet-Demo-SmallKernel")
+    assert ms.checkpoint_results(other, "UniRepLKNet-Demo-SmallKernel")["matches_model"] is False
+    rnd = ms.checkpoint_results(None)
+    assert rnd["sha256"] is None and rnd["layout"] == "random-init"
 
 
 def test_classifier_head_parameters():

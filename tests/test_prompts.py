@@ -56,3 +56,33 @@ def test_ensemble_of_hand_made_embeddings():
         prompts.classifiers_from_embeddings(emb, 2, 3)
     with pytest.raises(ValueError, match="all zeros"):
         prompts.classifiers_from_embeddings(np.zeros((4, 2)), 2, 2)
+
+
+def test_build_classifiers_and_per_template_accuracy_agree_with_zeroshot_evaluate():
+    model = unirepclip.create_model("UniRepLKNet-Demo")
+    tok = unirepclip.get_tokenizer("UniRepLKNet-Demo")
+    pc = prompts.build_classifiers(model, tok, CLASSNAMES, TEMPLATES, max_templates=2)
+    assert pc.n_templates == 2 and pc.templates == ["a photo of a {}.", "a drawing of a {}"]
+    torch.testing.assert_close(
+        pc.ensemble, zeroshot.build_classifier(model, tok, CLASSNAMES, TEMPLATES[:2]),
+        atol=1e-5, rtol=1e-5)
+    g = np.random.default_rng(0)
+    feats = g.normal(size=(50, 64)).astype(np.float32)
+    labels = g.integers(0, 3, 50)
+    accs = prompts.top1_accuracy(feats, labels, pc.singles, chunk=7)
+    for t in range(2):
+        r = zeroshot.evaluate(None, None, feats, labels, classifier=pc.singles[t])
+        assert accs[t] == pytest.approx(r["acc1"])
+    ens = prompts.top1_accuracy(feats, labels, pc.ensemble)
+    assert ens.ndim == 0 and float(ens) == pytest.approx(
+        zeroshot.evaluate(None, None, feats, labels, classifier=pc.ensemble)["acc1"])
+    with pytest.raises(ValueError, match="max_templates"):
+        prompts.build_classifiers(model, tok, CLASSNAMES, TEMPLATES, max_templates=-1)
+
+
+def test_top1_accuracy_hand_made():
+    clf = torch.tensor([[1.0, 0.0], [0.0, 1.0]])       # class c along axis c
+    feats = np.array([[2.0, 1.0], [1.0, 3.0], [1.0, 1.0]])  # pred 0, 1, tie -> 0
+    assert float(prompts.top1_accuracy(feats, [0, 1, 1], clf)) == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="do not fit"):
+        prompts.top1_accuracy(feats, [0, 1], clf)

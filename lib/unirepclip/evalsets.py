@@ -4,7 +4,7 @@ image-caption pairs for retrieval.
 Notebook parameters (shared names, see :mod:`unirepclip.workbook`):
 
 * ``dataset``: ``"synthetic"`` (the captioned synthetic world's test split, held-out phrasings;
-  tasks ``shape`` and ``colour``), ``"imagefolder"`` (``data_root/<class>/<image>``, ImageNet's
+  tasks ``shape`` and ``colour``), ``"imagefolder"`` (``data_dir/<class>/<image>``, ImageNet's
   layout), ``"digits"`` (scikit-learn's handwritten digits, test split) or ``"skimage"``
   (scikit-image's sample photographs, each its own class, named by its description);
 * ``classnames_file``: the class vocabulary of an image folder: ``""`` for the folder names,
@@ -26,12 +26,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 __all__ = ["DATASETS", "ZeroShotTask", "EvalSet", "CaptionSet", "Subset", "resolve_vocabulary",
-           "classification_set", "sample_set", "caption_set", "val_transform"]
+           "classification_set", "sample_set", "caption_set", "val_transform", "image_batch",
+           "prediction_captions"]
 
 DATASETS = ("synthetic", "imagefolder", "digits", "skimage")
 _DISPLAY_SIDE = 160  # thumbnails for figures: vector files stay small
@@ -157,7 +158,7 @@ def _check_dataset(dataset: str) -> None:
 
 
 def classification_set(dataset: str, *, n_images: int, image_size: int = 64, seed: int = 0,
-                       data_root: str = "", classnames_file: str = "") -> EvalSet:
+                       data_dir: str = "", classnames_file: str = "") -> EvalSet:
     """The images and zero-shot tasks a notebook's parameters name.
 
     Args:
@@ -167,7 +168,7 @@ def classification_set(dataset: str, *, n_images: int, image_size: int = 64, see
         image_size: side at which synthetic images are rendered and digits are resized (other
             sets keep their files' sizes: the model's transform resizes them).
         seed: the synthetic world's seed; the subset's and digit split's seed.
-        data_root: the image folder (``dataset="imagefolder"``).
+        data_dir: the image folder (``dataset="imagefolder"``).
         classnames_file: see :func:`resolve_vocabulary`.
     """
     _check_dataset(dataset)
@@ -190,15 +191,15 @@ def classification_set(dataset: str, *, n_images: int, image_size: int = 64, see
     if dataset == "imagefolder":
         from .data import ImageFolderDataset
 
-        if not data_root:
-            raise ValueError("dataset='imagefolder' needs data_root (a folder of class folders)")
+        if not data_dir:
+            raise ValueError("dataset='imagefolder' needs data_dir (a folder of class folders)")
         # verify=False: opening 50k files up front is slow; unreadable ones are skipped (and
         # reported) at extraction, and labels follow the rows that were read
-        folder = ImageFolderDataset(data_root, verify=False)
+        folder = ImageFolderDataset(data_dir, verify=False)
         classnames, templates, source = resolve_vocabulary(classnames_file, folder.classes)
         if len(classnames) != len(folder.folders):
             raise ValueError(f"classnames_file={classnames_file!r} gives {len(classnames)} class "
-                             f"names but {data_root} has {len(folder.folders)} class folders")
+                             f"names but {data_dir} has {len(folder.folders)} class folders")
         folder.classes = list(classnames)
         labels = np.asarray(folder.targets, dtype=np.int64)
         idx = _subset_indices(len(folder), int(n_images), seed)
@@ -208,7 +209,7 @@ def classification_set(dataset: str, *, n_images: int, image_size: int = 64, see
         task = ZeroShotTask("imagefolder", classnames, templates, labels)
         skipped = f", {len(folder.skipped)} unreadable files skipped" if folder.skipped else ""
         return EvalSet("imagefolder", ds, {"imagefolder": task}, "imagefolder",
-                       f"image folder {data_root}: {len(ds)} of {len(folder)} images, "
+                       f"image folder {data_dir}: {len(ds)} of {len(folder)} images, "
                        f"{len(classnames)} classes named by {source}{skipped}")
     if dataset == "digits":
         from .data import SklearnDigits, digits_zeroshot_task
@@ -322,3 +323,58 @@ def val_transform(model: Any, image_size: Optional[int] = None) -> Callable:
             raise ValueError(f"image_size={image_size!r}: expected an integer >= 32")
         cfg["size"] = int(image_size)
     return image_transform_v2(PreprocessCfg(**cfg), is_train=False)
+
+
+def image_batch(dataset: Any, n: int, transform: Callable) -> "torch.Tensor":  # noqa: F821
+    """``n`` images of ``dataset`` through ``transform``, stacked (N, 3, H, W); the dataset is
+    cycled when it has fewer than ``n`` images (a timing batch only needs realistic pixels)."""
+    import torch
+
+    if n <= 0 or len(dataset) == 0:
+        raise ValueError(f"image_batch: n={n} images from a dataset of {len(dataset)}")
+    return torch.stack([transform(dataset[i % len(dataset)][0]) for i in range(int(n))])
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    p = np.exp(z)
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def prediction_captions(tasks: Mapping[str, ZeroShotTask], logits: Mapping[str, Any],
+                        rows: Sequence[int], *, top_k_unlabelled: int = 3
+                        ) -> Tuple[List[str], List[Optional[bool]]]:
+    """Captions for an image grid of predictions, and whether each image was right.
+
+    ``logits[name]`` are the (n, C) zero-shot logits of task ``name`` for the images shown, whose
+    dataset rows are ``rows`` (for the true labels). A task with labels gives one line per image,
+    ``"star 97%"`` when right, ``"pred heart 97%"`` and ``"true star"`` when wrong; a task without
+    labels gives its ``top_k_unlabelled`` best classes. ``correct[i]`` is True when every labelled
+    task is right, False when one is wrong, None when no task has labels.
+    """
+    n = len(rows)
+    lines: List[List[str]] = [[] for _ in range(n)]
+    correct: List[Optional[bool]] = [None] * n
+    for name, task in tasks.items():
+        if name not in logits:
+            raise KeyError(f"prediction_captions: no logits for task {name!r}")
+        lg = np.asarray(logits[name], dtype=np.float64)
+        if lg.shape != (n, task.num_classes):
+            raise ValueError(f"prediction_captions: logits of {name!r} have shape {lg.shape}, "
+                             f"expected ({n}, {task.num_classes})")
+        prob = _softmax(lg)
+        for i in range(n):
+            order = np.argsort(-prob[i], kind="stable")
+            if task.labels is None:
+                lines[i] += [f"{task.classnames[c]} {prob[i, c]:.0%}"
+                             for c in order[:max(1, top_k_unlabelled)]]
+                continue
+            pred, true = int(order[0]), int(task.labels[int(rows[i])])
+            ok = pred == true
+            if ok:
+                lines[i].append(f"{task.classnames[pred]} {prob[i, pred]:.0%}")
+            else:
+                lines[i] += [f"pred {task.classnames[pred]} {prob[i, pred]:.0%}",
+                             f"true {task.classnames[true]}"]
+            correct[i] = ok if correct[i] is None else (correct[i] and ok)
+    return ["\n".join(x) for x in lines], correct

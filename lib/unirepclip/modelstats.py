@@ -38,6 +38,7 @@ __all__ = [
     "embedding_agreement", "images_per_second", "is_inference_form", "encoder_forms",
     "compare_forms", "CardClaim", "MODEL_CARD_CLAIMS",
     "REFERENCE_MODEL", "REFERENCE_RESOLUTIONS", "card_measurements", "ErrataTable", "errata_table",
+    "CardErrata", "card_errata", "checkpoint_results",
 ]
 
 #: The parts :func:`parameter_counts` reports (plus ``image`` = tower + projection, and ``total``).
@@ -516,3 +517,60 @@ def errata_table(measured: Mapping[str, Optional[float]],
     if extra is not None and extra_label is None:
         extra_label = "other model"
     return ErrataTable(rows, measured_label, extra_label)
+
+
+@dataclasses.dataclass
+class CardErrata:
+    """:func:`card_errata`'s result: the table, and the stats it was made from (``model_*`` for
+    the notebook's model, ``reference_*`` for CLIP-UniRepLKNet-L; the same objects when the
+    model is the reference architecture)."""
+
+    table: ErrataTable
+    model_training: ModelStats
+    model_inference: ModelStats
+    reference_training: ModelStats
+    reference_inference: ModelStats
+
+    @property
+    def is_reference(self) -> bool:
+        return self.model_training is self.reference_training
+
+
+def card_errata(model_name: str, resolutions: Iterable[int] = (), *,
+                zeroshot_top1: Optional[float] = None) -> CardErrata:
+    """The model card's errata measured on meta-device builds: CLIP-UniRepLKNet-L's figures
+    beside the card's, plus a column for ``model_name`` when it is another architecture (the demo
+    model, for scale). ``resolutions`` add GMACs for the model at its own sizes (in its stats).
+    ``zeroshot_top1`` fills the zero-shot row (a fraction) when it has been measured."""
+    res = sorted({int(r) for r in resolutions} | set(REFERENCE_RESOLUTIONS))
+    m_train = model_stats(model_name, res)
+    m_inf = model_stats(model_name, res, deploy=True)
+    ref_params = parameter_counts(meta_clip(REFERENCE_MODEL))
+    if m_train.params == ref_params:  # CLIP-UniRepLKNet-L at any resolution
+        r_train, r_inf = m_train, m_inf
+        extra = None
+    else:
+        r_train = model_stats(REFERENCE_MODEL, REFERENCE_RESOLUTIONS)
+        r_inf = model_stats(REFERENCE_MODEL, REFERENCE_RESOLUTIONS, deploy=True)
+        extra = card_measurements(m_train, m_inf)
+    table = errata_table(
+        card_measurements(r_train, r_inf, zeroshot_top1 if extra is None else None), extra,
+        measured_label=f"{REFERENCE_MODEL}, measured here",
+        extra_label=None if extra is None else f"{model_name} (this notebook's model)")
+    return CardErrata(table, m_train, m_inf, r_train, r_inf)
+
+
+def checkpoint_results(report: Any, model_name: Optional[str] = None) -> Dict[str, Any]:
+    """What a notebook records under ``checkpoint``: sha256, layout, form, projection, file size,
+    number of parameters and whether it matches ``model_name``, from
+    :func:`unirepclip.inspect_checkpoint`'s report; for random weights (``report=None``) the
+    layout is ``"random-init"`` and the sha256 null."""
+    if report is None:
+        return {"sha256": None, "layout": "random-init", "form": "training", "projection": None,
+                "file_size": None, "n_params": None, "matches_model": None}
+    out = {"sha256": report.sha256, "layout": report.layout, "form": report.form,
+           "projection": report.projection, "file_size": int(report.file_size),
+           "n_params": int(report.n_params), "matches_model": None}
+    if model_name is not None:
+        out["matches_model"] = model_name in report.matching_configs
+    return out
