@@ -469,3 +469,11 @@ def test_skimage_photos_load_without_download():
     assert img.size == (512, 512) and i == 0 and "astronaut" in ds.captions[0]
     with pytest.raises(ValueError, match="unknown sample"):
         SkimagePhotos(["lena"])
+
+
+def test_synthetic_dataset_identity_depends_on_target():
+    # labels are cached beside features: a colour dataset must not share a shape dataset's key
+    from unirepclip.data import SyntheticShapes
+    a = SyntheticShapes(split="test", n=4, image_size=32, seed=0, target="shape")
+    b = SyntheticShapes(split="test", n=4, image_size=32, seed=0, target="colour")
+    assert a.identity != b.identity

@@ -555,8 +555,9 @@ class SyntheticShapes:
     @property
     def identity(self) -> Dict[str, Any]:
         """Dataset identity for feature caches (the transform is keyed separately)."""
+        # the target is part of it: the labels are cached beside the features
         return {**self.world.identity, "class": "SyntheticShapes", "split": self.split,
-                "n": self.n, "phrasing": self.samples.phrasing}
+                "n": self.n, "phrasing": self.samples.phrasing, "target": self.target}
 
     def __len__(self) -> int:
         return len(self.samples)
