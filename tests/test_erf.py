@@ -229,3 +229,225 @@ def test_plot_erf_labels_axes_and_colour_bar():
     assert len(fig.axes) == 2  # the colour bar
     np.testing.assert_allclose(im.get_array(), normalize_erf(erf))
     plt.close(fig)
+
+
+# --- the notebook's building blocks ------------------------------------------------------------
+
+from unirepclip.erf import (area_ratio_table, erf_images, erf_records, inference_form,  # noqa: E402
+                            initialized_trunk, max_relative_difference, plot_erf_grid,
+                            plot_square_shares, square_shares, stage_erfs)
+
+
+def test_square_shares_hand_computed():
+    m = np.zeros((5, 5))
+    m[2, 2] = 99.0                  # log10(100) = 2 -> 1 after /max
+    m[1, 1] = m[3, 3] = 9.0         # log10(10) = 1 -> 1/2
+    m[0, 0] = 9.0                   # in the outermost ring only
+    sides, shares, areas = square_shares(m)
+    np.testing.assert_array_equal(sides, [1, 3, 5])
+    np.testing.assert_array_equal(areas, [1, 9, 25])
+    # total 1 + 3 * 0.5 = 2.5: the centre holds 0.4, the 3x3 square 2/2.5
+    np.testing.assert_allclose(shares, [0.4, 0.8, 1.0])
+
+
+def test_square_shares_clip_on_an_even_map():
+    # 4 x 4: centre (2, 2); the 3x3 square fits, the 5x5 square is clipped to 4 x 4
+    sides, shares, areas = square_shares(np.ones((4, 4)))
+    np.testing.assert_array_equal(sides, [1, 3, 5])
+    np.testing.assert_array_equal(areas, [1, 9, 16])
+    np.testing.assert_allclose(shares, [1 / 16, 9 / 16, 1.0])
+
+
+def test_erf_records_of_a_box():
+    erfs = {"stage0": compute_erf(ones_depthwise(7), positive_images(1), progress=False)}
+    rec = erf_records(erfs, "box")
+    assert rec["erf.box.stage0.side.t20"] == 5 and rec["erf.box.stage0.side.t99"] == 7
+    assert rec["erf.box.stage0.area_ratio.t50"] == 25 / 4096
+    assert rec["erf.box.stage0.area_ratio.t99"] == 49 / 4096
+    assert len(rec) == 8
+    assert set(erf_records(erfs, "demo.at_init")) == {k.replace("box", "demo.at_init")
+                                                      for k in rec}
+    with pytest.raises(ValueError, match="model_key"):
+        erf_records(erfs, "")
+
+
+def test_stage_erfs_is_compute_erf_per_stage(demo_trunks):
+    train, _ = demo_trunks
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(6))
+    got = stage_erfs(train, x, stages=[0, 2], progress=False)
+    assert list(got) == ["stage0", "stage2"]
+    np.testing.assert_array_equal(got["stage2"],
+                                  compute_erf(stage_feature_fn(train, 2), x, progress=False))
+    with pytest.raises(ValueError, match="stages"):
+        stage_erfs(train, x, stages=[])
+
+
+def test_erf_images_synthetic_matches_the_world_and_the_val_normalization():
+    from unirepclip.data import SyntheticWorld
+    from unirepclip.demo import _normalize_uint8
+
+    x = erf_images("synthetic", 3, 32, seed=1)
+    expected = _normalize_uint8(SyntheticWorld(image_size=32, seed=1).render("test", 3).images)
+    assert x.shape == (3, 3, 32, 32)
+    torch.testing.assert_close(x, expected)
+    with pytest.raises(ValueError, match="dataset"):
+        erf_images("imagenet", 3, 32)
+    with pytest.raises(ValueError, match="data_dir"):
+        erf_images("imagefolder", 3, 32)
+
+
+def test_erf_images_from_a_folder_skips_unreadable_files(tmp_path):
+    from PIL import Image
+
+    for cls, colour in (("a", (255, 0, 0)), ("b", (0, 0, 255))):
+        (tmp_path / cls).mkdir()
+        Image.new("RGB", (40, 30), colour).save(tmp_path / cls / "x.png")
+    (tmp_path / "b" / "broken.png").write_bytes(b"not a png")
+    x = erf_images("imagefolder", 5, 16, data_dir=str(tmp_path), seed=0)
+    assert x.shape == (2, 3, 16, 16)  # only two readable images exist
+    # a plain red / blue image, normalized with the OpenAI statistics
+    import open_clip
+    mean = torch.tensor(open_clip.OPENAI_DATASET_MEAN)
+    std = torch.tensor(open_clip.OPENAI_DATASET_STD)
+    red = ((torch.tensor([1.0, 0.0, 0.0]) - mean) / std).view(3, 1, 1).expand(3, 16, 16)
+    assert any(torch.allclose(img, red, atol=1e-5) for img in x)
+
+
+def test_initialized_trunk_is_seeded_and_sets_the_layer_scale():
+    state = torch.random.get_rng_state()
+    a = initialized_trunk("UniRepLKNet-Demo", seed=3)
+    assert torch.equal(torch.random.get_rng_state(), state)  # the global stream is untouched
+    b = initialized_trunk("UniRepLKNet-Demo", seed=3)
+    c = initialized_trunk("UniRepLKNet-Demo", seed=4)
+    w = "stages.1.0.dwconv.lk_origin.weight"
+    assert torch.equal(a.state_dict()[w], b.state_dict()[w])
+    assert not torch.equal(a.state_dict()[w], c.state_dict()[w])
+    assert not a.training
+    gammas = [m.gamma for m in a.modules() if isinstance(m, unirepclip.unireplknet.UniRepLKNetBlock)]
+    assert gammas and all(torch.all(g == 1e-6) for g in gammas)
+    on = initialized_trunk("UniRepLKNet-Demo-SmallKernel", seed=3, layer_scale=1.0)
+    kernels = {m.kernel_size for m in on.modules()
+               if isinstance(m, unirepclip.unireplknet.UniRepLKNetBlock)}
+    assert kernels == {3}
+    assert all(torch.all(m.gamma == 1.0) for m in on.modules()
+               if isinstance(m, unirepclip.unireplknet.UniRepLKNetBlock))
+
+
+def test_inference_form_is_a_reparameterized_copy(demo_trunks):
+    train, _ = demo_trunks
+    before = {k: v.clone() for k, v in train.state_dict().items()}
+    dep = inference_form(train)
+    assert dep is not train and not any(isinstance(m, nn.BatchNorm2d) for m in dep.modules())
+    assert all(torch.equal(v, before[k]) for k, v in train.state_dict().items())
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(7))
+    a = compute_erf(stage_feature_fn(train, 1), x, progress=False)
+    b = compute_erf(stage_feature_fn(dep, 1), x, progress=False)
+    assert max_relative_difference(a, b) < 1e-5
+
+
+def test_max_relative_difference_hand_computed():
+    assert max_relative_difference(np.array([2.0, -4.0]), np.array([2.5, -4.0])) == 0.125
+    with pytest.raises(ValueError, match="shapes"):
+        max_relative_difference(np.ones(2), np.ones(3))
+    with pytest.raises(ValueError, match="zero"):
+        max_relative_difference(np.zeros(2), np.ones(2))
+
+
+def test_area_ratio_table_rows():
+    box = compute_erf(ones_depthwise(7), positive_images(1), progress=False)
+    table = area_ratio_table({"box k=7": box, "given": {"t20": 0.5, "t30": 0.6, "t50": 0.7,
+                                                        "t99": 0.8}})
+    lines = table.splitlines()
+    assert lines[0] == "| network | 20 % | 30 % | 50 % | 99 % |"
+    # 5x5 of 64x64 = 0.61 %, 7x7 = 1.20 %
+    assert lines[2] == "| box k=7 | 0.6 (5 px) | 0.6 (5 px) | 0.6 (5 px) | 1.2 (7 px) |"
+    assert lines[3] == "| given | 50.0 | 60.0 | 70.0 | 80.0 |"
+    assert lines[-1] == "| RepLKNet-31 (published, 1024 px) | 15.0 | 23.4 | 41.4 | 98.6 |"
+    assert len(lines) == 2 + 2 + len(PUBLISHED_AREA_RATIOS)
+    assert len(area_ratio_table({"box": box}, published=False).splitlines()) == 3
+    with pytest.raises(ValueError, match="lacks"):
+        area_ratio_table({"bad": {"t20": 0.1}})
+
+
+def test_plot_erf_grid_and_square_shares():
+    import matplotlib.pyplot as plt
+
+    a = compute_erf(ones_depthwise(5), positive_images(1, 32), progress=False)
+    b = compute_erf(ones_depthwise(9), positive_images(1, 32), progress=False)
+    fig = plot_erf_grid({"k5": {"stage0": a, "stage1": b}, "k9": {"stage0": b}})
+    panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    assert len(panels) == 4
+    assert [ax.get_title() for ax in panels[:2]] == ["stage0", "stage1"]  # columns: stages
+    assert panels[0].get_ylabel() == "k5\ny (input px)"                     # rows: networks
+    assert panels[2].get_ylabel() == "k9\ny (input px)"
+    assert not panels[3].axison  # k9 has no stage1
+    assert any(ax.get_ylabel() == "log10(ERF + 1) / max" for ax in fig.axes)  # the colour bar
+    plt.close(fig)
+    fig, ax = plt.subplots()
+    plot_square_shares(ax, {"k5": a, "k9": b})
+    lines = [ln for ln in ax.get_lines() if ln.get_label() in ("k5", "k9")]
+    x, y = lines[0].get_data()
+    _, shares, areas = square_shares(a)
+    np.testing.assert_allclose(y, shares)
+    np.testing.assert_allclose(x, areas / 1024)
+    assert ax.get_xlabel() and ax.get_ylabel()
+    plt.close(fig)
+
+
+def test_stage_table_cells():
+    from unirepclip.erf import stage_table
+
+    box5 = compute_erf(ones_depthwise(5), positive_images(1, 32), progress=False)
+    box9 = compute_erf(ones_depthwise(9), positive_images(1, 32), progress=False)
+    lines = stage_table({"a": {"stage0": box5, "stage1": box9}, "b": {"stage1": box5}},
+                        0.99).splitlines()
+    assert lines[0] == "| network (t = 99 %) | stage0 | stage1 |"
+    # 5x5 of 32x32 = 2.44 %, 9x9 = 7.91 %
+    assert lines[2] == "| a | 2.4 (5 px) | 7.9 (9 px) |"
+    assert lines[3] == "| b | - | 2.4 (5 px) |"
+
+
+def test_erf_records_by_resolution():
+    from unirepclip.erf import erf_records_by_resolution
+
+    a = {"stage0": compute_erf(ones_depthwise(7), positive_images(1), progress=False)}
+    b = {"stage0": compute_erf(ones_depthwise(3), positive_images(1, 32), progress=False)}
+    rec = erf_records_by_resolution({64: a, 32: b}, "m")
+    assert rec["erf.m.stage0.side.t99"] == 7  # the first resolution gives the main keys
+    assert rec["erf.m.resolutions.64.stage0.side.t99"] == 7
+    assert rec["erf.m.resolutions.32.stage0.side.t99"] == 3
+    assert rec["erf.m.resolutions.32.stage0.area_ratio.t99"] == 9 / 1024
+    assert len(rec) == 3 * 8
+
+
+def test_comparison_towers_labels_keys_and_kernels():
+    from unirepclip.erf import comparison_towers
+    from unirepclip.unireplknet import UniRepLKNetBlock
+
+    def kernels(t):
+        return {m.kernel_size for m in t.modules() if isinstance(m, UniRepLKNetBlock)}
+
+    def scales(t):
+        return {float(m.gamma.detach()[0]) for m in t.modules() if isinstance(m, UniRepLKNetBlock)}
+
+    towers = comparison_towers("UniRepLKNet-Demo", "demo",
+                               control_model_name="UniRepLKNet-Demo-SmallKernel",
+                               control_key="demo_small_kernel", seed=1)
+    assert {label: key for label, (key, _) in towers.items()} == {
+        "demo at init": "demo.at_init",
+        "demo at init, layer scale 1": "demo.at_init_layer_scale_1",
+        "demo_small_kernel at init": "demo_small_kernel",
+        "demo_small_kernel at init, layer scale 1": "demo_small_kernel.at_init_layer_scale_1"}
+    t = {label: tower for label, (_, tower) in towers.items()}
+    assert kernels(t["demo at init"]) == {3, 13} and kernels(t["demo_small_kernel at init"]) == {3}
+    assert max(abs(s - 1e-6) for s in scales(t["demo at init"])) < 1e-12
+    assert scales(t["demo_small_kernel at init, layer scale 1"]) == {1.0}
+    trained = nn.Identity()
+    with_control = comparison_towers("UniRepLKNet-Demo", "demo",
+                                     control_model_name="UniRepLKNet-Demo-SmallKernel",
+                                     control_key="ctl", control=trained)
+    assert with_control["ctl (trained)"] == ("ctl", trained)
+    assert list(comparison_towers("UniRepLKNet-Demo", "demo")) == ["demo at init",
+                                                                   "demo at init, layer scale 1"]
+    with pytest.raises(ValueError, match="control_key"):
+        comparison_towers("UniRepLKNet-Demo", "demo", control_model_name="UniRepLKNet-Demo")

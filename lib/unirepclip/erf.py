@@ -23,11 +23,21 @@ inside the network. In UniRepLKNet the only cross-image layer is BatchNorm in tr
 :func:`compute_erf` switches a module ``feature_fn`` to eval mode for the measurement (and restores
 its modes afterwards). A plain callable cannot be inspected: its caller must make sure it is in
 eval mode.
+
+Notebook helpers: :func:`stage_erfs` (several stages of one tower), :func:`erf_images` (the images,
+at any resolution), :func:`initialized_trunk` and :func:`comparison_towers` (towers at
+initialization, with the residual branches optionally switched on, and the 3x3 control),
+:func:`inference_form` and :func:`max_relative_difference` (the re-parameterization check),
+:func:`erf_records` / :func:`erf_records_by_resolution` (results keys), :func:`area_ratio_table` /
+:func:`stage_table` (Markdown tables), :func:`plot_erf_grid`, :func:`square_shares` /
+:func:`plot_square_shares`.
 """
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Dict, Iterable, Iterator, Optional, Sequence, Tuple, Union
+import copy
+from typing import (Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence,
+                    Tuple, Union)
 
 import numpy as np
 import torch
@@ -41,6 +51,19 @@ __all__ = [
     "normalize_erf",
     "area_ratios",
     "plot_erf",
+    "square_shares",
+    "stage_erfs",
+    "erf_records",
+    "erf_records_by_resolution",
+    "comparison_towers",
+    "erf_images",
+    "initialized_trunk",
+    "inference_form",
+    "max_relative_difference",
+    "area_ratio_table",
+    "stage_table",
+    "plot_erf_grid",
+    "plot_square_shares",
     "PUBLISHED_AREA_RATIOS",
     "THRESHOLDS",
 ]
@@ -288,14 +311,45 @@ def _key(t: float) -> str:
     return f"t{int(round(pct))}" if abs(pct - round(pct)) < 1e-9 else f"t{pct:g}"
 
 
+def square_shares(erf: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Share of the normalized ERF inside centred squares of growing side.
+
+    The map is normalized with :func:`normalize_erf`; the squares are centred on pixel
+    ``(H // 2, W // 2)`` (where the centre output unit looks when the network is
+    translation-equivariant and padded symmetrically) and grow one pixel per side at a time:
+    sides 1, 3, 5, ... until the square covers the whole map. A square that reaches the border is
+    clipped to the map.
+
+    Returns:
+        ``(sides, shares, areas)``: the nominal sides ``2 i + 1``, the share of the total held by
+        each square (non-decreasing, the last one exactly 1), and each clipped square's area in
+        pixels.
+    """
+    a = normalize_erf(erf)
+    h, w = a.shape
+    cy, cx = h // 2, w // 2
+    total = a.sum()
+    # Summed-area table: the sum of any clipped square in O(1).
+    sat = np.zeros((h + 1, w + 1))
+    sat[1:, 1:] = a.cumsum(0).cumsum(1)
+    r_max = max(cy, cx, h - 1 - cy, w - 1 - cx)
+    r = np.arange(r_max + 1)
+    y0, y1 = np.maximum(cy - r, 0), np.minimum(cy + r + 1, h)
+    x0, x1 = np.maximum(cx - r, 0), np.minimum(cx + r + 1, w)
+    sums = sat[y1, x1] - sat[y0, x1] - sat[y1, x0] + sat[y0, x0]
+    shares = sums / total
+    # Guard the last (whole-map) square against round-off in the summed-area table.
+    shares[-1] = 1.0
+    return 2 * r + 1, shares, (y1 - y0) * (x1 - x0)
+
+
 def area_ratios(erf: np.ndarray, thresholds: Sequence[float] = THRESHOLDS
                 ) -> Dict[str, Dict[str, float]]:
     """Side and area ratio of the smallest centred square holding a share t of the ERF.
 
-    The map is first normalized with :func:`normalize_erf`. The square is centred on pixel
-    ``(H // 2, W // 2)`` (where the centre output unit looks when the network is
-    translation-equivariant and padded symmetrically) and grows one pixel per side at a time:
-    sides 1, 3, 5, ... The first square whose sum reaches ``t`` of the total (``>=``) wins.
+    The squares are those of :func:`square_shares` (on the map normalized with
+    :func:`normalize_erf`): sides 1, 3, 5, ... The first square whose share reaches ``t``
+    (``>=``) wins.
 
     A square that reaches the border is clipped to the map; ``area_ratio`` is then the clipped area
     over ``H * W`` (so at most 1), while ``side`` stays the nominal ``2 i + 1``. For squares that
@@ -304,33 +358,17 @@ def area_ratios(erf: np.ndarray, thresholds: Sequence[float] = THRESHOLDS
     Returns:
         ``{"t20": {"side": 5, "area_ratio": 0.0061}, "t30": ..., ...}``; keys are ``t`` in percent.
     """
-    a = normalize_erf(erf)
     thresholds = tuple(float(t) for t in thresholds)
     for t in thresholds:
         if not 0.0 < t <= 1.0:
             raise ValueError(f"area_ratios: thresholds must lie in (0, 1], got {t}")
-    h, w = a.shape
-    cy, cx = h // 2, w // 2
-    total = a.sum()
-    # Summed-area table: the sum of any clipped square in O(1).
-    sat = np.zeros((h + 1, w + 1))
-    sat[1:, 1:] = a.cumsum(0).cumsum(1)
-    r_max = max(cy, cx, h - 1 - cy, w - 1 - cx)
-    shares, areas = [], []
-    for r in range(r_max + 1):
-        y0, y1 = max(cy - r, 0), min(cy + r + 1, h)
-        x0, x1 = max(cx - r, 0), min(cx + r + 1, w)
-        s = sat[y1, x1] - sat[y0, x1] - sat[y1, x0] + sat[y0, x0]
-        shares.append(s / total)
-        areas.append((y1 - y0) * (x1 - x0))
-    # Guard the last (whole-map) square against round-off in the summed-area table.
-    shares[-1] = 1.0
-    shares = np.asarray(shares)
+    sides, shares, areas = square_shares(erf)
+    h, w = np.shape(erf)
     out: Dict[str, Dict[str, float]] = {}
     for t in thresholds:
         # small tolerance: a share equal to t up to round-off counts as holding it
-        r = int(np.argmax(shares >= t - 1e-12))
-        out[_key(t)] = {"side": 2 * r + 1, "area_ratio": areas[r] / (h * w)}
+        i = int(np.argmax(shares >= t - 1e-12))
+        out[_key(t)] = {"side": int(sides[i]), "area_ratio": float(areas[i]) / (h * w)}
     return out
 
 
@@ -350,3 +388,325 @@ def plot_erf(ax, erf: np.ndarray, title: Optional[str] = None, *, cmap: str = "R
         cb = ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
         cb.set_label("log10(ERF + 1) / max")
     return im
+
+
+# ----------------------------------------------------------------------------------------------
+# What the notebook measures: several stages, several models, images at a chosen resolution
+# ----------------------------------------------------------------------------------------------
+
+def stage_erfs(
+        model: nn.Module,
+        images: Union[torch.Tensor, np.ndarray, Iterable],
+        stages: Sequence[int] = (0, 1, 2, 3),
+        **compute_kwargs: Any,
+) -> Dict[str, np.ndarray]:
+    """ERF maps of several stages of one tower: ``{"stage0": (H, W) map, ...}``.
+
+    ``model`` is a UniRepLKNet trunk or a model holding one (see :func:`stage_feature_fn`);
+    ``compute_kwargs`` go to :func:`compute_erf` (``batch_size``, ``device``, ``precision``,
+    ``max_images``, ``progress``). An iterable of images must be re-iterable (a tensor, an array,
+    a list, a DataLoader): it is read once per stage.
+    """
+    stages = list(stages)
+    if not stages:
+        raise ValueError("stage_erfs: stages is empty")
+    compute_kwargs.pop("return_counts", None)
+    return {f"stage{int(s)}": compute_erf(stage_feature_fn(model, s), images, **compute_kwargs)
+            for s in stages}
+
+
+def erf_records(erfs: Mapping[str, np.ndarray], model_key: str, *,
+                thresholds: Sequence[float] = THRESHOLDS, prefix: str = "erf"
+                ) -> Dict[str, float]:
+    """Flat results for ``unirepclip.results.record_many``, one entry per stage and threshold.
+
+    ``{"erf.<model_key>.<stage>.area_ratio.t20": 0.012, "erf.<model_key>.<stage>.side.t20": 7,
+    ...}``; ratios are fractions, sides are input pixels. ``model_key`` may hold dots to nest
+    deeper (``"demo.at_init"``).
+    """
+    if not isinstance(model_key, str) or not model_key:
+        raise ValueError(f"erf_records: model_key must be a non-empty string, got {model_key!r}")
+    out: Dict[str, float] = {}
+    for stage, erf in erfs.items():
+        for t, v in area_ratios(erf, thresholds).items():
+            out[f"{prefix}.{model_key}.{stage}.area_ratio.{t}"] = float(v["area_ratio"])
+            out[f"{prefix}.{model_key}.{stage}.side.{t}"] = int(v["side"])
+    return out
+
+
+def erf_records_by_resolution(by_resolution: Mapping[int, Mapping[str, np.ndarray]],
+                              model_key: str, **kwargs: Any) -> Dict[str, float]:
+    """:func:`erf_records` for maps measured at several input sizes ``{resolution: {stage: map}}``.
+
+    The first resolution (the trained one, by the notebook's convention) gives the main keys
+    ``erf.<model_key>.<stage>...``; every resolution also gets
+    ``erf.<model_key>.resolutions.<R>.<stage>...``.
+    """
+    if not by_resolution:
+        raise ValueError("erf_records_by_resolution: no resolutions")
+    items = list(by_resolution.items())
+    out = erf_records(items[0][1], model_key, **kwargs)
+    for r, erfs in items:
+        out.update(erf_records(erfs, f"{model_key}.resolutions.{int(r)}", **kwargs))
+    return out
+
+
+def comparison_towers(model_name: str, model_key: str, *, control_model_name: str = "",
+                      control_key: str = "", control: Optional[nn.Module] = None,
+                      seed: int = 0, device: Union[str, torch.device] = "cpu"
+                      ) -> Dict[str, Tuple[str, nn.Module]]:
+    """The towers that separate architecture from training: ``{label: (results key, tower)}``.
+
+    In order: the model at initialization (``<model_key>.at_init``), the same with every layer
+    scale set to 1 (``<model_key>.at_init_layer_scale_1``: the residual branches switched on);
+    when ``control_model_name`` is given, the control, trained when ``control`` (a loaded model)
+    is given and else at initialization (results key ``control_key``), and the control at
+    initialization with layer scale 1. All initializations use ``seed``
+    (see :func:`initialized_trunk`).
+    """
+    towers: Dict[str, Tuple[str, nn.Module]] = {}
+
+    def init(name, ls):
+        return initialized_trunk(name, seed=seed, layer_scale=ls, device=device)
+
+    towers[f"{model_key} at init"] = (f"{model_key}.at_init", init(model_name, None))
+    towers[f"{model_key} at init, layer scale 1"] = (f"{model_key}.at_init_layer_scale_1",
+                                                     init(model_name, 1.0))
+    if control_model_name:
+        if not control_key:
+            raise ValueError("comparison_towers: control_model_name given without control_key")
+        if control is not None:
+            towers[f"{control_key} (trained)"] = (control_key, control)
+        else:
+            towers[f"{control_key} at init"] = (control_key, init(control_model_name, None))
+        towers[f"{control_key} at init, layer scale 1"] = (
+            f"{control_key}.at_init_layer_scale_1", init(control_model_name, 1.0))
+    elif control is not None:
+        raise ValueError("comparison_towers: control given without control_model_name")
+    return towers
+
+
+ERF_DATASETS = ("synthetic", "imagefolder", "skimage")
+
+
+def erf_images(dataset: str, n: int, resolution: int, *, data_dir: Optional[str] = None,
+               seed: int = 0, mean: Optional[Sequence[float]] = None,
+               std: Optional[Sequence[float]] = None) -> torch.Tensor:
+    """``n`` normalized images (n, 3, R, R) at ``resolution`` for an ERF measurement.
+
+    Args:
+        dataset: ``"synthetic"`` (the synthetic world's test split rendered at ``resolution``, so
+            objects keep their size relative to the image), ``"imagefolder"`` (``n`` images drawn
+            without replacement, seeded, from an ImageNet-style folder ``data_dir``; resized on the
+            short side and centre-cropped, as RepLKNet resized ImageNet validation images), or
+            ``"skimage"`` (scikit-image's sample photographs, at most as many as ship).
+        n: number of images (RepLKNet used 50).
+        resolution: image side in pixels.
+        data_dir: the folder for ``"imagefolder"``.
+        seed: picks the images.
+        mean, std: normalization; default open_clip's OpenAI values (what every model here uses).
+
+    Unreadable files in a folder are skipped and replaced by the next drawn image.
+    """
+    import open_clip
+
+    if dataset not in ERF_DATASETS:
+        raise ValueError(f"erf_images: dataset must be one of {ERF_DATASETS}, got {dataset!r}")
+    if int(n) < 1:
+        raise ValueError(f"erf_images: n must be >= 1, got {n}")
+    if int(resolution) < 8:
+        raise ValueError(f"erf_images: resolution must be >= 8 px, got {resolution}")
+    n, resolution = int(n), int(resolution)
+    mean = tuple(open_clip.OPENAI_DATASET_MEAN if mean is None else mean)
+    std = tuple(open_clip.OPENAI_DATASET_STD if std is None else std)
+    if dataset == "synthetic":
+        from .data import SyntheticWorld
+        pixels = SyntheticWorld(image_size=resolution, seed=int(seed)).render("test", n).images
+        x = torch.from_numpy(pixels).permute(0, 3, 1, 2).float().div_(255.0)
+        return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    transform = open_clip.image_transform(resolution, is_train=False, mean=mean, std=std)
+    if dataset == "skimage":
+        from .data import SkimagePhotos
+        ds = SkimagePhotos(transform=transform)
+        return torch.stack([ds[i][0] for i in range(min(n, len(ds)))])
+    if not data_dir:
+        raise ValueError("erf_images: dataset='imagefolder' needs data_dir (an ImageNet-style "
+                         "folder root/<class>/<image>)")
+    from .data import ImageFolderDataset, UnreadableImage
+    ds = ImageFolderDataset(data_dir, transform=transform, verify=False)
+    order = np.random.default_rng(int(seed)).permutation(len(ds))
+    out: List[torch.Tensor] = []
+    for i in order:
+        img, _ = ds[int(i)]
+        if isinstance(img, UnreadableImage):
+            continue
+        out.append(img)
+        if len(out) == n:
+            break
+    if not out:
+        raise ValueError(f"erf_images: no readable image in {data_dir}")
+    return torch.stack(out)
+
+
+def initialized_trunk(model_name: str, *, seed: int = 0, layer_scale: Optional[float] = None,
+                      device: Union[str, torch.device] = "cpu") -> nn.Module:
+    """The image trunk of a registered model config as initialized, in eval mode.
+
+    Args:
+        model_name: a config (``"UniRepLKNet-Demo"``, ``"UniRepLKNet-Demo-SmallKernel"``, ...).
+        seed: the initialization seed (the global RNG is left as it was).
+        layer_scale: ``None`` keeps UniRepLKNet's initial layer scale (1e-6: every residual
+            branch starts almost silent, so the tower at initialization is nearly its stem and
+            downsampling layers); a number sets every block's layer scale to it, which switches
+            the branches on and shows what the kernels alone give.
+        device: where to build it.
+    """
+    import timm
+
+    from .factory import get_model_config
+
+    cfg = get_model_config(model_name)
+    timm_name = cfg.get("vision_cfg", {}).get("timm_model_name")
+    if not timm_name:
+        raise ValueError(f"initialized_trunk: model {model_name!r} has no "
+                         f"vision_cfg.timm_model_name (not a timm image tower)")
+    kwargs = {} if layer_scale is None else {"layer_scale_init_value": float(layer_scale)}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        trunk = timm.create_model(timm_name, num_classes=0, **kwargs)
+    return trunk.to(device).eval()
+
+
+def inference_form(model: nn.Module) -> nn.Module:
+    """A re-parameterized (inference-form) deep copy of ``model``'s UniRepLKNet trunk.
+
+    ``model`` is a trunk or holds one (``.trunk``, ``.visual.trunk``); it is left unchanged.
+    """
+    trunk = copy.deepcopy(_find_trunk(model))
+    trunk.reparameterize()
+    return trunk.eval()
+
+
+def max_relative_difference(a: np.ndarray, b: np.ndarray) -> float:
+    """``max |a - b| / max |a|``: how far map ``b`` is from the reference map ``a``."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"max_relative_difference: shapes differ: {a.shape} and {b.shape}")
+    scale = np.abs(a).max()
+    if scale == 0:
+        raise ValueError("max_relative_difference: the reference map is zero everywhere")
+    return float(np.abs(a - b).max() / scale)
+
+
+def area_ratio_table(measured: Mapping[str, Mapping[str, Any]], *,
+                     thresholds: Sequence[float] = THRESHOLDS, published: bool = True,
+                     digits: int = 1) -> str:
+    """A Markdown table of area ratios (in %) per row, with RepLKNet's published rows below.
+
+    ``measured`` maps a row label to either an ERF map (analysed with :func:`area_ratios`), an
+    :func:`area_ratios` result, or a ``{"t20": fraction, ...}`` dict. Measured rows also show the
+    square's side in pixels.
+    """
+    keys = [_key(float(t)) for t in thresholds]
+    head = "| network | " + " | ".join(f"{k[1:]} %" for k in keys) + " |"
+    lines = [head, "|---|" + "---:|" * len(keys)]
+
+    def cell(v: Any) -> str:
+        if isinstance(v, Mapping):
+            return f"{100 * v['area_ratio']:.{digits}f} ({int(v['side'])} px)"
+        return f"{100 * float(v):.{digits}f}"
+
+    rows = list(measured.items())
+    if published:
+        rows += [(f"{name} (published, 1024 px)", r) for name, r in PUBLISHED_AREA_RATIOS.items()]
+    for label, r in rows:
+        if isinstance(r, np.ndarray):
+            r = area_ratios(r, thresholds)
+        missing = [k for k in keys if k not in r]
+        if missing:
+            raise ValueError(f"area_ratio_table: row {label!r} lacks {missing}")
+        lines.append(f"| {label} | " + " | ".join(cell(r[k]) for k in keys) + " |")
+    return "\n".join(lines)
+
+
+def stage_table(rows: Mapping[str, Mapping[str, np.ndarray]], threshold: float = 0.5, *,
+                digits: int = 1) -> str:
+    """A Markdown table of one threshold's area ratio (in %) and side, networks by stages.
+
+    ``rows`` maps a row label to ``{"stage0": map, ...}``; a stage a row lacks shows as "-".
+    """
+    key = _key(float(threshold))
+    stages = sorted({s for r in rows.values() for s in r})
+    lines = [f"| network (t = {key[1:]} %) | " + " | ".join(stages) + " |",
+             "|---|" + "---:|" * len(stages)]
+    for label, erfs in rows.items():
+        cells = []
+        for s in stages:
+            if s not in erfs:
+                cells.append("-")
+                continue
+            v = area_ratios(erfs[s], (threshold,))[key]
+            cells.append(f"{100 * v['area_ratio']:.{digits}f} ({v['side']} px)")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_erf_grid(rows: Mapping[str, Mapping[str, np.ndarray]], *, width: Union[str, float] = "two",
+                  cmap: str = "viridis", suptitle: Optional[str] = None):
+    """A grid of normalized ERF heat maps: one row per network, one column per stage.
+
+    ``rows`` maps a row label (say ``"demo (trained), 64 px"``) to ``{"stage0": map, ...}``.
+    Columns are titled with the stage, rows labelled on the left with the row label (", " starts
+    a new line); one shared colour bar (the maps are all normalized to [0, 1]). Returns the figure.
+    """
+    from . import figures
+
+    if not rows:
+        raise ValueError("plot_erf_grid: no rows")
+    stages = sorted({s for r in rows.values() for s in r})
+    n_rows, n_cols = len(rows), len(stages)
+    fig, axes = figures.subplots(n_rows, n_cols, width=width,
+                                 aspect=(1.0 * n_rows / n_cols) + 0.08, squeeze=False)
+    im = None
+    for i, (label, erfs) in enumerate(rows.items()):
+        for j, stage in enumerate(stages):
+            ax = axes[i, j]
+            if stage not in erfs:
+                ax.set_axis_off()
+                continue
+            im = plot_erf(ax, erfs[stage], title=stage if i == 0 else None, cmap=cmap,
+                          colorbar=False)
+            if i < n_rows - 1:
+                ax.set_xlabel("")
+            if j == 0:
+                ax.set_ylabel(label.replace(", ", ",\n") + "\ny (input px)", fontsize=7)
+            else:
+                ax.set_ylabel("")
+    cb = fig.colorbar(im, ax=axes, fraction=0.025, pad=0.02)
+    cb.set_label("log10(ERF + 1) / max")
+    if suptitle:
+        fig.suptitle(suptitle)
+    return fig
+
+
+def plot_square_shares(ax, erfs: Mapping[str, np.ndarray], *,
+                       thresholds: Sequence[float] = THRESHOLDS, title: Optional[str] = None):
+    """Share of the normalized ERF inside a centred square against the square's area ratio.
+
+    One curve per map (``{label: map}``); the thresholds are drawn as dotted lines, so the area
+    ratios of :func:`area_ratios` are read where a curve crosses them.
+    """
+    for label, erf in erfs.items():
+        _, shares, areas = square_shares(erf)
+        ax.plot(areas / float(np.size(erf)), shares, label=label)
+    for t in thresholds:
+        ax.axhline(t, color="0.6", lw=0.6, ls=":")
+    ax.set_xscale("log")
+    ax.set_xlabel("centred square area / input area")
+    ax.set_ylabel("share of normalized ERF")
+    ax.set_ylim(0, 1.02)
+    if title:
+        ax.set_title(title)
+    ax.legend(loc="lower right")
+    return ax
