@@ -213,3 +213,170 @@ def test_every_method_returns_one_map_per_image(model, images, texts):
         out = attribute(method, model, images[:1], texts[:1], stage=1, n_steps=4, nt_samples=2,
                         occlusion_window=16, occlusion_stride=16)
         assert out.shape == (1, 64, 64) and out.dtype == np.float32 and np.isfinite(out).all()
+
+
+# --- baselines and completeness -----------------------------------------------------------------
+
+from unirepclip.attribution import (attribution_records, best_gradcam_stage,  # noqa: E402
+                                    blurred_baseline, compare_baselines, completeness_error,
+                                    contrastive_prompts, denormalize, encode_texts,
+                                    gradcam_stage_scores, make_baseline, metrics_table,
+                                    pixel_baseline, plot_attribution_grid, plot_randomization)
+
+
+def test_pixel_baseline_is_normalized_grey():
+    import open_clip
+
+    b = pixel_baseline(0.5)
+    assert b.shape == (1, 3, 1, 1)
+    mean = torch.tensor(open_clip.OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(open_clip.OPENAI_DATASET_STD).view(1, 3, 1, 1)
+    torch.testing.assert_close(b * std + mean, torch.full((1, 3, 1, 1), 0.5))
+    # round trip through the display conversion: 0.5 * 255 = 127.5 -> 128
+    assert (denormalize(b.expand(1, 3, 2, 2)) == 128).all()
+    with pytest.raises(ValueError, match="value"):
+        pixel_baseline(1.5)
+
+
+def test_denormalize_inverts_the_val_normalization():
+    from unirepclip.demo import _normalize_uint8
+
+    pics = np.random.default_rng(0).integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(denormalize(_normalize_uint8(pics)), pics)
+
+
+def test_blurred_baseline():
+    flat = torch.full((1, 3, 16, 16), 0.7)
+    torch.testing.assert_close(blurred_baseline(flat, 2.0), flat)  # a constant stays constant
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    b = blurred_baseline(x, 2.0)
+    assert b.shape == x.shape and b.std() < 0.5 * x.std()  # edges gone
+    assert abs(float(b.mean() - x.mean())) < 0.05           # colours kept
+    assert make_baseline("zero", x).abs().sum() == 0
+    torch.testing.assert_close(make_baseline("grey", x), pixel_baseline(0.5))
+    torch.testing.assert_close(make_baseline("blur", x, sigma=2.0), b)
+    with pytest.raises(ValueError, match="kind"):
+        make_baseline("black", x)
+    with pytest.raises(ValueError, match="sigma"):
+        blurred_baseline(x, 0)
+
+
+def test_completeness_error_against_hand_built_maps(model, images, texts):
+    base = pixel_baseline(0.5)
+    with torch.no_grad():
+        gap = (cosine(model, images, texts)
+               - cosine(model, base.expand_as(images), texts)).numpy()
+    exact = np.broadcast_to((gap / (64 * 64))[:, None, None], (2, 64, 64))  # sums to the gap
+    np.testing.assert_allclose(completeness_error(model, images, texts, exact, base), 0,
+                               atol=1e-5)
+    np.testing.assert_allclose(completeness_error(model, images, texts, np.zeros((2, 64, 64)),
+                                                  base), 1.0)
+    np.testing.assert_allclose(completeness_error(model, images, texts, 3 * exact, base), 2.0,
+                               rtol=1e-5)
+
+
+def test_compare_baselines_grey_ig_is_complete(model, images, texts):
+    out = compare_baselines(model, images, texts, kinds=("grey", "blur"), n_steps=32,
+                            internal_batch_size=64)
+    assert set(out) == {"grey", "blur"}
+    assert out["grey"]["maps"].shape == (2, 64, 64) and out["grey"]["error"].shape == (2,)
+    assert out["grey"]["max_error"] < 1e-2
+    assert out["grey"]["median_error"] <= out["grey"]["max_error"]
+
+
+# --- notebook helpers ---------------------------------------------------------------------------
+
+def test_encode_texts_is_the_normalized_text_embedding(model):
+    tok = unirepclip.get_tokenizer("UniRepLKNet-Demo")
+    got = encode_texts(model, tok, ["a red circle", "a blue star"])
+    with torch.no_grad():
+        want = F.normalize(model.encode_text(tok(["a red circle", "a blue star"])), dim=-1)
+    torch.testing.assert_close(got, want)
+    with pytest.raises(ValueError, match="texts"):
+        encode_texts(model, tok, "a red circle")
+
+
+def test_contrastive_prompts():
+    assert contrastive_prompts("circle", "red") == {
+        "true": "a picture of a red circle", "other colour": "a picture of a green circle",
+        "other shape": "a picture of a red square"}
+    p = contrastive_prompts("heart", "orange", other_colour="blue", other_shape="star",
+                            frame="this image contains {obj}")
+    assert p == {"true": "this image contains an orange heart",
+                 "other colour": "this image contains a blue heart",
+                 "other shape": "this image contains an orange star"}
+    with pytest.raises(ValueError, match="colour"):
+        contrastive_prompts("circle", "teal")
+    with pytest.raises(ValueError, match="differ"):
+        contrastive_prompts("circle", "red", other_colour="red")
+
+
+def test_gradcam_stage_scores_and_the_best_stage(model, images, texts):
+    masks = np.zeros((2, 64, 64), dtype=bool)
+    masks[:, 16:48, 16:48] = True
+    scores = gradcam_stage_scores(model, images, texts, masks, stages=[1, 2])
+    assert set(scores) == {1, 2}
+    for s, r in scores.items():
+        ref = mask_metrics(attribute("gradcam", model, images, texts, stage=s), masks)
+        assert r["mass_in_mask"] == ref["mass_in_mask"] and r["chance"] == 0.25
+        assert r["score"] == pytest.approx((r["mass_in_mask"] + r["pointing_game"]) / 0.5)
+    assert best_gradcam_stage({0: {"score": 1.0}, 1: {"score": 2.0}, 2: {"score": 1.5}}) == 1
+    assert best_gradcam_stage({1: {"score": 2.0}, 3: {"score": 2.0}}) == 3  # tie: later stage
+    assert best_gradcam_stage({1: {"score": float("nan")}, 2: {"score": 0.1}}) == 2
+
+
+def test_attribution_records_and_table():
+    metrics = {"gradcam": {"mass_in_mask": 0.3, "pointing_game": 0.5, "chance": 0.1},
+               "saliency": {"mass_in_mask": 0.1, "pointing_game": 0.1, "chance": 0.1}}
+    cascades = {"gradcam": {"steps": ["head", "stem"], "rank_corr": [0.9, 0.2], "final": 0.2,
+                            "insensitive": False, "threshold": 0.8},
+                "saliency": {"steps": ["head", "stem"], "rank_corr": [0.95, 0.9],
+                             "final": 0.9, "insensitive": True, "threshold": 0.8}}
+    rec = attribution_records(metrics, cascades)
+    assert rec["attribution.gradcam.mass_in_mask"] == 0.3
+    assert rec["attribution.gradcam.randomization_rank_corr"] == 0.2
+    assert rec["attribution.saliency.randomization_curve"] == {"head": 0.95, "stem": 0.9}
+    assert rec["attribution.saliency.insensitive"] is True
+    lines = metrics_table(metrics, cascades).splitlines()
+    assert lines[2] == "| gradcam | 0.300 (3.0x) | 0.500 (5.0x) | 0.100 | 0.20 | no |"
+    assert lines[3] == "| saliency | 0.100 (1.0x) | 0.100 (1.0x) | 0.100 | 0.90 | **yes** |"
+    assert "rank corr" not in metrics_table(metrics)
+
+
+def test_attribution_figures():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pics = np.zeros((2, 8, 8, 3), dtype=np.uint8)
+    maps = {"saliency": np.random.default_rng(0).random((2, 8, 8)), "gradcam": np.ones((2, 8, 8))}
+    masks = np.zeros((2, 8, 8), dtype=bool)
+    masks[:, 2:6, 2:6] = True
+    fig = plot_attribution_grid(pics, maps, ["a", "b"], masks=masks)
+    panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    assert len(panels) == 2 * 3
+    assert [ax.get_title() for ax in panels[:3]] == ["image", "saliency", "gradcam"]
+    assert panels[3].get_ylabel() == "b"
+    plt.close(fig)
+    with pytest.raises(ValueError, match="captions"):
+        plot_attribution_grid(pics, maps, ["a"])
+    fig, ax = plt.subplots()
+    plot_randomization(ax, {"gradcam": {"steps": ["head", "stem"], "rank_corr": [0.7, 0.1],
+                                        "threshold": 0.8}})
+    line = [ln for ln in ax.get_lines() if ln.get_label() == "gradcam"][0]
+    np.testing.assert_allclose(line.get_ydata(), [1.0, 0.7, 0.1])
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["original", "head", "stem"]
+    plt.close(fig)
+
+
+def test_attribute_all_builds_the_baseline_for_these_images(model, images, texts):
+    from unirepclip.attribution import attribute_all
+
+    got = attribute_all(model, images, texts, ("integrated_gradients", "saliency"),
+                        baseline_kind="blur", sigma=2.0, n_steps=4)
+    assert list(got) == ["integrated_gradients", "saliency"]
+    want = attribute("integrated_gradients", model, images, texts, n_steps=4,
+                     baseline=blurred_baseline(images, 2.0))
+    np.testing.assert_array_equal(got["integrated_gradients"], want)
+    with pytest.raises(ValueError, match="not both"):
+        attribute_all(model, images, texts, ("saliency",), baseline_kind="grey", baseline=0.0)

@@ -27,13 +27,28 @@ randomization of the weights shows the image, not the model.
 
 Memory is bounded by ``batch_size`` (images per call into captum) and ``internal_batch_size``
 (images per forward pass inside a method: IG steps, noise samples, occlusion windows).
+
+Baselines matter for IG and occlusion. Near the all-zero input (normalized space: the dataset
+mean colour) UniRepLKNet's stem can change abruptly: with zero conv biases (as initialized) the
+LayerNorm after the first conv makes the tower scale invariant there, so the whole change of the
+similarity sits near alpha = 0, where a quadrature with few steps does not look, and IG is badly
+incomplete. Measure it rather than assume it:
+
+:func:`make_baseline` offers ``"zero"``, ``"grey"`` (:func:`pixel_baseline`) and ``"blur"``
+(:func:`blurred_baseline`); :func:`completeness_error` / :func:`compare_baselines` measure how far
+IG's attributions are from summing to ``f(x) - f(baseline)``.
+
+Notebook helpers: :func:`encode_texts`, :func:`contrastive_prompts`, :func:`attribute_all`,
+:func:`gradcam_stage_scores` / :func:`best_gradcam_stage`, :func:`attribution_records`,
+:func:`metrics_table`, :func:`denormalize`, :func:`plot_attribution_grid`,
+:func:`plot_randomization`.
 """
 from __future__ import annotations
 
 import contextlib
 import copy
 import warnings
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -51,6 +66,22 @@ __all__ = [
     "mask_metrics",
     "randomization_steps",
     "cascading_randomization",
+    "BASELINES",
+    "pixel_baseline",
+    "blurred_baseline",
+    "make_baseline",
+    "completeness_error",
+    "compare_baselines",
+    "encode_texts",
+    "contrastive_prompts",
+    "gradcam_stage_scores",
+    "best_gradcam_stage",
+    "attribution_records",
+    "metrics_table",
+    "denormalize",
+    "plot_attribution_grid",
+    "plot_randomization",
+    "attribute_all",
 ]
 
 METHODS: Tuple[str, ...] = ("integrated_gradients", "smoothgrad", "saliency", "gradcam",
@@ -500,3 +531,339 @@ def cascading_randomization(
         "threshold": float(threshold),
         "insensitive": bool(final >= threshold),
     }
+
+
+# ----------------------------------------------------------------------------------------------
+# Baselines and the completeness check of Integrated Gradients
+# ----------------------------------------------------------------------------------------------
+
+BASELINES = ("zero", "grey", "blur")
+
+
+def _norm_stats(mean, std) -> Tuple[torch.Tensor, torch.Tensor]:
+    import open_clip
+
+    mean = torch.tensor(open_clip.OPENAI_DATASET_MEAN if mean is None else mean,
+                        dtype=torch.float32).view(1, -1, 1, 1)
+    std = torch.tensor(open_clip.OPENAI_DATASET_STD if std is None else std,
+                       dtype=torch.float32).view(1, -1, 1, 1)
+    return mean, std
+
+
+def pixel_baseline(value: float = 0.5, *, mean: Optional[Sequence[float]] = None,
+                   std: Optional[Sequence[float]] = None) -> torch.Tensor:
+    """The normalized input (1, 3, 1, 1) of a uniform image whose pixels are ``value`` in [0, 1].
+
+    ``value=0.5`` is mid-grey. Normalization: ``(value - mean) / std`` with open_clip's OpenAI
+    statistics by default (what every model here uses). Note that the normalized 0 is the
+    dataset's mean colour, not grey.
+    """
+    if not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"pixel_baseline: value must lie in [0, 1], got {value}")
+    m, s = _norm_stats(mean, std)
+    return (float(value) - m) / s
+
+
+def blurred_baseline(images: ArrayLike, sigma: float = 4.0) -> torch.Tensor:
+    """A Gaussian-blurred copy of each image (same shape): a baseline that keeps the colours and
+    the coarse layout but removes edges and shapes (Sturmfels et al., Distill 2020, discuss it).
+
+    The kernel spans +-3 sigma (odd size); borders are reflected.
+    """
+    from torchvision.transforms.functional import gaussian_blur
+
+    if float(sigma) <= 0:
+        raise ValueError(f"blurred_baseline: sigma must be > 0, got {sigma}")
+    x = torch.as_tensor(images).float()
+    if x.dim() != 4:
+        raise ValueError(f"blurred_baseline: images must be (N, C, H, W), got {tuple(x.shape)}")
+    k = 2 * int(np.ceil(3 * float(sigma))) + 1
+    k = min(k, 2 * ((min(x.shape[-2:]) - 1) // 2) + 1)  # reflection needs kernel <= image side
+    return gaussian_blur(x, [k, k], [float(sigma), float(sigma)])
+
+
+def make_baseline(kind: str, images: ArrayLike, *, sigma: float = 4.0,
+                  mean: Optional[Sequence[float]] = None,
+                  std: Optional[Sequence[float]] = None) -> torch.Tensor:
+    """A named IG / occlusion baseline for ``images``: ``"zero"`` (all zeros in normalized space,
+    i.e. the dataset mean colour), ``"grey"`` (:func:`pixel_baseline` 0.5) or ``"blur"``
+    (:func:`blurred_baseline`)."""
+    if kind == "zero":
+        return torch.zeros(1, 1, 1, 1)
+    if kind == "grey":
+        return pixel_baseline(0.5, mean=mean, std=std)
+    if kind == "blur":
+        return blurred_baseline(images, sigma)
+    raise ValueError(f"make_baseline: kind must be one of {BASELINES}, got {kind!r}")
+
+
+@torch.no_grad()
+def completeness_error(model: nn.Module, images: ArrayLike, text_embeddings: ArrayLike,
+                       maps: ArrayLike, baseline: Union[float, ArrayLike] = 0.0, *,
+                       device: Union[str, torch.device, None] = None) -> np.ndarray:
+    """Per image, ``|sum(map) - (f(x) - f(baseline))| / |f(x) - f(baseline)|``.
+
+    Integrated Gradients is *complete* (Sundararajan et al. 2017): its attributions sum to the
+    change of the output between the baseline and the input. How far a computed map is from that
+    says how well the path integral was approximated (steps, baseline). ``maps`` must keep the
+    sign (IG's ``"sum"`` channel reduction). ``f`` is the image-text cosine similarity.
+    """
+    x = torch.as_tensor(images).float()
+    n = x.shape[0]
+    a = np.asarray(maps, dtype=np.float64)
+    if a.shape[0] != n:
+        raise ValueError(f"completeness_error: {a.shape[0]} maps for {n} images")
+    param = next(model.parameters())
+    dev = torch.device(device) if device is not None else param.device
+    text = _as_text(text_embeddings).expand(n, -1).to(dev)
+    forward = SimilarityForward(model)
+    with _eval_mode(model):
+        xs = x.to(dev)
+        base = _baseline_for(baseline, xs, 0)
+        gap = (forward(xs, text) - forward(base, text)).double().cpu().numpy()
+    total = a.reshape(n, -1).sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.abs(total - gap) / np.abs(gap)
+
+
+def compare_baselines(model: nn.Module, images: ArrayLike, text_embeddings: ArrayLike,
+                      kinds: Sequence[str] = BASELINES, *, sigma: float = 4.0,
+                      **attribute_kwargs: Any) -> Dict[str, Dict[str, Any]]:
+    """IG with each named baseline (:func:`make_baseline`), checked for completeness.
+
+    Returns ``{kind: {"maps": (N, H, W), "error": per-image relative completeness error,
+    "median_error", "max_error"}}``; ``attribute_kwargs`` go to :func:`attribute` (``n_steps``,
+    ``internal_batch_size`` ...).
+    """
+    out: Dict[str, Dict[str, Any]] = {}
+    x = torch.as_tensor(images)
+    for kind in kinds:
+        base = make_baseline(kind, x, sigma=sigma)
+        maps = attribute("integrated_gradients", model, x, text_embeddings, baseline=base,
+                         **attribute_kwargs)
+        err = completeness_error(model, x, text_embeddings, maps, base,
+                                 device=attribute_kwargs.get("device"))
+        out[kind] = {"maps": maps, "error": err, "median_error": float(np.nanmedian(err)),
+                     "max_error": float(np.nanmax(err))}
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# What the notebook needs around the methods
+# ----------------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def encode_texts(model: nn.Module, tokenizer, texts: Sequence[str], *,
+                 device: Union[str, torch.device, None] = None) -> torch.Tensor:
+    """L2-normalized text embeddings (N, D) of ``texts`` (the model is put in eval mode)."""
+    if isinstance(texts, str) or not len(texts):
+        raise ValueError("encode_texts: texts must be a non-empty sequence of strings")
+    dev = torch.device(device) if device is not None else next(model.parameters()).device
+    with _eval_mode(model):
+        return model.encode_text(tokenizer(list(texts)).to(dev), normalize=True).float()
+
+
+def contrastive_prompts(shape: str, colour: str, *, other_colour: Optional[str] = None,
+                        other_shape: Optional[str] = None, frame: str = "a picture of {obj}"
+                        ) -> Dict[str, str]:
+    """Captions for one synthetic image: the truth, the wrong colour, the wrong shape.
+
+    ``{"true": "a picture of a red circle", "other colour": "a picture of a blue circle",
+    "other shape": "a picture of a red square"}``. By default the other colour / shape is the
+    next one in :data:`unirepclip.data.COLOURS` / ``SHAPES`` (cyclically). ``frame`` is a prompt
+    frame with ``{obj}`` (the held-out frames of the synthetic world suit the demo model).
+    """
+    from .data import COLOURS, SHAPES, PromptTemplate
+
+    for name, value, choices in (("shape", shape, SHAPES), ("colour", colour, COLOURS),
+                                 ("other_shape", other_shape or shape, SHAPES),
+                                 ("other_colour", other_colour or colour, COLOURS)):
+        if value not in choices:
+            raise ValueError(f"contrastive_prompts: {name}={value!r} is not one of {choices}")
+    other_colour = other_colour or COLOURS[(COLOURS.index(colour) + 1) % len(COLOURS)]
+    other_shape = other_shape or SHAPES[(SHAPES.index(shape) + 1) % len(SHAPES)]
+    if other_colour == colour or other_shape == shape:
+        raise ValueError("contrastive_prompts: the other colour and shape must differ from the "
+                         "true ones")
+    by_colour = PromptTemplate(frame, shape=shape)
+    by_shape = PromptTemplate(frame, colour=colour)
+    return {"true": by_colour(colour), "other colour": by_colour(other_colour),
+            "other shape": by_shape(other_shape)}
+
+
+def gradcam_stage_scores(model: nn.Module, images: ArrayLike, text_embeddings: ArrayLike,
+                         masks: ArrayLike, stages: Optional[Sequence[int]] = None,
+                         **attribute_kwargs: Any) -> Dict[int, Dict[str, float]]:
+    """:func:`mask_metrics` of Grad-CAM on each stage, with ``score``: the mean of the two
+    metrics over their chance level (what :func:`best_gradcam_stage` maximizes)."""
+    if stages is None:
+        stages = range(len(_trunk(model).stages))
+    out: Dict[int, Dict[str, float]] = {}
+    for s in stages:
+        maps = attribute("gradcam", model, images, text_embeddings, stage=int(s),
+                         **attribute_kwargs)
+        r = mask_metrics(maps, masks)
+        r["score"] = 0.5 * (r["mass_in_mask"] + r["pointing_game"]) / r["chance"]
+        out[int(s)] = r
+    return out
+
+
+def best_gradcam_stage(scores: Mapping[int, Mapping[str, float]]) -> int:
+    """The stage with the highest ``score`` (ties: the later stage, the textbook choice)."""
+    if not scores:
+        raise ValueError("best_gradcam_stage: no scores")
+    return max(scores, key=lambda s: (np.nan_to_num(scores[s]["score"], nan=-np.inf), s))
+
+
+def attribution_records(metrics: Mapping[str, Mapping[str, float]],
+                        cascades: Optional[Mapping[str, Mapping[str, Any]]] = None,
+                        prefix: str = "attribution") -> Dict[str, Any]:
+    """Flat results for ``unirepclip.results.record_many``: per method ``mass_in_mask``,
+    ``pointing_game``, ``chance`` and, from :func:`cascading_randomization`,
+    ``randomization_rank_corr`` (the end of the cascade), ``randomization_curve`` and
+    ``insensitive``."""
+    out: Dict[str, Any] = {}
+    for method, m in metrics.items():
+        for k in ("mass_in_mask", "pointing_game", "chance"):
+            out[f"{prefix}.{method}.{k}"] = float(m[k])
+    for method, c in (cascades or {}).items():
+        out[f"{prefix}.{method}.randomization_rank_corr"] = float(c["final"])
+        out[f"{prefix}.{method}.randomization_curve"] = dict(zip(c["steps"],
+                                                                 map(float, c["rank_corr"])))
+        out[f"{prefix}.{method}.insensitive"] = bool(c["insensitive"])
+    return out
+
+
+def metrics_table(metrics: Mapping[str, Mapping[str, float]],
+                  cascades: Optional[Mapping[str, Mapping[str, Any]]] = None) -> str:
+    """A Markdown table: per method the two mask metrics (and their ratio to chance), the chance
+    level and, when given, the rank correlation after full randomization and the flag."""
+    head = "| method | mass in mask | pointing game | chance |"
+    rule = "|---|---:|---:|---:|"
+    if cascades:
+        head += " rank corr., all random | insensitive? |"
+        rule += "---:|:---:|"
+    lines = [head, rule]
+    for method, m in metrics.items():
+        c = m["chance"]
+        row = (f"| {method} | {m['mass_in_mask']:.3f} ({m['mass_in_mask'] / c:.1f}x) | "
+               f"{m['pointing_game']:.3f} ({m['pointing_game'] / c:.1f}x) | {c:.3f} |")
+        if cascades:
+            r = cascades.get(method)
+            row += (f" {r['final']:.2f} | {'**yes**' if r['insensitive'] else 'no'} |"
+                    if r else " - | - |")
+        lines.append(row)
+    return "\n".join(lines)
+
+
+def denormalize(images: ArrayLike, *, mean: Optional[Sequence[float]] = None,
+                std: Optional[Sequence[float]] = None) -> np.ndarray:
+    """Normalized (N, 3, H, W) model inputs back to uint8 (N, H, W, 3) pictures for display."""
+    m, s = _norm_stats(mean, std)
+    x = torch.as_tensor(images).detach().float().cpu() * s + m
+    return (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def _display_map(amap: np.ndarray) -> np.ndarray:
+    """Positive part, scaled to [0, 1] by its 99.5th percentile (one hot pixel must not wash out
+    the rest)."""
+    pos = np.clip(np.asarray(amap, dtype=np.float64), 0, None)
+    top = np.percentile(pos, 99.5)
+    top = top if top > 0 else (pos.max() if pos.max() > 0 else 1.0)
+    return np.clip(pos / top, 0, 1)
+
+
+def plot_attribution_grid(pictures: np.ndarray, maps: Mapping[str, np.ndarray],
+                          captions: Sequence[str], *, masks: Optional[np.ndarray] = None,
+                          width: Union[str, float] = "two", cmap: str = "inferno",
+                          alpha: float = 0.6, suptitle: Optional[str] = None):
+    """Image | caption | one overlay per method, one row per image.
+
+    ``pictures`` uint8 (N, H, W, 3); ``maps`` ``{method: (N, H, W)}``; ``captions`` one per row;
+    ``masks`` (N, H, W) bool draws the object's outline on every panel. Each overlay shows the
+    positive attribution scaled to its own 99.5th percentile, over the greyed picture. Returns
+    the figure.
+    """
+    from . import figures
+
+    pictures = np.asarray(pictures)
+    n = len(pictures)
+    if len(captions) != n or any(len(m) != n for m in maps.values()):
+        raise ValueError(f"plot_attribution_grid: {n} pictures, {len(captions)} captions, maps of "
+                         f"lengths {[len(m) for m in maps.values()]}")
+    methods = list(maps)
+    cols = 1 + len(methods)
+    fig, axes = figures.subplots(n, cols, width=width, aspect=1.0 * n / cols + 0.1,
+                                 squeeze=False)
+    im = None
+    for i in range(n):
+        grey = pictures[i].mean(axis=-1)
+        axes[i, 0].imshow(pictures[i])
+        axes[i, 0].set_ylabel("\n".join(_wrap(captions[i], 22)), fontsize=6)
+        for j, method in enumerate(methods, start=1):
+            ax = axes[i, j]
+            ax.imshow(grey, cmap="gray", vmin=0, vmax=255)
+            im = ax.imshow(_display_map(maps[method][i]), cmap=cmap, vmin=0, vmax=1, alpha=alpha)
+            if masks is not None:
+                ax.contour(np.asarray(masks[i], dtype=float), levels=[0.5], colors="#56B4E9",
+                           linewidths=0.6)
+            if i == 0:
+                ax.set_title(method.replace("_", " "), fontsize=7)
+        if i == 0:
+            axes[i, 0].set_title("image", fontsize=7)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+    cb = fig.colorbar(im, ax=axes, fraction=0.02, pad=0.01)
+    cb.set_label("positive attribution / 99.5th pct")
+    if suptitle:
+        fig.suptitle(suptitle)
+    return fig
+
+
+def _wrap(text: str, width: int) -> List[str]:
+    import textwrap
+    return textwrap.wrap(text, width) or [""]
+
+
+def plot_randomization(ax, cascades: Mapping[str, Mapping[str, Any]], *,
+                       title: Optional[str] = None):
+    """Adebayo et al.'s cascade curves: mean Spearman rank correlation with the original map
+    after each cumulative randomization step, one line per method, the flag threshold dotted."""
+    threshold = None
+    for method, c in cascades.items():
+        steps = ["original"] + list(c["steps"])
+        ax.plot(range(len(steps)), [1.0] + list(c["rank_corr"]), marker="o",
+                label=method.replace("_", " "))
+        threshold = c.get("threshold", threshold)
+    ax.set_xticks(range(len(steps)))
+    ax.set_xticklabels(steps, rotation=30, ha="right")
+    if threshold is not None:
+        ax.axhline(threshold, color="0.5", ls=":", lw=0.8)
+    ax.axhline(0.0, color="0.7", lw=0.6)
+    ax.set_xlabel("randomized so far (top down, cumulative)")
+    ax.set_ylabel("Spearman rank corr. with original map")
+    ax.set_ylim(-0.5, 1.05)
+    if title:
+        ax.set_title(title)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return ax
+
+
+def attribute_all(model: nn.Module, images: ArrayLike, text_embeddings: ArrayLike,
+                  methods: Sequence[str] = METHODS, *, baseline_kind: Optional[str] = None,
+                  sigma: float = 4.0, **attribute_kwargs: Any) -> Dict[str, np.ndarray]:
+    """``{method: (N, H, W) maps}`` for several methods on the same images and texts.
+
+    ``baseline_kind`` (``"zero"``, ``"grey"``, ``"blur"``) builds the IG / occlusion baseline for
+    these images with :func:`make_baseline` (a blurred baseline is per image, so it must be
+    made for the very images attributed); otherwise ``attribute_kwargs["baseline"]`` is used.
+    """
+    if baseline_kind is not None:
+        if "baseline" in attribute_kwargs:
+            raise ValueError("attribute_all: give baseline_kind or baseline, not both")
+        attribute_kwargs["baseline"] = make_baseline(baseline_kind, torch.as_tensor(images),
+                                                     sigma=sigma)
+    return {m: attribute(m, model, images, text_embeddings, **attribute_kwargs) for m in methods}
