@@ -151,9 +151,9 @@ def test_prediction_captions():
     caps, ok = evalsets.prediction_captions({"shape": shape, "colour": colour},
                                             {"shape": big, "colour": big[::-1]}, rows=[2, 0])
     # row 2: shape pred circle (true star: wrong); colour pred blue (true blue: right)
-    assert caps[0] == "pred circle 97%\ntrue star\nblue 80%" and ok[0] is False
+    assert caps[0] == "circle 97%, blue 80%\ntrue: star, blue" and ok[0] is False
     # row 0: shape pred star (true circle): wrong; colour pred red (true red): right
-    assert caps[1] == "pred star 80%\ntrue circle\nred 97%" and ok[1] is False
+    assert caps[1] == "star 80%, red 97%\ntrue: circle, red" and ok[1] is False
     caps, ok = evalsets.prediction_captions({"shape": shape}, {"shape": big[:1]}, rows=[0])
     assert caps == ["circle 97%"] and ok == [True]
     caps, ok = evalsets.prediction_captions({"vocab": free}, {"vocab": np.log([[0.1, 0.6, 0.3]])},
@@ -161,3 +161,5 @@ def test_prediction_captions():
     assert caps == ["dog 60%\nfox 30%"] and ok == [None]
     with pytest.raises(ValueError, match="expected \\(1, 3\\)"):
         evalsets.prediction_captions({"vocab": free}, {"vocab": np.zeros((1, 2))}, rows=[0])
+    with pytest.raises(KeyError, match="colour"):
+        evalsets.prediction_captions({"colour": colour}, {"shape": big}, rows=[0, 1])

@@ -61,7 +61,8 @@ def test_card_errata_full_size_counts_match_reference_and_demo_column():
     assert t.num_features == 1536
     assert [round(s.image_gmacs[r], 1) for r in (224, 320, 384)] == [35.9, 73.2, 105.4]
     assert s.params["image_tower"] < t.params["image_tower"]  # branches and BNs folded away
-    assert t.image_gmacs[224] > s.image_gmacs[224]
+    assert t.image_gmacs == {} and np.isnan(t.text_gmacs)  # parameters were all it needed
+    assert e.model_training.image_gmacs[64] > e.model_inference.image_gmacs[64]
     # the demo model's own column, at its sizes and the card's
     assert not e.is_reference and e.table.extra_label.startswith("UniRepLKNet-Demo")
     assert set(e.model_inference.image_gmacs) == {64, 96, 224, 320, 384}
@@ -71,6 +72,16 @@ def test_card_errata_full_size_counts_match_reference_and_demo_column():
         e.model_training.params["image_tower"] / 1e6)
     assert rows["image_gmacs_320"]["measured"] == pytest.approx(s.image_gmacs[320])
     assert rows["imagenet_zeroshot_top1"]["measured"] is None
+    rec = e.model_results([64, 96])
+    assert rec["gmacs"] == {"64": e.model_inference.image_gmacs[64],
+                            "96": e.model_inference.image_gmacs[96]}
+    assert rec["params"]["total"] == e.model_training.params["total"]
+    assert rec["params"]["image_tower_with_in1k_head"] == (
+        e.model_training.params["image_tower"] + 192 * 1000 + 1000)
+    with pytest.raises(KeyError, match="128"):
+        e.model_results([128])
+    text = ms.format_stats(e.model_training, e.model_inference, [64])
+    assert "image encoder GMACs at 64 px" in text and "whole CLIP" in text
 
 
 def test_card_errata_of_the_reference_architecture_has_no_extra_column():
@@ -255,3 +266,20 @@ def test_errata_table_verdicts_and_rendering():
     assert "image tower parameters (no head)" in str(table)
     with pytest.raises(KeyError, match="image_params"):
         ms.errata_table({"image_params": 1.0})
+
+
+def test_form_results_keys():
+    cmp = {"training": {"max_rel_diff": 0.0, "min_cosine": 1.0, "images_per_s": 10.0,
+                        "autocast_max_rel_diff": 0.01, "autocast_min_cosine": 0.999},
+           "inference": {"max_rel_diff": 2e-7, "min_cosine": 1.0, "images_per_s": 20.0,
+                         "autocast_max_rel_diff": 0.01, "autocast_min_cosine": 0.998},
+           "inference, channels-last": {"max_rel_diff": 3e-7, "min_cosine": 1.0,
+                                        "images_per_s": 30.0, "autocast_max_rel_diff": 0.02,
+                                        "autocast_min_cosine": 0.997}}
+    r = ms.form_results(cmp)
+    assert r["images_per_s"] == {"training": 10.0, "inference": 20.0,
+                                 "inference_channels_last": 30.0}
+    assert r["reparam_max_rel_diff"] == 2e-7 and r["channels_last_max_rel_diff"] == 3e-7
+    assert r["fastpath_min_cosine"] == 0.997 and r["fastpath_max_rel_diff"] == 0.02
+    assert "fastpath_min_cosine" not in ms.form_results({"training": {"images_per_s": 1.0,
+                                                                       "max_rel_diff": 0.0}})

@@ -33,6 +33,9 @@ def test_image_grid_pixels_titles_and_colours():
     assert matplotlib.colors.to_hex(axes[1].title.get_color()) == plots.WRONG.lower()
     assert not axes[5].images
     fig.canvas.draw()  # a "$" in data text must not break mathtext
+    fig = plots.image_grid(imgs + imgs[:3], ["American Staffordshire Terrier 12%"] + ["b"] * 7,
+                           ncols=8, width="one")
+    assert "\n" in fig.axes[0].get_title()  # wrapped to its column
     with pytest.raises(ValueError, match="5 images but 2 titles"):
         plots.image_grid(imgs, ["a", "b"])
 
@@ -47,7 +50,7 @@ def test_per_class_accuracy_sorted_and_truncated():
     ax = plots.per_class_accuracy([str(i) for i in range(100)], acc, title="t",
                                   max_classes=10).axes[0]
     assert _bar_widths(ax) == pytest.approx(list(acc[:5]) + list(acc[-5:]))
-    assert "worst 5 and best 5 of 100" in ax.get_title()
+    assert "worst 5 and best 5 of 100" in ax.figure.get_suptitle()
 
 
 def test_confusion_matrix_rows_normalized_with_labelled_colourbar():
@@ -68,6 +71,17 @@ def test_template_accuracies_and_ensemble_line():
     assert _bar_widths(ax) == [0.2, 0.4, 0.5]
     assert ax.lines[0].get_xdata()[0] == 0.6
     assert any("60.0%" in t.get_text() for t in ax.get_legend().get_texts())
+
+
+def test_long_titles_wrap_to_the_figure_width():
+    long = "UniRepLKNet-Demo: zero-shot accuracy per class, task shape, 64 px, " * 2
+    fig = plots.per_class_accuracy(["a", "b"], [0.5, 0.7], title=long)
+    lines = fig.get_suptitle().split("\n")
+    assert len(lines) >= 3 and " ".join(lines).split() == long.split()
+    for f in (fig, plots.confusion_matrix(np.eye(2), ["a long class name", "b"], title=long)):
+        f.canvas.draw()
+        box = f._suptitle.get_window_extent(f.canvas.get_renderer())
+        assert box.x0 >= 0 and box.x1 <= f.bbox.width  # nothing clipped at the edges
 
 
 def test_resolution_sweep_lines():

@@ -347,14 +347,14 @@ def prediction_captions(tasks: Mapping[str, ZeroShotTask], logits: Mapping[str, 
     """Captions for an image grid of predictions, and whether each image was right.
 
     ``logits[name]`` are the (n, C) zero-shot logits of task ``name`` for the images shown, whose
-    dataset rows are ``rows`` (for the true labels). A task with labels gives one line per image,
-    ``"star 97%"`` when right, ``"pred heart 97%"`` and ``"true star"`` when wrong; a task without
-    labels gives its ``top_k_unlabelled`` best classes. ``correct[i]`` is True when every labelled
+    dataset rows are ``rows`` (for the true labels). Tasks with labels share one line of
+    predictions with their confidences (``"heart 97%, red 99%"``), followed, when one of them is
+    wrong, by the truth (``"true: star, red"``); a task without labels adds its
+    ``top_k_unlabelled`` best classes, one per line. ``correct[i]`` is True when every labelled
     task is right, False when one is wrong, None when no task has labels.
     """
     n = len(rows)
-    lines: List[List[str]] = [[] for _ in range(n)]
-    correct: List[Optional[bool]] = [None] * n
+    probs = {}
     for name, task in tasks.items():
         if name not in logits:
             raise KeyError(f"prediction_captions: no logits for task {name!r}")
@@ -362,19 +362,25 @@ def prediction_captions(tasks: Mapping[str, ZeroShotTask], logits: Mapping[str, 
         if lg.shape != (n, task.num_classes):
             raise ValueError(f"prediction_captions: logits of {name!r} have shape {lg.shape}, "
                              f"expected ({n}, {task.num_classes})")
-        prob = _softmax(lg)
-        for i in range(n):
-            order = np.argsort(-prob[i], kind="stable")
+        probs[name] = _softmax(lg)
+    captions: List[str] = []
+    correct: List[Optional[bool]] = []
+    for i in range(n):
+        preds, truths, extra = [], [], []
+        ok: Optional[bool] = None
+        for name, task in tasks.items():
+            p = probs[name][i]
+            order = np.argsort(-p, kind="stable")
             if task.labels is None:
-                lines[i] += [f"{task.classnames[c]} {prob[i, c]:.0%}"
-                             for c in order[:max(1, top_k_unlabelled)]]
+                extra += [f"{task.classnames[c]} {p[c]:.0%}" for c in order[:max(1, top_k_unlabelled)]]
                 continue
             pred, true = int(order[0]), int(task.labels[int(rows[i])])
-            ok = pred == true
-            if ok:
-                lines[i].append(f"{task.classnames[pred]} {prob[i, pred]:.0%}")
-            else:
-                lines[i] += [f"pred {task.classnames[pred]} {prob[i, pred]:.0%}",
-                             f"true {task.classnames[true]}"]
-            correct[i] = ok if correct[i] is None else (correct[i] and ok)
-    return ["\n".join(x) for x in lines], correct
+            preds.append(f"{task.classnames[pred]} {p[pred]:.0%}")
+            truths.append(task.classnames[true])
+            ok = (pred == true) if ok is None else (ok and pred == true)
+        lines = [", ".join(preds)] if preds else []
+        if ok is False:
+            lines.append("true: " + ", ".join(truths))
+        captions.append("\n".join(lines + extra))
+        correct.append(ok)
+    return captions, correct

@@ -38,7 +38,7 @@ __all__ = [
     "embedding_agreement", "images_per_second", "is_inference_form", "encoder_forms",
     "compare_forms", "CardClaim", "MODEL_CARD_CLAIMS",
     "REFERENCE_MODEL", "REFERENCE_RESOLUTIONS", "card_measurements", "ErrataTable", "errata_table",
-    "CardErrata", "card_errata", "checkpoint_results",
+    "CardErrata", "card_errata", "checkpoint_results", "format_stats", "form_results",
 ]
 
 #: The parts :func:`parameter_counts` reports (plus ``image`` = tower + projection, and ``total``).
@@ -186,13 +186,12 @@ class ModelStats:
                 "text_gmacs": self.text_gmacs}
 
 
-def model_stats(model_name: Union[str, Dict[str, Any]], resolutions: Iterable[int], *,
-                deploy: bool = False) -> ModelStats:
-    """Parameters by part and image GMACs at each resolution, counted on a meta-device build of
-    the registered config ``model_name`` (training form, or inference form with ``deploy``)."""
+def model_stats(model_name: Union[str, Dict[str, Any]], resolutions: Iterable[int] = (), *,
+                deploy: bool = False, text: bool = True) -> ModelStats:
+    """Parameters by part and image GMACs at each of ``resolutions`` (none: parameters only),
+    counted on a meta-device build of the registered config ``model_name`` (training form, or
+    inference form with ``deploy``); ``text`` also counts one text's GMACs (else NaN)."""
     res = [int(r) for r in resolutions]
-    if not res:
-        raise ValueError("resolutions is empty")
     model = meta_clip(model_name, deploy=deploy)
     trunk = getattr(model.visual, "trunk", None)
     num_features = int(getattr(trunk, "num_features", 0) or 0)
@@ -200,7 +199,7 @@ def model_stats(model_name: Union[str, Dict[str, Any]], resolutions: Iterable[in
         model_name=str(model_name), form="inference" if deploy else "training",
         params=parameter_counts(model), num_features=num_features,
         image_gmacs={r: image_macs(model, r) / 1e9 for r in res},
-        text_gmacs=text_macs(model) / 1e9)
+        text_gmacs=text_macs(model) / 1e9 if text else math.nan)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -420,7 +419,7 @@ def _fmt(v: Optional[float], unit: str) -> str:
     return f"{v:.1f}"
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(repr=False)
 class ErrataTable:
     """The card's claims beside measured values; shows as an HTML table in a notebook.
 
@@ -460,6 +459,9 @@ class ErrataTable:
         body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in self._cells(r))
                        + "</tr>" for r in self.rows)
         return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
+
+    def __repr__(self) -> str:
+        return str(self)  # the text table, also what a notebook shows without HTML
 
     def __str__(self) -> str:
         rows = [self._header()] + [self._cells(r) for r in self.rows]
@@ -535,6 +537,22 @@ class CardErrata:
     def is_reference(self) -> bool:
         return self.model_training is self.reference_training
 
+    def model_results(self, resolutions: Iterable[int]) -> Dict[str, Any]:
+        """What a notebook records under ``model`` for its model: ``params`` (training form, by
+        part, plus ``image_tower_with_in1k_head``), ``params_inference_form``, ``gmacs`` (image
+        encoder, inference form) and ``gmacs_training_form`` at ``resolutions`` (keys are the
+        sizes as strings), and ``text_gmacs`` (one text)."""
+        res = [int(r) for r in resolutions]
+        missing = [r for r in res if r not in self.model_inference.image_gmacs]
+        if missing:
+            raise KeyError(f"no GMACs measured at {missing}; pass them to card_errata")
+        params = dict(self.model_training.params)
+        params["image_tower_with_in1k_head"] = self.model_training.params_with_in1k_head
+        return {"params": params, "params_inference_form": dict(self.model_inference.params),
+                "gmacs": {str(r): self.model_inference.image_gmacs[r] for r in res},
+                "gmacs_training_form": {str(r): self.model_training.image_gmacs[r] for r in res},
+                "text_gmacs": self.model_inference.text_gmacs}
+
 
 def card_errata(model_name: str, resolutions: Iterable[int] = (), *,
                 zeroshot_top1: Optional[float] = None) -> CardErrata:
@@ -545,12 +563,13 @@ def card_errata(model_name: str, resolutions: Iterable[int] = (), *,
     res = sorted({int(r) for r in resolutions} | set(REFERENCE_RESOLUTIONS))
     m_train = model_stats(model_name, res)
     m_inf = model_stats(model_name, res, deploy=True)
-    ref_params = parameter_counts(meta_clip(REFERENCE_MODEL))
-    if m_train.params == ref_params:  # CLIP-UniRepLKNet-L at any resolution
+    # The reference needs only its parameters in the training form and its MACs in the
+    # inference form (what published figures count): one full-size count fewer.
+    r_train = model_stats(REFERENCE_MODEL, text=False)
+    if m_train.params == r_train.params:  # CLIP-UniRepLKNet-L at any resolution
         r_train, r_inf = m_train, m_inf
         extra = None
     else:
-        r_train = model_stats(REFERENCE_MODEL, REFERENCE_RESOLUTIONS)
         r_inf = model_stats(REFERENCE_MODEL, REFERENCE_RESOLUTIONS, deploy=True)
         extra = card_measurements(m_train, m_inf)
     table = errata_table(
@@ -573,4 +592,48 @@ def checkpoint_results(report: Any, model_name: Optional[str] = None) -> Dict[st
            "n_params": int(report.n_params), "matches_model": None}
     if model_name is not None:
         out["matches_model"] = model_name in report.matching_configs
+    return out
+
+
+def format_stats(training: ModelStats, inference: ModelStats, resolutions: Iterable[int]) -> str:
+    """A plain-text table of parameters by part and image GMACs per resolution, both forms."""
+    def m(n: int) -> str:
+        return f"{n / 1e6:,.2f}M"
+    lines = [f"{training.model_name}: parameters by part and MACs per image",
+             f"{'':<34}{'training form':>16}{'inference form':>16}"]
+    names = {"image_tower": "image tower (no head)", "image_projection": "image projection",
+             "text_tower": "text tower", "logit_scale": "logit scale", "total": "whole CLIP"}
+    for key, label in names.items():
+        lines.append(f"{label:<34}{m(training.params[key]):>16}{m(inference.params[key]):>16}")
+    lines.append(f"{'image tower + 1000-class head':<34}{m(training.params_with_in1k_head):>16}")
+    for r in [int(r) for r in resolutions]:
+        lines.append(f"{f'image encoder GMACs at {r} px':<34}{training.image_gmacs[r]:>16.3f}"
+                     f"{inference.image_gmacs[r]:>16.3f}")
+    lines.append(f"{'text encoder GMACs (one text)':<34}{training.text_gmacs:>16.3f}"
+                 f"{inference.text_gmacs:>16.3f}")
+    return "\n".join(lines)
+
+
+def _slug(label: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in label).strip("_").replace("__", "_")
+
+
+def form_results(comparison: Mapping[str, Mapping[str, float]]) -> Dict[str, Any]:
+    """What a notebook records under ``model`` from :func:`compare_forms`: ``images_per_s`` per
+    form, ``reparam_max_rel_diff`` (inference vs training form, fp32), and where present
+    ``channels_last_max_rel_diff`` and, under autocast, ``fastpath_min_cosine`` /
+    ``fastpath_max_rel_diff`` (the last form, run in low precision, vs the fp32 training form).
+    Form labels become keys with ``_`` for punctuation."""
+    labels = list(comparison)
+    out: Dict[str, Any] = {"images_per_s": {_slug(k): float(v["images_per_s"])
+                                            for k, v in comparison.items()}}
+    if "inference" in comparison:
+        out["reparam_max_rel_diff"] = float(comparison["inference"]["max_rel_diff"])
+    if "inference, channels-last" in comparison:
+        out["channels_last_max_rel_diff"] = float(
+            comparison["inference, channels-last"]["max_rel_diff"])
+    last = comparison[labels[-1]]
+    if "autocast_min_cosine" in last:
+        out["fastpath_min_cosine"] = float(last["autocast_min_cosine"])
+        out["fastpath_max_rel_diff"] = float(last["autocast_max_rel_diff"])
     return out

@@ -7,8 +7,10 @@ mathtext is switched off for them, so a ``$`` in a name prints as a dollar).
 """
 from __future__ import annotations
 
+import textwrap
 from typing import Any, Mapping, Optional, Sequence, Union
 
+import matplotlib as mpl
 import numpy as np
 
 from .figures import OKABE_ITO, PALETTE, subplots
@@ -23,6 +25,25 @@ RIGHT, WRONG, NEUTRAL = OKABE_ITO["bluish_green"], OKABE_ITO["vermillion"], OKAB
 def _plain(s: str) -> str:
     """Data text for matplotlib: escape ``$`` so mathtext leaves it alone."""
     return str(s).replace("$", r"\$")
+
+
+def _wrap(text: str, fig, key: str = "axes.titlesize") -> str:
+    """``text`` wrapped to the figure's width (a title longer than its figure is clipped in the
+    saved file), with ``$`` escaped."""
+    points = mpl.font_manager.FontProperties(size=mpl.rcParams[key]).get_size_in_points()
+    return _fit(text, fig.get_figwidth(), points)
+
+
+def _fit(text: str, width_in: float, points: float) -> str:
+    """Each line of ``text`` wrapped to ``width_in`` inches at ``points`` font size."""
+    chars = max(8, int(width_in * 72 / (0.55 * points)))
+    return "\n".join(textwrap.fill(line, chars) for line in _plain(text).split("\n"))
+
+
+def _title(ax, text: str) -> None:
+    """The figure's title, centred on the figure (an axes title is centred on the axes, which
+    long tick labels push sideways, and would be clipped)."""
+    ax.figure.suptitle(_wrap(text, ax.figure, "figure.titlesize"))
 
 
 def image_grid(images: Sequence[np.ndarray], titles: Optional[Sequence[str]] = None, *,
@@ -51,9 +72,10 @@ def image_grid(images: Sequence[np.ndarray], titles: Optional[Sequence[str]] = N
         if titles is not None:
             flag = None if correct is None else correct[k]
             colour = NEUTRAL if flag is None else (RIGHT if flag else WRONG)
-            ax.set_title(_plain(titles[k]), fontsize=6, color=colour)
+            ax.set_title(_fit(titles[k], fig.get_figwidth() / ncols, 6), fontsize=6,
+                         color=colour)
     if title:
-        fig.suptitle(_plain(title))
+        fig.suptitle(_wrap(title, fig, "figure.titlesize"))
     return fig
 
 
@@ -75,7 +97,7 @@ def per_class_accuracy(classnames: Sequence[str], accuracy: Sequence[float], *, 
         half = max_classes // 2
         shown = np.concatenate([order[:half], order[-half:]])
         title = f"{title}\n(worst {half} and best {half} of {len(order)} classes)"
-    fig, ax = subplots(width="one", aspect=max(0.6, 0.12 * len(shown) + 0.25))
+    fig, ax = subplots(width="one", aspect=max(0.5, 0.07 * len(shown) + 0.3))
     y = np.arange(len(shown))
     ax.barh(y, acc[shown], color=PALETTE[0])
     ax.set_yticks(y, [_plain(classnames[i]) for i in shown])
@@ -84,7 +106,7 @@ def per_class_accuracy(classnames: Sequence[str], accuracy: Sequence[float], *, 
     if chance is not None:
         ax.axvline(chance, color=PALETTE[1], ls="--", lw=1, label=f"chance ({chance:.0%})")
         ax.legend(loc="lower right")
-    ax.set_title(_plain(title))
+    _title(ax, title)
     return fig
 
 
@@ -113,7 +135,7 @@ def confusion_matrix(cm: Any, classnames: Sequence[str], *, title: str, normaliz
                         color="white" if m[i, j] < 0.6 * (m.max() or 1) else "black")
     cb = fig.colorbar(im, ax=ax, shrink=0.8)
     cb.set_label("fraction of the true class" if normalize else "images")
-    ax.set_title(_plain(title))
+    _title(ax, title)  # a figure title: above the colour bar too
     return fig
 
 
@@ -137,7 +159,7 @@ def template_accuracies(labels: Sequence[str], accuracy: Sequence[float], ensemb
     ax.set_xlim(0, 1)
     ax.set_xlabel(xlabel)
     ax.legend(loc="lower right")
-    ax.set_title(_plain(title))
+    _title(ax, title)
     return fig
 
 
@@ -160,7 +182,7 @@ def resolution_sweep(sizes: Sequence[int], series: Mapping[str, Sequence[float]]
     ax.set_ylabel(ylabel)
     ax.set_ylim(0, 1)
     ax.legend()
-    ax.set_title(_plain(title))
+    _title(ax, title)
     return fig
 
 
@@ -181,7 +203,7 @@ def retrieval_recall(result: Mapping[str, Mapping[str, float]], *, title: str,
     ax.set_ylim(0, 1.1)
     ax.set_ylabel("recall (fraction of queries)")
     ax.legend(loc="upper left")
-    ax.set_title(_plain(title))
+    _title(ax, title)
     return fig
 
 
@@ -200,5 +222,5 @@ def throughput(images_per_s: Mapping[str, float], *, title: str):
     ax.invert_yaxis()
     ax.set_xlim(0, vals.max() * 1.35)
     ax.set_xlabel("images per second")
-    ax.set_title(_plain(title))
+    _title(ax, title)
     return fig
