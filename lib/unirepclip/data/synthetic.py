@@ -7,8 +7,9 @@ triple, so an item's pixels do not depend on how many items are rendered or in w
 
 Design choices worth knowing when reading results:
 
-* an object's *size* is its diameter as a fraction of the image side (``object_scale=(0.2, 0.4)``: the
-  shape fits in a circle whose diameter is 20-40% of the side), so the same world can be rendered at
+* an object's *size* is its diameter as a fraction of the image side (the default
+  ``object_scale=(0.3, 0.55)``, the demo model's world: the shape fits in a circle whose diameter
+  is 30-55% of the side), so the same world can be rendered at
   any image size and a "small object in a small image" is easy to ask for;
 * objects are drawn without anti-aliasing from the very polygon that makes the mask, so the mask is
   exactly the object's pixels; the object colour is a saturated hue (channel spread >= 100 after
@@ -298,7 +299,7 @@ class SyntheticWorld:
         seed: non-negative integer; worlds with different seeds share no images.
     """
 
-    def __init__(self, image_size: int = 64, object_scale: Tuple[float, float] = (0.2, 0.4),
+    def __init__(self, image_size: int = 64, object_scale: Tuple[float, float] = (0.3, 0.55),
                  two_objects: bool = False, seed: int = 0):
         if int(image_size) != image_size or image_size < 8:
             raise ValueError(f"image_size={image_size!r}: expected an integer >= 8")
@@ -531,7 +532,7 @@ class SyntheticShapes:
 
     def __init__(self, split: str = "test", n: int = 500, image_size: int = 64, seed: int = 0,
                  target: str = "shape", transform: Optional[Callable] = None,
-                 object_scale: Tuple[float, float] = (0.2, 0.4), two_objects: bool = False,
+                 object_scale: Tuple[float, float] = (0.3, 0.55), two_objects: bool = False,
                  phrasing: Optional[str] = None):
         _check_choice("target", target, self.TARGETS)
         self.split, self.n, self.target, self.transform = split, int(n), target, transform

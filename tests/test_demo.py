@@ -1,0 +1,49 @@
+"""The demo CLIP: the recipe learns, and the shipped checkpoint reproduces its stored figures."""
+import json
+
+import pytest
+import torch
+
+import unirepclip
+from unirepclip import demo
+
+
+def test_reduced_budget_retraining_learns(tmp_path):
+    recipe = demo.Recipe(train_size=4000, steps=240, warmup_steps=20, test_size=300,
+                         lr=2e-3, batch_size=64)
+    meta = demo.train(recipe, out_dir=tmp_path, progress=False)
+    assert meta["loss_last_50"] < meta["loss_first_50"] - 0.5, meta["loss_curve"]
+    # six colours: chance is 1/6
+    assert meta["figures"]["zeroshot_colour_acc1"] >= 0.5, meta["figures"]
+    assert (tmp_path / demo.DEMO_CHECKPOINT.name).is_file()
+    stored = json.loads((tmp_path / demo.DEMO_METADATA.name).read_text())
+    assert stored["recipe"]["steps"] == 240 and stored["data_seed"] == 0
+    assert stored["package_version"] == unirepclip.__version__
+
+
+def test_shipped_checkpoint_reproduces_its_figures():
+    path = demo.demo_checkpoint_path()
+    meta = demo.demo_metadata()
+    model = unirepclip.create_model(demo.MODEL_NAME, pretrained=str(path))
+    r = meta["recipe"]
+    figs = demo.evaluate(model, unirepclip.get_tokenizer(demo.MODEL_NAME), data_seed=r["data_seed"],
+                         image_size=r["image_size"], object_scale=r["object_scale"],
+                         test_size=r["test_size"], batch_size=r["eval_batch_size"])
+    for key, value in meta["figures"].items():
+        assert figs[key] == pytest.approx(value, abs=1e-12), key
+
+
+def test_shipped_checkpoint_metadata_and_quality():
+    meta = demo.demo_metadata()
+    assert {"recipe", "data_seed", "package_version", "sha256", "figures"} <= set(meta)
+    from unirepclip.checkpoint import file_sha256
+    assert file_sha256(demo.demo_checkpoint_path()) == meta["sha256"]
+    assert meta["figures"]["zeroshot_shape_acc1"] >= 0.90
+    assert meta["figures"]["zeroshot_colour_acc1"] >= 0.95
+
+
+def test_demo_checkpoint_layout():
+    rep = unirepclip.inspect_checkpoint(demo.demo_checkpoint_path())
+    assert rep.layout == "open_clip" and rep.form == "training"
+    assert demo.MODEL_NAME in rep.matching_configs
+    assert rep.file_size < 12e6
