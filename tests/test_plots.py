@@ -41,44 +41,65 @@ def test_image_grid_pixels_titles_and_colours():
 
 
 def test_per_class_accuracy_sorted_and_truncated():
-    fig = plots.per_class_accuracy(["a", "b", "c"], [0.9, 0.1, np.nan], title="t", chance=0.5)
+    fig = plots.per_class_accuracy({"t": (["a", "b", "c"], [0.9, 0.1, np.nan])}, title="t")
     ax = fig.axes[0]
     assert _bar_widths(ax) == [0.1, 0.9]  # NaN class left out, worst first
     assert [t.get_text() for t in ax.get_yticklabels()] == ["b", "a"]
+    assert ax.lines[0].get_xdata()[0] == pytest.approx(1 / 3)  # chance
     assert ax.get_xlabel()
     acc = np.linspace(0, 1, 100)
-    ax = plots.per_class_accuracy([str(i) for i in range(100)], acc, title="t",
-                                  max_classes=10).axes[0]
-    assert _bar_widths(ax) == pytest.approx(list(acc[:5]) + list(acc[-5:]))
-    assert "worst 5 and best 5 of 100" in ax.figure.get_suptitle()
+    fig = plots.per_class_accuracy({"shape": (["x"] * 2, [0.2, 0.4]),
+                                    "many": ([str(i) for i in range(100)], acc)},
+                                   title="t", max_classes=10)
+    assert len(fig.axes) == 2 and _bar_widths(fig.axes[0]) == [0.2, 0.4]
+    assert _bar_widths(fig.axes[1]) == pytest.approx(list(acc[:5]) + list(acc[-5:]))
+    assert "worst 5 and best 5 of 100" in fig.axes[1].get_title().replace("\n", " ")
+    with pytest.raises(ValueError, match="task 'shape' has 2 classnames but 1 values"):
+        plots.per_class_accuracy({"shape": (["a", "b"], [0.1])}, title="t")
+    with pytest.raises(ValueError, match="non-empty mapping"):
+        plots.per_class_accuracy({}, title="t")
 
 
 def test_confusion_matrix_rows_normalized_with_labelled_colourbar():
     cm = np.array([[3, 1], [0, 2]])
-    fig = plots.confusion_matrix(cm, ["x", "y"], title="cm")
+    fig = plots.confusion_matrix({"t": (cm, ["x", "y"])}, title="cm")
     ax, cax = fig.axes
     np.testing.assert_allclose(ax.images[0].get_array(), [[0.75, 0.25], [0, 1]])
     assert cax.get_ylabel() == "fraction of the true class"
     assert ax.get_xlabel() == "predicted class" and ax.get_ylabel() == "true class"
     assert sorted(t.get_text() for t in ax.texts) == ["0.00", "0.25", "0.75", "1.00"]
+    two = plots.confusion_matrix({"a": (cm, ["x", "y"]), "b": (np.eye(3), ["p", "q", "r"])},
+                                 title="cm")
+    assert len(two.axes) == 3 and [a.get_title() for a in two.axes[:2]] == ["a", "b"]
     with pytest.raises(ValueError, match="expected \\(3, 3\\)"):
-        plots.confusion_matrix(cm, ["x", "y", "z"], title="cm")
+        plots.confusion_matrix({"t": (cm, ["x", "y", "z"])}, title="cm")
 
 
 def test_template_accuracies_and_ensemble_line():
-    fig = plots.template_accuracies(["t1", "t2", "t3"], [0.5, 0.2, 0.4], 0.6, title="tmpl")
+    fig = plots.template_accuracies({"shape": (["t1", "t2", "t3"], [0.5, 0.2, 0.4], 0.6)},
+                                    title="tmpl")
     ax = fig.axes[0]
     assert _bar_widths(ax) == [0.2, 0.4, 0.5]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["t2", "t3", "t1"]
     assert ax.lines[0].get_xdata()[0] == 0.6
-    assert any("60.0%" in t.get_text() for t in ax.get_legend().get_texts())
+    assert "60.0%" in ax.get_title()
+    assert sorted(t.get_text() for t in fig.legends[0].get_texts()) == [
+        "ensemble of all templates", "one template alone"]
+    fig = plots.template_accuracies({"a": (["t1", "t2"], [0.1, 0.2], 0.3),
+                                     "b": ([str(i) for i in range(50)], np.linspace(0, 1, 50), 0.9)},
+                                    title="tmpl", max_templates=10)
+    assert len(fig.axes) == 2 and len(fig.axes[1].patches) == 10
+    assert "worst 5 and best 5 of 50" in fig.axes[1].get_title().replace("\n", " ")
+    with pytest.raises(ValueError, match="task 'a' has 2 labels but 1 values"):
+        plots.template_accuracies({"a": (["t1", "t2"], [0.1], 0.3)}, title="t")
 
 
 def test_long_titles_wrap_to_the_figure_width():
     long = "UniRepLKNet-Demo: zero-shot accuracy per class, task shape, 64 px, " * 2
-    fig = plots.per_class_accuracy(["a", "b"], [0.5, 0.7], title=long)
+    fig = plots.per_class_accuracy({"t": (["a", "b"], [0.5, 0.7])}, title=long)
     lines = fig.get_suptitle().split("\n")
     assert len(lines) >= 3 and " ".join(lines).split() == long.split()
-    for f in (fig, plots.confusion_matrix(np.eye(2), ["a long class name", "b"], title=long)):
+    for f in (fig, plots.confusion_matrix({"t": (np.eye(2), ["a long class name", "b"])}, title=long)):
         f.canvas.draw()
         box = f._suptitle.get_window_extent(f.canvas.get_renderer())
         assert box.x0 >= 0 and box.x1 <= f.bbox.width  # nothing clipped at the edges

@@ -79,87 +79,133 @@ def image_grid(images: Sequence[np.ndarray], titles: Optional[Sequence[str]] = N
     return fig
 
 
-def per_class_accuracy(classnames: Sequence[str], accuracy: Sequence[float], *, title: str,
-                       chance: Optional[float] = None, max_classes: int = 30):
-    """Horizontal bars of per-class accuracy, sorted from worst to best.
+def _check_panels(tasks: Mapping[str, Any], what: str) -> None:
+    if not isinstance(tasks, Mapping) or not tasks:
+        raise ValueError(f"{what}: expected a non-empty mapping of task name -> data")
 
+
+def per_class_accuracy(tasks: Mapping[str, Any], *, title: str, max_classes: int = 30):
+    """Per-class accuracy, one panel per task: ``tasks[name] = (classnames, accuracy)``.
+
+    Horizontal bars sorted from worst to best, a dashed line at chance (1 / number of classes).
     With more than ``max_classes`` classes only the worst and best ``max_classes // 2`` are shown
-    (the title says so); classes without samples (NaN) are left out. ``chance`` draws a dashed
-    line at chance level.
+    (the panel title says so); classes without samples (NaN) are left out.
     """
-    acc = np.asarray(accuracy, dtype=float)
-    if len(acc) != len(classnames):
-        raise ValueError(f"per_class_accuracy: {len(classnames)} classnames but {len(acc)} values")
-    keep = np.flatnonzero(~np.isnan(acc))
-    order = keep[np.argsort(acc[keep], kind="stable")]
-    shown = order
-    if len(order) > max_classes:
-        half = max_classes // 2
-        shown = np.concatenate([order[:half], order[-half:]])
-        title = f"{title}\n(worst {half} and best {half} of {len(order)} classes)"
-    fig, ax = subplots(width="one", aspect=max(0.5, 0.07 * len(shown) + 0.3))
-    y = np.arange(len(shown))
-    ax.barh(y, acc[shown], color=PALETTE[0])
-    ax.set_yticks(y, [_plain(classnames[i]) for i in shown])
-    ax.set_xlim(0, 1)
-    ax.set_xlabel("accuracy (recall of the class)")
-    if chance is not None:
-        ax.axvline(chance, color=PALETTE[1], ls="--", lw=1, label=f"chance ({chance:.0%})")
-        ax.legend(loc="lower right")
-    _title(ax, title)
+    _check_panels(tasks, "per_class_accuracy")
+    rows = []
+    for name, (classnames, accuracy) in tasks.items():
+        acc = np.asarray(accuracy, dtype=float)
+        if len(acc) != len(classnames):
+            raise ValueError(f"per_class_accuracy: task {name!r} has {len(classnames)} classnames "
+                             f"but {len(acc)} values")
+        keep = np.flatnonzero(~np.isnan(acc))
+        order = keep[np.argsort(acc[keep], kind="stable")]
+        label = str(name)
+        if len(order) > max_classes:
+            half = max_classes // 2
+            order = np.concatenate([order[:half], order[-half:]])
+            label = f"{name}: worst {half} and best {half} of {len(keep)} classes"
+        rows.append((label, list(classnames), acc, order))
+    n = len(rows)
+    tallest = max(len(r[3]) for r in rows)
+    fig, axes = subplots(1, n, width="one" if n == 1 else "two", squeeze=False,
+                         aspect=max(0.5, 0.07 * tallest + 0.3) / (1 if n == 1 else 2))
+    for ax, (label, classnames, acc, shown) in zip(axes[0], rows):
+        y = np.arange(len(shown))
+        ax.barh(y, acc[shown], color=PALETTE[0])
+        ax.set_yticks(y, [_plain(classnames[i]) for i in shown])
+        ax.set_xlim(0, 1)
+        ax.set_xlabel("accuracy (recall of the class)")
+        chance = 1 / len(classnames)
+        # named in the panel title: a legend or a label inside would hide bars that reach 1
+        ax.axvline(chance, color=PALETTE[1], ls="--", lw=1)
+        ax.set_title(_fit(f"{label} (dashed: chance, {chance:.0%})", fig.get_figwidth() / n,
+                          mpl.rcParams["font.size"]))
+    _title(axes[0, 0], title)
     return fig
 
 
-def confusion_matrix(cm: Any, classnames: Sequence[str], *, title: str, normalize: bool = True):
-    """A confusion matrix (rows = true class, columns = predicted), each row normalized to
-    fractions when ``normalize``; cells are annotated when there are at most 12 classes."""
-    m = np.asarray(cm, dtype=float)
-    c = len(classnames)
-    if m.shape != (c, c):
-        raise ValueError(f"confusion_matrix: expected ({c}, {c}) for {c} classes, got {m.shape}")
-    if normalize:
-        rows = m.sum(1, keepdims=True)
-        m = np.divide(m, rows, out=np.zeros_like(m), where=rows > 0)
-    fig, ax = subplots(width="one", aspect=1.0)
-    im = ax.imshow(m, cmap="viridis", vmin=0, vmax=1 if normalize else None)
-    names = [_plain(n) for n in classnames]
-    ax.set_xticks(range(c), names, rotation=60, ha="right")
-    ax.set_yticks(range(c), names)
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
-    if c <= 12:
-        for i in range(c):
-            for j in range(c):
-                ax.text(j, i, f"{m[i, j]:.2f}" if normalize else f"{int(m[i, j])}",
-                        ha="center", va="center", fontsize=5,
-                        color="white" if m[i, j] < 0.6 * (m.max() or 1) else "black")
-    cb = fig.colorbar(im, ax=ax, shrink=0.8)
+def confusion_matrix(tasks: Mapping[str, Any], *, title: str, normalize: bool = True):
+    """Confusion matrices, one panel per task: ``tasks[name] = (cm, classnames)`` with rows the
+    true class and columns the predicted one, each row normalized to fractions when
+    ``normalize`` (one shared colour bar); cells are annotated when a task has at most 12
+    classes."""
+    _check_panels(tasks, "confusion_matrix")
+    mats = []
+    for name, (cm, classnames) in tasks.items():
+        m = np.asarray(cm, dtype=float)
+        c = len(classnames)
+        if m.shape != (c, c):
+            raise ValueError(f"confusion_matrix: task {name!r}: expected ({c}, {c}) for {c} "
+                             f"classes, got {m.shape}")
+        if normalize:
+            rows = m.sum(1, keepdims=True)
+            m = np.divide(m, rows, out=np.zeros_like(m), where=rows > 0)
+        mats.append((str(name), m, list(classnames)))
+    n = len(mats)
+    fig, axes = subplots(1, n, width="one" if n == 1 else "two", squeeze=False,
+                         aspect=1.0 if n == 1 else 1.1 / n)
+    vmax = 1.0 if normalize else max(m.max() for _, m, _ in mats) or 1.0
+    for ax, (name, m, classnames) in zip(axes[0], mats):
+        im = ax.imshow(m, cmap="viridis", vmin=0, vmax=vmax)
+        names = [_plain(c) for c in classnames]
+        c = len(names)
+        ax.set_xticks(range(c), names, rotation=60, ha="right")
+        ax.set_yticks(range(c), names)
+        ax.set_xlabel("predicted class")
+        ax.set_ylabel("true class")
+        if n > 1:
+            ax.set_title(_plain(name))
+        if c <= 12:
+            for i in range(c):
+                for j in range(c):
+                    ax.text(j, i, f"{m[i, j]:.2f}" if normalize else f"{int(m[i, j])}",
+                            ha="center", va="center", fontsize=5,
+                            color="white" if m[i, j] < 0.6 * vmax else "black")
+    cb = fig.colorbar(im, ax=list(axes[0]), shrink=0.8)
     cb.set_label("fraction of the true class" if normalize else "images")
-    _title(ax, title)  # a figure title: above the colour bar too
+    _title(axes[0, 0], title)
     return fig
 
 
-def template_accuracies(labels: Sequence[str], accuracy: Sequence[float], ensemble: float, *,
-                        title: str, xlabel: str = "top-1 accuracy", max_templates: int = 40):
-    """One bar per prompt template (sorted) and a line at the ensemble's accuracy; with more than
-    ``max_templates`` templates, the worst and best halves of that many are shown."""
-    acc = np.asarray(accuracy, dtype=float)
-    if len(acc) != len(labels):
-        raise ValueError(f"template_accuracies: {len(labels)} labels but {len(acc)} values")
-    order = np.argsort(acc, kind="stable")
-    if len(order) > max_templates:
-        half = max_templates // 2
-        order = np.concatenate([order[:half], order[-half:]])
-        title = f"{title}\n(worst {half} and best {half} of {len(acc)} templates)"
-    fig, ax = subplots(width="two", aspect=max(0.3, 0.028 * len(order) + 0.12))
-    y = np.arange(len(order))
-    ax.barh(y, acc[order], color=PALETTE[5], label="template alone")
-    ax.axvline(ensemble, color=PALETTE[1], lw=1.5, label=f"ensemble of all ({ensemble:.1%})")
-    ax.set_yticks(y, [_plain(labels[i]) for i in order], fontsize=6)
-    ax.set_xlim(0, 1)
-    ax.set_xlabel(xlabel)
-    ax.legend(loc="lower right")
-    _title(ax, title)
+def template_accuracies(tasks: Mapping[str, Any], *, title: str, xlabel: str = "top-1 accuracy",
+                        max_templates: int = 40):
+    """Each prompt template alone vs the ensemble, one panel per task:
+    ``tasks[name] = (template labels, accuracy of each, ensemble accuracy)``.
+
+    One bar per template (sorted, best on top) and a line at the ensemble's accuracy; with more
+    than ``max_templates`` templates, the worst and best halves of that many are shown.
+    """
+    _check_panels(tasks, "template_accuracies")
+    panels = []
+    for name, (labels, accuracy, ensemble) in tasks.items():
+        acc = np.asarray(accuracy, dtype=float)
+        if len(acc) != len(labels):
+            raise ValueError(f"template_accuracies: task {name!r} has {len(labels)} labels but "
+                             f"{len(acc)} values")
+        order = np.argsort(acc, kind="stable")
+        label = str(name)
+        if len(order) > max_templates:
+            half = max_templates // 2
+            order = np.concatenate([order[:half], order[-half:]])
+            label = f"{name}: worst {half} and best {half} of {len(acc)} templates"
+        panels.append((label, list(labels), acc, order, float(ensemble)))
+    n = len(panels)
+    tallest = max(len(p[3]) for p in panels)
+    fig, axes = subplots(1, n, width="two", squeeze=False,
+                         aspect=max(0.3, 0.028 * tallest + 0.12))
+    for ax, (label, labels, acc, order, ensemble) in zip(axes[0], panels):
+        y = np.arange(len(order))
+        ax.barh(y, acc[order], color=PALETTE[5], label="one template alone")
+        ax.axvline(ensemble, color=PALETTE[1], lw=1.5, label="ensemble of all templates")
+        ax.set_yticks(y, [_plain(labels[i]) for i in order], fontsize=6)
+        ax.set_xlim(0, 1)
+        ax.set_xlabel(xlabel)
+        ax.set_title(_fit(f"{label} (ensemble {ensemble:.1%})", fig.get_figwidth() / n,
+                          mpl.rcParams["font.size"]))
+    # one legend below the panels: inside, it would hide the bars
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside lower center", ncols=2)
+    _title(axes[0, 0], title)
     return fig
 
 
