@@ -136,7 +136,9 @@ def test_val_transform_at_another_size():
 
 def test_image_batch_cycles_and_transforms():
     es = evalsets.classification_set("synthetic", n_images=3, image_size=32)
-    x = evalsets.image_batch(es.dataset, 5, lambda im: torch.from_numpy(np.array(im)).permute(2, 0, 1))
+    def to_tensor(im):
+        return torch.from_numpy(np.array(im)).permute(2, 0, 1)
+    x = evalsets.image_batch(es.dataset, 5, to_tensor)
     assert x.shape == (5, 3, 32, 32)
     assert torch.equal(x[3], x[0]) and not torch.equal(x[1], x[0])
     with pytest.raises(ValueError, match="n=0"):

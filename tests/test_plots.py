@@ -23,8 +23,8 @@ def _bar_widths(ax):
 
 def test_image_grid_pixels_titles_and_colours():
     imgs = [np.full((4, 4, 3), i * 20, np.uint8) for i in range(5)]
-    fig = plots.image_grid(imgs, ["a", "b", "c", "d", "cost $5"], correct=[True, False, None, True, True],
-                           ncols=3, title="grid")
+    fig = plots.image_grid(imgs, ["a", "b", "c", "d", "cost $5"],
+                           correct=[True, False, None, True, True], ncols=3, title="grid")
     axes = fig.axes
     assert len(axes) == 6  # 2 rows x 3 columns, the last one empty
     np.testing.assert_array_equal(axes[4].images[0].get_array(), imgs[4])
@@ -85,8 +85,8 @@ def test_template_accuracies_and_ensemble_line():
     assert "60.0%" in ax.get_title()
     assert sorted(t.get_text() for t in fig.legends[0].get_texts()) == [
         "ensemble of all templates", "one template alone"]
-    fig = plots.template_accuracies({"a": (["t1", "t2"], [0.1, 0.2], 0.3),
-                                     "b": ([str(i) for i in range(50)], np.linspace(0, 1, 50), 0.9)},
+    many = ([str(i) for i in range(50)], np.linspace(0, 1, 50), 0.9)
+    fig = plots.template_accuracies({"a": (["t1", "t2"], [0.1, 0.2], 0.3), "b": many},
                                     title="tmpl", max_templates=10)
     assert len(fig.axes) == 2 and len(fig.axes[1].patches) == 10
     assert "worst 5 and best 5 of 50" in fig.axes[1].get_title().replace("\n", " ")
@@ -99,7 +99,8 @@ def test_long_titles_wrap_to_the_figure_width():
     fig = plots.per_class_accuracy({"t": (["a", "b"], [0.5, 0.7])}, title=long)
     lines = fig.get_suptitle().split("\n")
     assert len(lines) >= 3 and " ".join(lines).split() == long.split()
-    for f in (fig, plots.confusion_matrix({"t": (np.eye(2), ["a long class name", "b"])}, title=long)):
+    cm = plots.confusion_matrix({"t": (np.eye(2), ["a long class name", "b"])}, title=long)
+    for f in (fig, cm):
         f.canvas.draw()
         box = f._suptitle.get_window_extent(f.canvas.get_renderer())
         assert box.x0 >= 0 and box.x1 <= f.bbox.width  # nothing clipped at the edges

@@ -372,7 +372,8 @@ def prediction_captions(tasks: Mapping[str, ZeroShotTask], logits: Mapping[str, 
             p = probs[name][i]
             order = np.argsort(-p, kind="stable")
             if task.labels is None:
-                extra += [f"{task.classnames[c]} {p[c]:.0%}" for c in order[:max(1, top_k_unlabelled)]]
+                top = order[:max(1, top_k_unlabelled)]
+                extra += [f"{task.classnames[c]} {p[c]:.0%}" for c in top]
                 continue
             pred, true = int(order[0]), int(task.labels[int(rows[i])])
             preds.append(f"{task.classnames[pred]} {p[pred]:.0%}")

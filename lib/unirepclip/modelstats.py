@@ -178,7 +178,7 @@ class ModelStats:
         return self.params["image_tower"] + classifier_head_parameters(self.num_features, 1000)
 
     def to_dict(self) -> Dict[str, Any]:
-        """Plain JSON-ready dict (millions of parameters are left to the reader: counts are ints)."""
+        """Plain JSON-ready dict (parameter counts stay ints, not millions)."""
         return {"model_name": self.model_name, "form": self.form, "params": dict(self.params),
                 "params_image_tower_with_in1k_head": self.params_with_in1k_head,
                 "num_features": self.num_features,

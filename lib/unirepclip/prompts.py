@@ -86,8 +86,9 @@ def build_classifiers(model: torch.nn.Module, tokenizer: Callable, classnames: S
                       precision: str = "fp32", cache: Optional[Any] = None,
                       model_ident: Optional[Dict[str, Any]] = None,
                       progress: bool = False) -> PromptClassifiers:
-    """Encode every prompt of a task once (through :func:`unirepclip.features.extract_text_features`,
-    so a ``cache`` can keep them) and return the ensemble and each single-template classifier.
+    """Encode every prompt of a task once (through
+    :func:`unirepclip.features.extract_text_features`, so a ``cache`` can keep them) and return the
+    ensemble and each single-template classifier.
 
     ``max_templates > 0`` keeps only the first that many templates (a count to shrink a dry run;
     ``0`` keeps all).
