@@ -380,3 +380,25 @@ def test_attribute_all_builds_the_baseline_for_these_images(model, images, texts
     np.testing.assert_array_equal(got["integrated_gradients"], want)
     with pytest.raises(ValueError, match="not both"):
         attribute_all(model, images, texts, ("saliency",), baseline_kind="grey", baseline=0.0)
+
+
+def test_occlusion_baseline_is_its_own_choice(model, images, texts):
+    from unirepclip.attribution import attribute_all
+
+    kw = dict(occlusion_window=32, occlusion_stride=32, internal_batch_size=4)
+    own = attribute("occlusion", model, images, texts, baseline=0.0, occlusion_baseline=0.5, **kw)
+    np.testing.assert_array_equal(own, attribute("occlusion", model, images, texts, baseline=0.5,
+                                                 **kw))
+    got = attribute_all(model, images, texts, ("occlusion",), baseline_kind="zero",
+                        occlusion_baseline_kind="grey", **kw)
+    np.testing.assert_array_equal(got["occlusion"], attribute(
+        "occlusion", model, images, texts, baseline=pixel_baseline(0.5), **kw))
+
+
+def test_compare_baselines_reports_the_gap(model, images, texts):
+    out = compare_baselines(model, images, texts, kinds=("grey",), n_steps=8)
+    with torch.no_grad():
+        gap = (cosine(model, images, texts)
+               - cosine(model, pixel_baseline(0.5).expand_as(images), texts)).numpy()
+    np.testing.assert_allclose(out["grey"]["gap"], gap, rtol=1e-5)
+    assert out["grey"]["mean_gap"] == pytest.approx(gap.mean())

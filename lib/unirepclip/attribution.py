@@ -209,6 +209,7 @@ def attribute(
         occlusion_window: int = 8,
         occlusion_stride: int = 4,
         baseline: Union[float, ArrayLike] = 0.0,
+        occlusion_baseline: Union[float, ArrayLike, None] = None,
         reduce: Optional[str] = None,
         device: Union[str, torch.device, None] = None,
         random_state: int = 0,
@@ -240,6 +241,10 @@ def attribute(
             cover all three channels.
         baseline: IG / occlusion reference input: a number or a tensor broadcastable to the
             images. 0 in normalized input space is the dataset mean colour.
+        occlusion_baseline: what fills an occlusion window, if not ``baseline``. The two are
+            different choices: IG's baseline must also give an accurate path integral
+            (:func:`completeness_error`), while an occlusion fill only has to remove the
+            window's content.
         reduce: ``"sum"``, ``"abs"`` or ``"mean"`` over colour channels; default per method (see
             the module docstring).
         device: where to compute; default the model's device (the model is not moved).
@@ -331,7 +336,8 @@ def attribute(
                     attr = Occlusion(forward).attribute(
                         x, sliding_window_shapes=(x.shape[1], occlusion_window, occlusion_window),
                         strides=(x.shape[1], occlusion_stride, occlusion_stride),
-                        baselines=_baseline_for(baseline, x, start),
+                        baselines=_baseline_for(baseline if occlusion_baseline is None
+                                                else occlusion_baseline, x, start),
                         additional_forward_args=(t,), perturbations_per_eval=per_pass)
             out[start:start + x.shape[0]] = _reduce(attr.detach().float(), reduce).cpu().numpy()
     return out
@@ -600,13 +606,15 @@ def make_baseline(kind: str, images: ArrayLike, *, sigma: float = 4.0,
 @torch.no_grad()
 def completeness_error(model: nn.Module, images: ArrayLike, text_embeddings: ArrayLike,
                        maps: ArrayLike, baseline: Union[float, ArrayLike] = 0.0, *,
-                       device: Union[str, torch.device, None] = None) -> np.ndarray:
+                       device: Union[str, torch.device, None] = None, return_gap: bool = False
+                       ) -> Union[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
     """Per image, ``|sum(map) - (f(x) - f(baseline))| / |f(x) - f(baseline)|``.
 
     Integrated Gradients is *complete* (Sundararajan et al. 2017): its attributions sum to the
     change of the output between the baseline and the input. How far a computed map is from that
     says how well the path integral was approximated (steps, baseline). ``maps`` must keep the
     sign (IG's ``"sum"`` channel reduction). ``f`` is the image-text cosine similarity.
+    ``return_gap`` also returns the per-image gaps ``f(x) - f(baseline)``.
     """
     x = torch.as_tensor(images).float()
     n = x.shape[0]
@@ -623,7 +631,8 @@ def completeness_error(model: nn.Module, images: ArrayLike, text_embeddings: Arr
         gap = (forward(xs, text) - forward(base, text)).double().cpu().numpy()
     total = a.reshape(n, -1).sum(axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.abs(total - gap) / np.abs(gap)
+        err = np.abs(total - gap) / np.abs(gap)
+    return (err, gap) if return_gap else err
 
 
 def compare_baselines(model: nn.Module, images: ArrayLike, text_embeddings: ArrayLike,
@@ -632,8 +641,11 @@ def compare_baselines(model: nn.Module, images: ArrayLike, text_embeddings: Arra
     """IG with each named baseline (:func:`make_baseline`), checked for completeness.
 
     Returns ``{kind: {"maps": (N, H, W), "error": per-image relative completeness error,
-    "median_error", "max_error"}}``; ``attribute_kwargs`` go to :func:`attribute` (``n_steps``,
-    ``internal_batch_size`` ...).
+    "median_error", "max_error", "gap": per-image f(x) - f(baseline), "mean_gap"}}``;
+    ``attribute_kwargs`` go to :func:`attribute` (``n_steps``, ``internal_batch_size`` ...).
+    The gap says how much of the similarity a baseline leaves to explain: a baseline that
+    already matches the caption (a blurred image keeps the colours) is easy to integrate from
+    but explains little.
     """
     out: Dict[str, Dict[str, Any]] = {}
     x = torch.as_tensor(images)
@@ -641,10 +653,11 @@ def compare_baselines(model: nn.Module, images: ArrayLike, text_embeddings: Arra
         base = make_baseline(kind, x, sigma=sigma)
         maps = attribute("integrated_gradients", model, x, text_embeddings, baseline=base,
                          **attribute_kwargs)
-        err = completeness_error(model, x, text_embeddings, maps, base,
-                                 device=attribute_kwargs.get("device"))
+        err, gap = completeness_error(model, x, text_embeddings, maps, base,
+                                      device=attribute_kwargs.get("device"), return_gap=True)
         out[kind] = {"maps": maps, "error": err, "median_error": float(np.nanmedian(err)),
-                     "max_error": float(np.nanmax(err))}
+                     "max_error": float(np.nanmax(err)), "gap": gap,
+                     "mean_gap": float(np.mean(gap))}
     return out
 
 
@@ -798,12 +811,14 @@ def plot_attribution_grid(pictures: np.ndarray, maps: Mapping[str, np.ndarray],
     im = None
     for i in range(n):
         grey = pictures[i].mean(axis=-1)
-        axes[i, 0].imshow(pictures[i])
+        # "none": vector formats embed the pixels as they are instead of resampling them
+        axes[i, 0].imshow(pictures[i], interpolation="none")
         axes[i, 0].set_ylabel("\n".join(_wrap(captions[i], 22)), fontsize=6)
         for j, method in enumerate(methods, start=1):
             ax = axes[i, j]
-            ax.imshow(grey, cmap="gray", vmin=0, vmax=255)
-            im = ax.imshow(_display_map(maps[method][i]), cmap=cmap, vmin=0, vmax=1, alpha=alpha)
+            ax.imshow(grey, cmap="gray", vmin=0, vmax=255, interpolation="none")
+            im = ax.imshow(_display_map(maps[method][i]), cmap=cmap, vmin=0, vmax=1, alpha=alpha,
+                           interpolation="none")
             if masks is not None:
                 ax.contour(np.asarray(masks[i], dtype=float), levels=[0.5], colors="#56B4E9",
                            linewidths=0.6)
@@ -854,16 +869,24 @@ def plot_randomization(ax, cascades: Mapping[str, Mapping[str, Any]], *,
 
 def attribute_all(model: nn.Module, images: ArrayLike, text_embeddings: ArrayLike,
                   methods: Sequence[str] = METHODS, *, baseline_kind: Optional[str] = None,
-                  sigma: float = 4.0, **attribute_kwargs: Any) -> Dict[str, np.ndarray]:
+                  occlusion_baseline_kind: Optional[str] = None, sigma: float = 4.0,
+                  **attribute_kwargs: Any) -> Dict[str, np.ndarray]:
     """``{method: (N, H, W) maps}`` for several methods on the same images and texts.
 
     ``baseline_kind`` (``"zero"``, ``"grey"``, ``"blur"``) builds the IG / occlusion baseline for
     these images with :func:`make_baseline` (a blurred baseline is per image, so it must be
     made for the very images attributed); otherwise ``attribute_kwargs["baseline"]`` is used.
+    ``occlusion_baseline_kind`` likewise builds ``occlusion_baseline`` (the occlusion fill).
     """
     if baseline_kind is not None:
         if "baseline" in attribute_kwargs:
             raise ValueError("attribute_all: give baseline_kind or baseline, not both")
         attribute_kwargs["baseline"] = make_baseline(baseline_kind, torch.as_tensor(images),
                                                      sigma=sigma)
+    if occlusion_baseline_kind is not None:
+        if "occlusion_baseline" in attribute_kwargs:
+            raise ValueError("attribute_all: give occlusion_baseline_kind or occlusion_baseline, "
+                             "not both")
+        attribute_kwargs["occlusion_baseline"] = make_baseline(
+            occlusion_baseline_kind, torch.as_tensor(images), sigma=sigma)
     return {m: attribute(m, model, images, text_embeddings, **attribute_kwargs) for m in methods}

@@ -379,7 +379,9 @@ def plot_erf(ax, erf: np.ndarray, title: Optional[str] = None, *, cmap: str = "R
     Axes are labelled in input pixels, with a colour bar; returns the image artist.
     """
     a = normalize_erf(erf)
-    im = ax.imshow(a, cmap=cmap, vmin=0.0, vmax=1.0, interpolation="nearest")
+    # "none": vector formats embed the map's own pixels instead of resampling it (faster, exact)
+    im = ax.imshow(a, cmap=cmap, vmin=0.0, vmax=1.0, interpolation="none")
+    ax.locator_params(nbins=4)
     ax.set_xlabel("x (input px)")
     ax.set_ylabel("y (input px)")
     if title:
@@ -439,14 +441,14 @@ def erf_records_by_resolution(by_resolution: Mapping[int, Mapping[str, np.ndarra
     """:func:`erf_records` for maps measured at several input sizes ``{resolution: {stage: map}}``.
 
     The first resolution (the trained one, by the notebook's convention) gives the main keys
-    ``erf.<model_key>.<stage>...``; every resolution also gets
+    ``erf.<model_key>.<stage>...``; every other resolution R gets
     ``erf.<model_key>.resolutions.<R>.<stage>...``.
     """
     if not by_resolution:
         raise ValueError("erf_records_by_resolution: no resolutions")
     items = list(by_resolution.items())
     out = erf_records(items[0][1], model_key, **kwargs)
-    for r, erfs in items:
+    for r, erfs in items[1:]:
         out.update(erf_records(erfs, f"{model_key}.resolutions.{int(r)}", **kwargs))
     return out
 
@@ -512,10 +514,9 @@ def erf_images(dataset: str, n: int, resolution: int, *, data_dir: Optional[str]
 
     if dataset not in ERF_DATASETS:
         raise ValueError(f"erf_images: dataset must be one of {ERF_DATASETS}, got {dataset!r}")
-    if int(n) < 1:
-        raise ValueError(f"erf_images: n must be >= 1, got {n}")
-    if int(resolution) < 8:
-        raise ValueError(f"erf_images: resolution must be >= 8 px, got {resolution}")
+    for name, value, low in (("n", n, 1), ("resolution", resolution, 8)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise ValueError(f"erf_images: {name} must be an int >= {low}, got {value!r}")
     n, resolution = int(n), int(resolution)
     mean = tuple(open_clip.OPENAI_DATASET_MEAN if mean is None else mean)
     std = tuple(open_clip.OPENAI_DATASET_STD if std is None else std)
@@ -667,7 +668,7 @@ def plot_erf_grid(rows: Mapping[str, Mapping[str, np.ndarray]], *, width: Union[
     stages = sorted({s for r in rows.values() for s in r})
     n_rows, n_cols = len(rows), len(stages)
     fig, axes = figures.subplots(n_rows, n_cols, width=width,
-                                 aspect=(1.0 * n_rows / n_cols) + 0.08, squeeze=False)
+                                 aspect=(0.88 * n_rows / n_cols) + 0.1, squeeze=False)
     im = None
     for i, (label, erfs) in enumerate(rows.items()):
         for j, stage in enumerate(stages):
@@ -677,12 +678,16 @@ def plot_erf_grid(rows: Mapping[str, Mapping[str, np.ndarray]], *, width: Union[
                 continue
             im = plot_erf(ax, erfs[stage], title=stage if i == 0 else None, cmap=cmap,
                           colorbar=False)
+            # axes are labelled once, under the bottom row and left of the first column; inner
+            # panels keep their tick marks but no tick labels (the maps share one pixel grid)
             if i < n_rows - 1:
                 ax.set_xlabel("")
+                ax.tick_params(labelbottom=False)
             if j == 0:
                 ax.set_ylabel(label.replace(", ", ",\n") + "\ny (input px)", fontsize=7)
             else:
                 ax.set_ylabel("")
+                ax.tick_params(labelleft=False)
     cb = fig.colorbar(im, ax=axes, fraction=0.025, pad=0.02)
     cb.set_label("log10(ERF + 1) / max")
     if suptitle:
@@ -708,5 +713,5 @@ def plot_square_shares(ax, erfs: Mapping[str, np.ndarray], *,
     ax.set_ylim(0, 1.02)
     if title:
         ax.set_title(title)
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper left")  # curves rise late and to the right: the top left is free
     return ax
