@@ -153,9 +153,9 @@ def test_prediction_captions():
     caps, ok = evalsets.prediction_captions({"shape": shape, "colour": colour},
                                             {"shape": big, "colour": big[::-1]}, rows=[2, 0])
     # row 2: shape pred circle (true star: wrong); colour pred blue (true blue: right)
-    assert caps[0] == "circle 97%, blue 80%\ntrue: star, blue" and ok[0] is False
+    assert caps[0] == "circle 97%\nblue 80%\ntrue: star, blue" and ok[0] is False
     # row 0: shape pred star (true circle): wrong; colour pred red (true red): right
-    assert caps[1] == "star 80%, red 97%\ntrue: circle, red" and ok[1] is False
+    assert caps[1] == "star 80%\nred 97%\ntrue: circle, red" and ok[1] is False
     caps, ok = evalsets.prediction_captions({"shape": shape}, {"shape": big[:1]}, rows=[0])
     assert caps == ["circle 97%"] and ok == [True]
     caps, ok = evalsets.prediction_captions({"vocab": free}, {"vocab": np.log([[0.1, 0.6, 0.3]])},

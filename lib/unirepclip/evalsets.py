@@ -347,8 +347,8 @@ def prediction_captions(tasks: Mapping[str, ZeroShotTask], logits: Mapping[str, 
     """Captions for an image grid of predictions, and whether each image was right.
 
     ``logits[name]`` are the (n, C) zero-shot logits of task ``name`` for the images shown, whose
-    dataset rows are ``rows`` (for the true labels). Tasks with labels share one line of
-    predictions with their confidences (``"heart 97%, red 99%"``), followed, when one of them is
+    dataset rows are ``rows`` (for the true labels). Each task with labels gives a line with its
+    prediction and confidence (``"heart 97%"``, ``"red 99%"``), followed, when one of them is
     wrong, by the truth (``"true: star, red"``); a task without labels adds its
     ``top_k_unlabelled`` best classes, one per line. ``correct[i]`` is True when every labelled
     task is right, False when one is wrong, None when no task has labels.
@@ -379,7 +379,7 @@ def prediction_captions(tasks: Mapping[str, ZeroShotTask], logits: Mapping[str, 
             preds.append(f"{task.classnames[pred]} {p[pred]:.0%}")
             truths.append(task.classnames[true])
             ok = (pred == true) if ok is None else (ok and pred == true)
-        lines = [", ".join(preds)] if preds else []
+        lines = list(preds)
         if ok is False:
             lines.append("true: " + ", ".join(truths))
         captions.append("\n".join(lines + extra))
