@@ -28,6 +28,13 @@ binary logistic loss with one weight vector (W is 1 x D) for K = 2, as scikit-le
 
 kNN probe (Caron et al. 2021, DINO; Wu et al. 2018): L2-normalized features, cosine similarity to
 every training feature, the k nearest vote for their class with weight exp(sim / 0.07).
+
+Building blocks of notebook 05: :func:`probe_dataset` (train / val / test splits of the synthetic
+world, scikit-learn's digits or an image folder), :class:`FeatureSplits` (one feature space of a
+dataset: the tower's features, optionally centred, or :func:`pixel_splits` for raw pixels),
+:func:`compare` / :func:`compare_many` (every probe in every space, one JSON-ready dict per
+dataset, the fits spread over ``n_jobs`` processes), :func:`comparison_table` and the figures
+:func:`plot_comparison`, :func:`plot_sweep`, :func:`plot_kshot`.
 """
 from __future__ import annotations
 
@@ -35,7 +42,9 @@ import math
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from pathlib import Path
+from typing import (Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple,
+                    Union)
 
 import numpy as np
 import torch
@@ -51,6 +60,10 @@ __all__ = [
     "TORCH_SIZE_THRESHOLD", "SWEEP_RANGE", "SWEEP_STEPS_PER_DECADE",
     "sweep_grid", "clip_sweep", "LinearProbe", "KNNProbe", "kshot_indices", "kshot_evaluate",
     "pixel_features", "evaluate",
+    "PROBE_DATASETS", "FEATURE_KINDS", "FeatureSplits", "feature_matrix", "ProbeDataset",
+    "probe_dataset", "pixel_matrix", "pixel_splits", "start_workers", "compare", "compare_many",
+    "TABLE_COLUMNS", "comparison_table",
+    "plot_sweep", "plot_kshot", "plot_comparison",
 ]
 
 TORCH_SIZE_THRESHOLD = 10 ** 9
@@ -622,3 +635,552 @@ def evaluate(X_train: ArrayLike, y_train: ArrayLike, X_val: ArrayLike, y_val: Ar
         y_fit = np.concatenate([to_numpy(y_train, "y_train"), to_numpy(y_val, "y_val")])
         out["knn_acc1"] = KNNProbe(k=knn_k).fit(X_fit, y_fit).score(X_test, y_test)
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Notebook building blocks: the probe datasets, feature spaces, the comparison, tables, figures
+# ---------------------------------------------------------------------------------------------
+
+PROBE_DATASETS = ("synthetic", "digits", "imagefolder")
+FEATURE_KINDS = ("pre_projection", "embedding")
+PROBE_SPLITS = ("train", "val", "test")
+
+
+class FeatureSplits(NamedTuple):
+    """Features and labels of a dataset's train / validation / test splits, in one feature space
+    (unpack it straight into :func:`evaluate` or :func:`kshot_evaluate`)."""
+
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_val: np.ndarray
+    y_val: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+
+    @classmethod
+    def from_feature_sets(cls, sets: Mapping[str, Any], kind: str = "pre_projection"
+                          ) -> "FeatureSplits":
+        """From ``{"train": FeatureSet, "val": ..., "test": ...}`` (see
+        :mod:`unirepclip.features`), taking :func:`feature_matrix` of ``kind`` and the labels
+        the extraction kept (rows of unreadable images are already left out of both)."""
+        missing = [s for s in PROBE_SPLITS if s not in sets]
+        if missing:
+            raise ValueError(f"feature sets lack the split(s) {missing} (have {sorted(sets)})")
+        parts: List[np.ndarray] = []
+        for s in PROBE_SPLITS:
+            fs = sets[s]
+            if getattr(fs, "labels", None) is None:
+                raise ValueError(f"the {s} feature set has no labels")
+            parts += [feature_matrix(fs, kind, where=f"the {s} feature set"),
+                      np.asarray(fs.labels)]
+        return cls(*parts)
+
+    @property
+    def n_classes(self) -> int:
+        return int(len(np.unique(self.y_train)))
+
+    def centered(self) -> "FeatureSplits":
+        """Every split minus the training split's mean feature vector.
+
+        Without L2 normalization this changes no linear probe's predictions (the unpenalized
+        intercept absorbs the shift); before normalization or cosine kNN it matters: features
+        that sit in a narrow cone far from the origin (a tower shown images unlike its training
+        data) all look alike by angle until the common offset is removed (SimpleShot's
+        centering, Wang et al. 2019).
+        """
+        mean = np.asarray(self.X_train).mean(axis=0, keepdims=True)
+        return self._replace(X_train=self.X_train - mean, X_val=self.X_val - mean,
+                             X_test=self.X_test - mean)
+
+
+def feature_matrix(feature_set: Any, kind: str = "pre_projection", *,
+                   where: str = "feature set") -> np.ndarray:
+    """The (N, D) array of ``kind`` from a :class:`~unirepclip.features.FeatureSet`:
+    ``"pre_projection"`` (the trunk's pooled features, the CLIP paper's probe input) or
+    ``"embedding"`` (after the projection, as the extraction returned them)."""
+    if kind not in FEATURE_KINDS:
+        raise ValueError(f"feature_kind={kind!r} is not one of {FEATURE_KINDS}")
+    x = feature_set.pre_projection if kind == "pre_projection" else feature_set.embeddings
+    if x is None:
+        raise ValueError(f"{where} has no {kind} features (the model exposes no input to its "
+                         f"projection); use feature_kind='embedding'")
+    return np.asarray(x)
+
+
+@dataclass
+class ProbeDataset:
+    """One dataset's three splits for probing.
+
+    ``splits`` maps ``"train"``/``"val"``/``"test"`` to datasets yielding ``(PIL image, class
+    index)`` (no transform: the model's preprocessing is given to the feature extraction);
+    ``classnames`` and ``templates`` are its zero-shot vocabulary; ``name`` is its name in
+    results (``probe.<name>``).
+    """
+
+    name: str
+    kind: str
+    splits: Dict[str, Any]
+    classnames: List[str]
+    templates: List[Any]
+    description: str
+
+    def labels(self, split: str) -> np.ndarray:
+        """Class indices of every row of ``split``."""
+        return np.asarray(_targets(self.splits[split]), dtype=np.int64)
+
+
+def _targets(ds: Any) -> List[int]:
+    inner = getattr(ds, "dataset", None)
+    if inner is not None and hasattr(ds, "indices"):  # a Subset
+        t = _targets(inner)
+        return [t[int(i)] for i in ds.indices]
+    return list(ds.targets)
+
+
+def _check_size(name: str, n: Any) -> int:
+    if isinstance(n, bool) or int(n) != n or n < 0:
+        raise ValueError(f"{name}={n!r}: expected a non-negative integer")
+    return int(n)
+
+
+def _cap(ds: Any, n: int, seed: int) -> Any:
+    """A seeded random subset of ``n`` rows (in ascending order), or all rows when ``n`` is 0 or
+    not smaller; random because image folders are sorted by class."""
+    if n <= 0 or n >= len(ds):
+        return ds
+    from .evalsets import Subset
+    return Subset(ds, np.sort(np.random.default_rng(seed).choice(len(ds), size=n, replace=False)))
+
+
+def probe_dataset(dataset: str, *, n_train: int, n_val: int, n_test: int, image_size: int = 64,
+                  seed: int = 0, name: str = "", data_dir: Optional[str] = None,
+                  classnames_file: str = "", synthetic_task: str = "shape") -> ProbeDataset:
+    """The train / val / test splits a notebook's parameters name.
+
+    Args:
+        dataset: ``"synthetic"`` (the synthetic world's own train / val / test splits, classes
+            ``synthetic_task``: ``"shape"`` or ``"colour"``), ``"digits"`` (scikit-learn's
+            handwritten digits, the stratified 60/20/20 split of ``SklearnDigits``) or
+            ``"imagefolder"`` (``data_dir/{train,val,test}/<class>/<image>``).
+        n_train, n_val, n_test: images per split: the synthetic world renders exactly that many
+            (> 0); finite sets take a seeded random subset when smaller than the split (0: all).
+        image_size: side of the synthetic images and of the upscaled digits.
+        seed: the synthetic world's seed, the digits' split seed and the subsets' seed.
+        name: the name in results (default: ``dataset``).
+        data_dir, classnames_file: the image folder and its vocabulary
+            (:func:`unirepclip.evalsets.resolve_vocabulary`).
+    """
+    if dataset not in PROBE_DATASETS:
+        raise ValueError(f"dataset={dataset!r} is not one of {PROBE_DATASETS}")
+    sizes = {"train": _check_size("n_train", n_train), "val": _check_size("n_val", n_val),
+             "test": _check_size("n_test", n_test)}
+    name = name or dataset
+    if dataset == "synthetic":
+        from .data import SyntheticShapes, zeroshot_task
+
+        if synthetic_task not in ("shape", "colour"):
+            raise ValueError(f"synthetic_task={synthetic_task!r} is not 'shape' or 'colour'")
+        zero = [f"n_{s}" for s, n in sizes.items() if n == 0]
+        if zero:
+            raise ValueError(f"{', '.join(zero)} = 0: the synthetic world is endless, give a size")
+        splits = {s: SyntheticShapes(s, n=n, image_size=image_size, seed=seed,
+                                     target=synthetic_task) for s, n in sizes.items()}
+        classnames, templates = zeroshot_task(synthetic_task)
+        desc = (f"synthetic world (seed {seed}), task '{synthetic_task}': "
+                f"{'/'.join(str(len(d)) for d in splits.values())} train/val/test images of "
+                f"{image_size} px")
+        return ProbeDataset(name, dataset, splits, list(classnames), list(templates), desc)
+    if dataset == "digits":
+        from .data import SklearnDigits, digits_zeroshot_task
+
+        splits = {s: _cap(SklearnDigits(s, seed=seed, image_size=image_size), n, seed)
+                  for s, n in sizes.items()}
+        classnames, templates = digits_zeroshot_task()
+        desc = (f"scikit-learn digits (split seed {seed}): "
+                f"{'/'.join(str(len(d)) for d in splits.values())} train/val/test images, "
+                f"8 x 8 px upscaled to {image_size} px")
+        return ProbeDataset(name, dataset, splits, list(classnames), list(templates), desc)
+    from .data import ImageFolderDataset
+    from .evalsets import resolve_vocabulary
+
+    if not data_dir:
+        raise ValueError("dataset='imagefolder' needs data_dir, a folder holding train/, val/ "
+                         "and test/ class folders")
+    root = Path(data_dir)
+    missing = [s for s in PROBE_SPLITS if not (root / s).is_dir()]
+    if missing:
+        raise FileNotFoundError(f"data_dir={data_dir!r} lacks the split folder(s) "
+                                f"{', '.join(missing)} (expected "
+                                f"{root}/{{train,val,test}}/<class>/<image>)")
+    # verify=False: unreadable files are skipped (and reported) when features are extracted
+    folders = {s: ImageFolderDataset(root / s, verify=False) for s in PROBE_SPLITS}
+    for s in ("val", "test"):
+        if folders[s].folders != folders["train"].folders:
+            raise ValueError(f"{root / s} has other class folders than {root / 'train'} "
+                             f"({len(folders[s].folders)} vs {len(folders['train'].folders)})")
+    classnames, templates, source = resolve_vocabulary(classnames_file, folders["train"].folders)
+    if len(classnames) != len(folders["train"].folders):
+        raise ValueError(f"classnames_file={classnames_file!r} gives {len(classnames)} names but "
+                         f"{root / 'train'} has {len(folders['train'].folders)} class folders")
+    for f in folders.values():
+        f.classes = list(classnames)
+    splits = {s: _cap(folders[s], sizes[s], seed) for s in PROBE_SPLITS}
+    desc = (f"image folder {root}: {'/'.join(str(len(d)) for d in splits.values())} "
+            f"train/val/test images, {len(classnames)} classes named by {source}")
+    return ProbeDataset(name, dataset, splits, list(classnames), list(templates), desc)
+
+
+def _pixel_source(ds: Any) -> Optional[np.ndarray]:
+    """The uint8 image stack behind a dataset, when it keeps one (digits: native 8 x 8)."""
+    inner = getattr(ds, "dataset", None)
+    if inner is not None and hasattr(ds, "indices"):  # a Subset
+        arr = _pixel_source(inner)
+        return None if arr is None else arr[np.asarray(ds.indices)]
+    samples = getattr(ds, "samples", None)
+    arr = getattr(samples, "images", None) if samples is not None else None
+    if arr is None:
+        arr = getattr(ds, "images", None)
+    return arr if isinstance(arr, np.ndarray) and arr.dtype == np.uint8 else None
+
+
+def pixel_matrix(dataset: Any, max_side: int = 16) -> Tuple[np.ndarray, np.ndarray]:
+    """Raw-pixel features of every readable image of ``dataset``: ``(X, rows)``.
+
+    Images are taken at their native size when their longer side is at most ``max_side`` (the
+    8 x 8 digits), else reduced to ``max_side`` x ``max_side`` by box (area) averaging after a
+    centre crop to a square; ``max_side=0`` keeps the native size (equal sizes needed). ``X`` is
+    :func:`pixel_features` of the stack (values in [0, 1]), ``rows`` the dataset rows kept.
+    """
+    from PIL import Image, ImageOps
+
+    max_side = _check_size("max_side", max_side)
+    arr = _pixel_source(dataset)
+    if arr is not None:
+        rows = np.arange(len(arr))
+        if max_side and max(arr.shape[1:3]) > max_side:
+            mode = "L" if arr.ndim == 3 else "RGB"
+            arr = np.stack([np.asarray(ImageOps.fit(Image.fromarray(a, mode), (max_side, max_side),
+                                                    Image.BOX)) for a in arr])
+        return pixel_features(arr), rows
+    images, rows = [], []
+    for i in range(len(dataset)):
+        img = dataset[i][0]
+        if not isinstance(img, Image.Image):
+            continue  # an unreadable file: the feature extraction skips it too
+        img = img.convert("RGB")
+        if max_side and max(img.size) > max_side:
+            img = ImageOps.fit(img, (max_side, max_side), Image.BOX)
+        images.append(np.asarray(img))
+        rows.append(i)
+    if not images:
+        raise ValueError(f"{dataset!r}: no image could be read")
+    sizes = {a.shape for a in images}
+    if len(sizes) > 1:
+        raise ValueError(f"{dataset!r}: images of {len(sizes)} different sizes; give max_side > 0")
+    return pixel_features(np.stack(images)), np.asarray(rows, dtype=np.int64)
+
+
+def pixel_splits(data: ProbeDataset, max_side: int = 16) -> FeatureSplits:
+    """:func:`pixel_matrix` of the three splits of ``data`` with their labels."""
+    parts: List[np.ndarray] = []
+    for s in PROBE_SPLITS:
+        X, rows = pixel_matrix(data.splits[s], max_side)
+        parts += [X, data.labels(s)[rows]]
+    return FeatureSplits(*parts)
+
+
+def _full_task(data: FeatureSplits, knn_k: Optional[int], params: Dict[str, Any]
+               ) -> Dict[str, Any]:
+    return evaluate(*data, knn_k=knn_k, **params)
+
+
+def _kshot_task(data: FeatureSplits, k: int, seed: int, params: Dict[str, Any]
+                ) -> Tuple[float, float]:
+    r = kshot_evaluate(*data, shots=(k,), seeds=(seed,), **params)[k]
+    return r["accs"][0], r["best_C"][0]
+
+
+def _ready() -> bool:
+    return True
+
+
+def _parallel(n_jobs: Optional[int]):
+    # One construction for every call, so that joblib reuses the same worker processes.
+    # max_nbytes=None: arrays travel pickled, not as read-only memory maps (torch warns on those)
+    from joblib import Parallel
+    return Parallel(n_jobs=n_jobs, return_as="generator", max_nbytes=None)
+
+
+def start_workers(n_jobs: Optional[int] = 2):
+    """Start the worker processes :func:`compare` will use, without waiting for them.
+
+    A worker's start-up (importing torch and this package) takes seconds; called early, it
+    overlaps other work such as feature extraction on the main process. Returns joblib's
+    generator (iterate it to wait for the workers); a no-op for ``n_jobs`` of 1 or None.
+    """
+    from joblib import delayed
+    if n_jobs in (None, 1):
+        return iter(())
+    return _parallel(n_jobs)(delayed(_ready)() for _ in range(abs(int(n_jobs))))
+
+
+def _plan(spaces: Mapping[str, FeatureSplits], main: str, shots: Sequence[int],
+          seeds: Sequence[int], kshot_spaces: Optional[Sequence[str]],
+          space_params: Optional[Mapping[str, Mapping[str, Any]]], zeroshot_acc1: Optional[float],
+          probe_params: Mapping[str, Any], where: str = ""):
+    """Check one dataset's arguments; return (the result's header, k values, k-shot spaces,
+    per-space probe parameters)."""
+    at = f" ({where})" if where else ""
+    if main not in spaces:
+        raise ValueError(f"main={main!r} is not among the spaces {list(spaces)}{at}")
+    extra = set(space_params or {}) - set(spaces)
+    if extra:
+        raise ValueError(f"space_params names unknown space(s) {sorted(extra)}{at}")
+    kshot_names = list(spaces) if kshot_spaces is None else list(kshot_spaces)
+    unknown = [s for s in kshot_names if s not in spaces]
+    if unknown:
+        raise ValueError(f"kshot_spaces names unknown space(s) {unknown}{at}")
+    if len(shots) and not len(seeds):
+        raise ValueError("seeds is empty")
+    ref = spaces[main]
+    y_tr, y_te = to_numpy(ref.y_train, "y_train"), to_numpy(ref.y_test, "y_test")
+    smallest = int(np.unique(y_tr, return_counts=True)[1].min())
+    feasible = [int(k) for k in shots if int(k) <= smallest]
+    _, test_counts = np.unique(y_te, return_counts=True)
+    head: Dict[str, Any] = {
+        "n_train": int(len(ref.y_train)), "n_val": int(len(ref.y_val)),
+        "n_test": int(len(ref.y_test)), "n_classes": int(len(np.unique(y_tr))),
+        "majority_acc1": float(test_counts.max() / len(y_te)),
+    }
+    if zeroshot_acc1 is not None:
+        head["zeroshot_acc1"] = float(zeroshot_acc1)
+    if len(feasible) < len(shots):
+        head["kshot_skipped"] = [int(k) for k in shots if int(k) > smallest]
+    params = {name: {**probe_params, **(space_params or {}).get(name, {})} for name in spaces}
+    return head, feasible, [n for n in spaces if n in kshot_names], params
+
+
+def compare_many(datasets: Mapping[str, Mapping[str, FeatureSplits]], *, main: str,
+                 knn_k: Optional[int] = 20, shots: Sequence[int] = (1, 2, 4, 8, 16),
+                 seeds: Sequence[int] = (0, 1, 2), kshot_spaces: Optional[Sequence[str]] = None,
+                 space_params: Optional[Mapping[str, Mapping[str, Any]]] = None,
+                 zeroshot_acc1: Optional[Mapping[str, float]] = None,
+                 n_jobs: Optional[int] = 1, progress: bool = False,
+                 **probe_params: Any) -> Dict[str, Dict[str, Any]]:
+    """:func:`compare` for several datasets at once (``{dataset: {space: FeatureSplits}}``,
+    ``zeroshot_acc1`` by dataset), every fit of every dataset in one pool of ``n_jobs``
+    processes. Returns ``{dataset: compare result}``."""
+    from joblib import delayed
+
+    plans = {d: _plan(spaces, main, shots, seeds, kshot_spaces, space_params,
+                      (zeroshot_acc1 or {}).get(d), probe_params,
+                      where=f"dataset {d!r}" if len(datasets) > 1 else "")
+             for d, spaces in datasets.items()}
+    unknown = set(zeroshot_acc1 or {}) - set(datasets)
+    if unknown:
+        raise ValueError(f"zeroshot_acc1 names unknown dataset(s) {sorted(unknown)}")
+    # every fit is independent: one flat task list, the slow full sweeps first
+    tasks = [(d, "full", n, None, None) for d in datasets for n in datasets[d]]
+    tasks += [(d, "kshot", n, k, s) for d, (_, ks, names, _) in plans.items() for n in names
+              for k in reversed(ks) for s in seeds]
+
+    def job(d, kind, n, k, s):
+        data, params = datasets[d][n], plans[d][3][n]
+        if kind == "full":
+            return delayed(_full_task)(data, knn_k, params)
+        return delayed(_kshot_task)(data, k, s, params)
+
+    runs = _parallel(n_jobs)(job(*t) for t in tasks)
+    done = dict(zip(tasks, tqdm(runs, total=len(tasks), desc="probes", disable=not progress,
+                                leave=False)))
+    out: Dict[str, Dict[str, Any]] = {}
+    for d, spaces in datasets.items():
+        head, feasible, kshot_names, _ = plans[d]
+        res = dict(head)
+        for name, data in spaces.items():
+            pre = "" if name == main else f"{name}_"
+            r = done[(d, "full", name, None, None)]
+            res[pre + "acc1"] = r["acc1"]
+            res[pre + "mean_per_class_recall"] = r["mean_per_class_recall"]
+            res[pre + "best_C"] = r["best_C"]
+            res[pre + "sweep"] = [[float(c), float(a)] for c, a in r["sweep"]]
+            res[pre + "n_features"] = int(np.shape(data.X_train)[1])
+            if knn_k is not None:
+                res[pre + "knn_acc1"] = r["knn_acc1"]
+            if feasible and name in kshot_names:
+                ks: Dict[str, Any] = {}
+                for k in feasible:
+                    runs_k = [done[(d, "kshot", name, k, s)] for s in seeds]
+                    a = np.asarray([acc for acc, _ in runs_k])
+                    ks[str(k)] = {"mean": float(a.mean()),
+                                  "std": float(a.std(ddof=1)) if len(a) > 1 else 0.0,
+                                  "accs": a.tolist(), "best_C": [c for _, c in runs_k]}
+                res[pre + "kshot"] = ks
+        out[d] = res
+    return out
+
+
+def compare(spaces: Mapping[str, FeatureSplits], *, main: str, knn_k: Optional[int] = 20,
+            shots: Sequence[int] = (1, 2, 4, 8, 16), seeds: Sequence[int] = (0, 1, 2),
+            kshot_spaces: Optional[Sequence[str]] = None,
+            space_params: Optional[Mapping[str, Mapping[str, Any]]] = None,
+            zeroshot_acc1: Optional[float] = None, n_jobs: Optional[int] = 1,
+            progress: bool = False, **probe_params: Any) -> Dict[str, Any]:
+    """Linear probe, kNN probe and k-shot probes in several feature spaces of one dataset.
+
+    Args:
+        spaces: ``{name: FeatureSplits}``, e.g. ``{"trained": ..., "random_tower": ...,
+            "pixel_baseline": ...}``; every space is probed the same way.
+        main: the space whose figures carry no prefix (the model under study).
+        knn_k: neighbours of the kNN probe (None: no kNN).
+        shots, seeds: the k-shot probes (as :func:`kshot_evaluate`: C swept on the full
+            validation split, the final model fitted on the k-shot subset only); a k larger than
+            the smallest training class is left out and listed in ``kshot_skipped``.
+        kshot_spaces: spaces that get k-shot probes (default: all).
+        space_params: probe parameters for one space over ``probe_params`` (e.g. raw pixels
+            without L2 normalization).
+        zeroshot_acc1: the zero-shot top-1 on the same test split, recorded beside the probes.
+        n_jobs: processes for the independent fits (joblib; every fit is deterministic, so the
+            numbers do not depend on it). Keep 1 when the probes run on a GPU.
+        progress: a tqdm bar over the fits.
+        probe_params: :class:`LinearProbe` parameters for every space.
+
+    Returns:
+        A JSON-ready dict. For ``main``: ``acc1``, ``mean_per_class_recall``, ``best_C``,
+        ``sweep`` ([[C, val accuracy], ...]), ``knn_acc1``, ``kshot`` (``{"1": {"mean", "std",
+        "accs", "best_C"}, ...}``, std over seeds with ddof=1); the same for every other space
+        with ``<name>_`` in front (``random_tower_acc1``, ``pixel_baseline_acc1``, ...);
+        ``n_features`` / ``<name>_n_features``; and ``n_train``, ``n_val``, ``n_test``,
+        ``n_classes``, ``majority_acc1`` (a constant guess of the commonest test class),
+        ``zeroshot_acc1``.
+    """
+    zs = None if zeroshot_acc1 is None else {"_": zeroshot_acc1}
+    return compare_many({"_": spaces}, main=main, knn_k=knn_k, shots=shots, seeds=seeds,
+                        kshot_spaces=kshot_spaces, space_params=space_params, zeroshot_acc1=zs,
+                        n_jobs=n_jobs, progress=progress, **probe_params)["_"]
+
+
+#: Columns of :func:`comparison_table`: (result key, header).
+TABLE_COLUMNS = (("acc1", "linear probe"), ("knn_acc1", "kNN"), ("zeroshot_acc1", "zero-shot"),
+                 ("random_tower_acc1", "random tower (probe)"),
+                 ("pixel_baseline_acc1", "raw pixels (probe)"), ("majority_acc1", "majority"))
+
+
+def comparison_table(by_dataset: Mapping[str, Mapping[str, Any]],
+                     columns: Sequence[Tuple[str, str]] = TABLE_COLUMNS, digits: int = 1) -> str:
+    """A Markdown table of test top-1 accuracy (%): one row per dataset (:func:`compare`
+    results), one column per method; a method a dataset lacks shows as "-"."""
+    lines = ["| dataset | " + " | ".join(h for _, h in columns) + " |",
+             "|---|" + "---:|" * len(columns)]
+    for name, r in by_dataset.items():
+        cells = [f"{100 * r[k]:.{digits}f}" if k in r else "-" for k, _ in columns]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _space_label(result: Mapping[str, Any], prefix: str, label: str) -> str:
+    d = result.get(prefix + "n_features")
+    return f"{label} ({d}-d)" if d is not None else label
+
+
+def plot_sweep(ax, result: Mapping[str, Any], spaces: Mapping[str, str], *,
+               title: Optional[str] = None):
+    """Validation accuracy against C for each space of a :func:`compare` result.
+
+    ``spaces`` maps a result prefix (``""`` for the main space, ``"random_tower_"`` ...) to a
+    legend label. Each curve shows the C values the sweep evaluated; the chosen C is a filled
+    star (the sweep's argmax; ties go to the smaller C).
+    """
+    from .figures import PALETTE
+
+    for i, (prefix, label) in enumerate(spaces.items()):
+        if prefix + "sweep" not in result:
+            raise KeyError(f"plot_sweep: the result has no {prefix + 'sweep'!r}")
+        pts = np.asarray(result[prefix + "sweep"], dtype=float)
+        colour = PALETTE[i % len(PALETTE)]
+        ax.plot(pts[:, 0], 100 * pts[:, 1], "o-", ms=3, color=colour,
+                label=_space_label(result, prefix, label))
+        best = float(result[prefix + "best_C"])
+        acc = pts[np.argmin(np.abs(np.log(pts[:, 0]) - np.log(best))), 1]
+        ax.plot([best], [100 * acc], "*", ms=10, color=colour, markeredgecolor="black",
+                markeredgewidth=0.5, zorder=5)
+    ax.set_xscale("log")
+    ax.set_xlabel("inverse regularization C")
+    ax.set_ylabel("validation top-1 (%)")
+    ax.plot([], [], "*", ms=8, color="0.5", markeredgecolor="black", markeredgewidth=0.5,
+            label="chosen C")
+    ax.legend(loc="best")
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def plot_kshot(ax, result: Mapping[str, Any], spaces: Mapping[str, str], *,
+               title: Optional[str] = None, show_full: bool = True):
+    """Test accuracy against labelled examples per class (mean ± sample std over seeds).
+
+    ``spaces`` as in :func:`plot_sweep`. The zero-shot accuracy, when the result has one, is a
+    dashed horizontal line (what the text tower gives with no labelled image at all); with
+    ``show_full`` the main space's full-data probe is a dotted line.
+    """
+    from .figures import OKABE_ITO, PALETTE
+
+    shots_seen: List[int] = []
+    for i, (prefix, label) in enumerate(spaces.items()):
+        ks = result.get(prefix + "kshot")
+        if not ks:
+            continue
+        k = np.array(sorted(int(s) for s in ks))
+        mean = np.array([ks[str(s)]["mean"] for s in k])
+        std = np.array([ks[str(s)]["std"] for s in k])
+        ax.errorbar(k, 100 * mean, yerr=100 * std, fmt="o-", ms=3, capsize=2,
+                    color=PALETTE[i % len(PALETTE)], label=label)
+        shots_seen += k.tolist()
+    if "zeroshot_acc1" in result:
+        ax.axhline(100 * result["zeroshot_acc1"], color=OKABE_ITO["black"], ls="--", lw=1,
+                   label=f"zero-shot ({100 * result['zeroshot_acc1']:.1f}%)")
+    if show_full and "acc1" in result:
+        n = f" {result['n_train']}" if "n_train" in result else ""
+        ax.axhline(100 * result["acc1"], color=PALETTE[0], ls=":", lw=1,
+                   label=f"probe, all{n} training images")
+    if shots_seen:
+        ax.set_xscale("log", base=2)
+        ticks = sorted(set(shots_seen))
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+    ax.set_xlabel("labelled training images per class")
+    ax.set_ylabel("test top-1 (%)")
+    ax.set_ylim(0, 100)  # one scale for every dataset: the curves' distance to 100% is the point
+    ax.legend(loc="lower right")
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def plot_comparison(ax, by_dataset: Mapping[str, Mapping[str, Any]],
+                    columns: Sequence[Tuple[str, str]] = TABLE_COLUMNS[:-1], *,
+                    title: Optional[str] = None):
+    """Grouped bars of test top-1 (%): datasets along x, one bar per method a dataset has; the
+    majority-class rate of each dataset as a short black line (the floor)."""
+    from .figures import PALETTE
+
+    names = list(by_dataset)
+    width = 0.8 / max(len(columns), 1)
+    for j, (key, label) in enumerate(columns):
+        xs = [i + (j - (len(columns) - 1) / 2) * width for i, n in enumerate(names)
+              if key in by_dataset[n]]
+        ys = [100 * by_dataset[n][key] for n in names if key in by_dataset[n]]
+        if xs:
+            ax.bar(xs, ys, width=width, color=PALETTE[j % len(PALETTE)], label=label)
+    for i, n in enumerate(names):
+        if "majority_acc1" in by_dataset[n]:
+            m = 100 * by_dataset[n]["majority_acc1"]
+            ax.plot([i - 0.45, i + 0.45], [m, m], color="black", lw=1,
+                    label="majority class" if i == 0 else None)
+    ax.set_xticks(range(len(names)), names)
+    ax.set_xlabel("dataset")
+    ax.set_ylabel("test top-1 (%)")
+    ax.set_ylim(0, 100)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    if title:
+        ax.set_title(title)
+    return ax
