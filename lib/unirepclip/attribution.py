@@ -154,16 +154,8 @@ def _as_text(t: ArrayLike) -> torch.Tensor:
 # Attribution
 # ----------------------------------------------------------------------------------------------
 
-@contextlib.contextmanager
-def _eval_mode(module: nn.Module):
-    """Eval mode for the duration (BatchNorm must not mix images), each module's mode restored."""
-    modes = [(m, m.training) for m in module.modules()]
-    module.eval()
-    try:
-        yield
-    finally:
-        for m, mode in modes:
-            m.training = mode
+# Eval mode for the duration (BatchNorm must not mix images): the ERF module's helper.
+from .erf import _eval_mode  # noqa: E402
 
 
 def _trunk(model: nn.Module) -> nn.Module:
