@@ -45,7 +45,6 @@ Notebook helpers: :func:`encode_texts`, :func:`contrastive_prompts`, :func:`attr
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import warnings
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
