@@ -151,8 +151,9 @@ def test_objects_stay_inside_and_scale_with_image_size():
 
 
 def test_captions_name_the_labels():
-    s = SyntheticWorld(seed=4).render("train", 200)
-    lo, hi = 0.2, 0.4
+    world = SyntheticWorld(seed=4)
+    s = world.render("train", 200)
+    lo, hi = world.object_scale  # size words split the scale range in thirds
     for cap, sh, co, sw, pw, sc, bg in zip(s.captions, s.shape, s.colour, s.size_word,
                                             s.position_word, s.scale, s.background):
         assert f"{COLOURS[co]} {SHAPES[sh]}" in cap

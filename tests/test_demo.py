@@ -29,8 +29,13 @@ def test_shipped_checkpoint_reproduces_its_figures():
     figs = demo.evaluate(model, unirepclip.get_tokenizer(demo.MODEL_NAME), data_seed=r["data_seed"],
                          image_size=r["image_size"], object_scale=r["object_scale"],
                          test_size=r["test_size"], batch_size=r["eval_batch_size"])
+    # Captions repeat ("a red circle" many times), so retrieval scores hold exact ties whose
+    # order follows the CPU's GEMM kernel; another machine may move one or two items across
+    # a rank boundary. Allow 4 of the 2000 test items either way, and no more.
+    tol = 4 / meta["figures"]["test_size"]
+    assert figs["test_size"] == meta["figures"]["test_size"]
     for key, value in meta["figures"].items():
-        assert figs[key] == pytest.approx(value, abs=1e-12), key
+        assert figs[key] == pytest.approx(value, abs=tol), key
 
 
 @pytest.mark.xfail(strict=True, reason="the shipped recipe reaches 84.7% shape zero-shot, "
