@@ -18,3 +18,15 @@ def fixtures_dir() -> Path:
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def ci_reports(tmp_path_factory):
+    """Every real notebook run once on the `ci` profile (the demo checkpoint, counts shrunk):
+    ``(exit code, reports/ci folder)``. Shared by the schema, figure and browser tests."""
+    from unirepclip.__main__ import main
+
+    out = tmp_path_factory.mktemp("reports")
+    code = main(["run", "--profile", "ci", "--notebooks-dir", str(REPO / "notebooks"),
+                 "--output-dir", str(out), "--no-progress", "-q"])
+    return code, out / "ci"

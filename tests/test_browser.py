@@ -98,3 +98,19 @@ def test_index_and_reports_load_in_chromium(browser, report_dir):
         _check_page(browser, url)
         assert len(_images(browser)) >= 1, f"{url}: the figure output is missing"
         browser.save_screenshot(str(report_dir / (Path(url).stem + ".png")))
+
+
+def test_real_notebook_reports_load_in_chromium(browser, ci_reports):
+    """The five real notebooks on the ci profile: the index says ok for each, and every report's
+    images load."""
+    code, folder = ci_reports
+    assert code == 0
+    _check_page(browser, (folder / "index.html").as_uri())
+    statuses = browser.execute_script(
+        "return Array.from(document.querySelectorAll('span.status')).map(s => s.textContent);")
+    assert statuses == ["ok"] * 5, statuses
+    browser.save_screenshot(str(folder / "index.png"))
+    for page in sorted(folder.glob("[0-9][0-9]_*.html")):
+        _check_page(browser, page.as_uri())
+        assert len(_images(browser)) >= 2, f"{page.name}: figures are missing"
+        browser.save_screenshot(str(folder / f"{page.stem}.png"))

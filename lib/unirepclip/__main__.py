@@ -31,7 +31,8 @@ examples:
   python -m unirepclip run                              # demo profile, CPU, embedded checkpoint
   python -m unirepclip run --profile ci --only 02
   python -m unirepclip run --profile imagenet-l -p checkpoint=/data/ckpt.pt \\
-      -p imagenet_val_dir=/data/imagenet/val --hide-code
+      -p data_dir=/data/imagenet/val -p 02_zeroshot.captions_file=/data/coco.csv \\
+      -p 05_linear_probe.data_dir=/data/imagenet-probe --hide-code
   python -m unirepclip run --dry-run -p batch_size=16   # validate and show the parameters only
 """
 
