@@ -449,6 +449,9 @@ def test_comparison_towers_labels_keys_and_kernels():
                                      control_model_name="UniRepLKNet-Demo-SmallKernel",
                                      control_key="ctl", control=trained)
     assert with_control["ctl (trained)"] == ("ctl", trained)
+    # a trained control keeps its own initialization beside it, under its own key
+    assert with_control["ctl at init"][0] == "ctl.at_init"
+    assert kernels(with_control["ctl at init"][1]) == {3}
     assert list(comparison_towers("UniRepLKNet-Demo", "demo")) == ["demo at init",
                                                                    "demo at init, layer scale 1"]
     with pytest.raises(ValueError, match="control_key"):

@@ -6,11 +6,12 @@
 
 What the recipe does, and why:
 
-* the world: one object per 64 px image spanning 20-40% of the side (object size relative to the
+* the world: one object per 64 px image spanning 30-55% of the side (object size relative to the
   stride-4 stem is what decides whether shape can be learned at all at this scale), on varied
   backgrounds; captions from the training phrasings; test captions and zero-shot prompts come from
   held-out phrasings the model never saw;
-* the model: the registered ``UniRepLKNet-Demo`` config, large dilated kernels kept in stages 1-3;
+* the model: the registered ``UniRepLKNet-Demo`` config, large dilated kernels kept in stages 1-3
+  (``--model UniRepLKNet-Demo-SmallKernel`` trains the 3x3 control of notebook 03 the same way);
 * the loss: CLIP's symmetric InfoNCE (open_clip's ``ClipLoss``) with a learnable temperature;
 * the optimizer: AdamW, linear warm-up then cosine decay, no weight decay on norms, biases, layer
   scales and GRN parameters, a fixed number of steps (not a time budget) so that a rerun with the
@@ -36,13 +37,16 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 MODEL_NAME = "UniRepLKNet-Demo"
+CONTROL_MODEL_NAME = "UniRepLKNet-Demo-SmallKernel"  # same depth and width, 3x3 kernels: the ERF control
 WEIGHTS_DIR = Path(__file__).parent / "weights"
+_STEMS = {MODEL_NAME: "unireplknet_demo_clip", CONTROL_MODEL_NAME: "unireplknet_demo_small_kernel_clip"}
 DEMO_CHECKPOINT = WEIGHTS_DIR / "unireplknet_demo_clip.safetensors"
 DEMO_METADATA = WEIGHTS_DIR / "unireplknet_demo_clip.json"
 
 
 @dataclasses.dataclass
 class Recipe:
+    model: str = MODEL_NAME  # or CONTROL_MODEL_NAME: the same recipe trains the ERF control
     seed: int = 0
     data_seed: int = 0
     image_size: int = 64
@@ -60,17 +64,26 @@ class Recipe:
     eval_every: int = 0  # > 0: print zero-shot figures on 500 test images every N steps (monitoring only)
 
 
-def demo_checkpoint_path() -> Path:
-    """The shipped demo checkpoint (raises with a clear message if the package lacks it)."""
-    if not DEMO_CHECKPOINT.is_file():
+def checkpoint_name(model: str = MODEL_NAME) -> str:
+    """File name (``.safetensors``) of the demo recipe's checkpoint for ``model``."""
+    if model not in _STEMS:
+        raise ValueError(f"model={model!r}: the demo recipe trains {sorted(_STEMS)} only")
+    return _STEMS[model] + ".safetensors"
+
+
+def demo_checkpoint_path(model: str = MODEL_NAME) -> Path:
+    """A shipped checkpoint of the demo recipe (raises with a clear message if it is missing)."""
+    path = WEIGHTS_DIR / checkpoint_name(model)
+    if not path.is_file():
         raise FileNotFoundError(
-            f"the demo checkpoint {DEMO_CHECKPOINT} is missing from the package; train it with "
-            f"`python -m unirepclip.demo train --out {WEIGHTS_DIR}`")
-    return DEMO_CHECKPOINT
+            f"the demo checkpoint {path} is missing from the package; train it with "
+            f"`python -m unirepclip.demo train --model {model} --out {WEIGHTS_DIR}`")
+    return path
 
 
-def demo_metadata() -> Dict[str, Any]:
-    return json.loads(DEMO_METADATA.read_text())
+def demo_metadata(model: str = MODEL_NAME) -> Dict[str, Any]:
+    """The JSON stored beside a shipped checkpoint (recipe, data seed, figures, sha256)."""
+    return json.loads(demo_checkpoint_path(model).with_suffix(".json").read_text())
 
 
 def _normalize_uint8(images: np.ndarray) -> torch.Tensor:
@@ -158,9 +171,10 @@ def train(recipe: Recipe, out_dir: Optional[Path] = None, progress: bool = True,
                            seed=recipe.data_seed)
     data = world.render("train", n=recipe.train_size)
     images = torch.from_numpy(data.images)  # uint8, normalized per batch to save memory
-    tokenizer = get_tokenizer(MODEL_NAME)
+    checkpoint_name(recipe.model)  # an unknown model fails here, before any work
+    tokenizer = get_tokenizer(recipe.model)
     tokens = tokenizer(list(data.captions))
-    model = build_model(get_model_config(MODEL_NAME))
+    model = build_model(get_model_config(recipe.model))
     model.train()
     opt = torch.optim.AdamW(_param_groups(model, recipe.weight_decay), lr=recipe.lr,
                             betas=(0.9, 0.98), eps=1e-6)
@@ -201,7 +215,7 @@ def train(recipe: Recipe, out_dir: Optional[Path] = None, progress: bool = True,
     model.eval()
 
     meta: Dict[str, Any] = {
-        "model": MODEL_NAME,
+        "model": recipe.model,
         "recipe": dataclasses.asdict(recipe),
         "data_seed": recipe.data_seed,
         "package_version": __version__,
@@ -215,28 +229,29 @@ def train(recipe: Recipe, out_dir: Optional[Path] = None, progress: bool = True,
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        ckpt = out_dir / DEMO_CHECKPOINT.name
-        save_checkpoint(model, ckpt)
+        ckpt = out_dir / checkpoint_name(recipe.model)
+        save_checkpoint(model, ckpt, model_name=recipe.model)
         # figures on the weights as stored (fp16-rounded), so a reload reproduces them exactly
         from .factory import create_model
-        model = create_model(MODEL_NAME, pretrained=str(ckpt))
+        model = create_model(recipe.model, pretrained=str(ckpt))
         meta["sha256"] = __import__("unirepclip.checkpoint", fromlist=["x"]).file_sha256(ckpt)
     meta["figures"] = evaluate(model, tokenizer, data_seed=recipe.data_seed,
                                image_size=recipe.image_size, object_scale=recipe.object_scale,
                                test_size=recipe.test_size, batch_size=recipe.eval_batch_size)
     meta["total_wall_seconds"] = round(time.time() - t0, 1)
     if out_dir is not None:
-        (Path(out_dir) / DEMO_METADATA.name).write_text(json.dumps(meta, indent=2) + "\n")
+        (Path(out_dir) / checkpoint_name(recipe.model)).with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta
 
 
-def save_checkpoint(model: torch.nn.Module, path: Path, dtype=torch.float16) -> None:
+def save_checkpoint(model: torch.nn.Module, path: Path, dtype=torch.float16,
+                    model_name: str = MODEL_NAME) -> None:
     """open_clip layout, floating tensors in ``dtype``; atomic write."""
     from safetensors.torch import save_file
     sd = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous()
           for k, v in model.state_dict().items()}
     tmp = path.with_suffix(".tmp")
-    save_file(sd, str(tmp), metadata={"format": "pt", "model": MODEL_NAME})
+    save_file(sd, str(tmp), metadata={"format": "pt", "model": model_name})
     tmp.replace(path)
 
 
@@ -247,11 +262,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     t = sub.add_parser("train", help="run the training recipe")
     t.add_argument("--out", type=Path, required=True, help="output folder")
     for f in dataclasses.fields(Recipe):
-        if f.type in ("int", "float") or isinstance(f.default, (int, float)):
+        if isinstance(f.default, (int, float, str)):
             t.add_argument("--" + f.name.replace("_", "-"), type=type(f.default),
                            default=f.default)
     e = sub.add_parser("evaluate", help="measure a checkpoint's figures on the test split")
     e.add_argument("checkpoint", nargs="?", default=None)
+    e.add_argument("--model", default=MODEL_NAME, choices=sorted(_STEMS))
     e.add_argument("--test-size", type=int, default=Recipe.test_size)
     args = p.parse_args(argv)
     if args.cmd == "train":
@@ -262,9 +278,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"wall time {meta['total_wall_seconds']} s; wrote {args.out}")
         return 0
     from .factory import create_model, get_tokenizer
-    ckpt = args.checkpoint or str(demo_checkpoint_path())
-    model = create_model(MODEL_NAME, pretrained=ckpt)
-    print(json.dumps(evaluate(model, get_tokenizer(MODEL_NAME), test_size=args.test_size),
+    ckpt = args.checkpoint or str(demo_checkpoint_path(args.model))
+    model = create_model(args.model, pretrained=ckpt)
+    print(json.dumps(evaluate(model, get_tokenizer(args.model), test_size=args.test_size),
                      indent=2))
     return 0
 

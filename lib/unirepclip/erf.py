@@ -140,17 +140,8 @@ def stage_feature_fn(trunk: nn.Module, stage: int) -> StageFeatures:
 
 def _iter_batches(images, batch_size: int) -> Iterator[torch.Tensor]:
     """(B, C, H, W) batches from an array, or an iterable of tensors or (images, ...) tuples."""
-    if isinstance(images, np.ndarray):
-        images = torch.from_numpy(images)
-    if isinstance(images, torch.Tensor):
-        if images.dim() == 3:
-            images = images.unsqueeze(0)
-        if images.dim() != 4:
-            raise ValueError(f"compute_erf: images must have shape (N, C, H, W), got "
-                             f"{tuple(images.shape)}")
-        for i in range(0, images.shape[0], batch_size):
-            yield images[i:i + batch_size]
-        return
+    if isinstance(images, (np.ndarray, torch.Tensor)):
+        images = [images]  # one block, split below like any other
     for item in images:
         if isinstance(item, (tuple, list)):
             item = item[0]  # a DataLoader's (images, labels)
@@ -161,7 +152,7 @@ def _iter_batches(images, batch_size: int) -> Iterator[torch.Tensor]:
         if item.dim() == 3:
             item = item.unsqueeze(0)
         if item.dim() != 4:
-            raise ValueError(f"compute_erf: each image batch must have shape (N, C, H, W), got "
+            raise ValueError(f"compute_erf: images must have shape (N, C, H, W), got "
                              f"{tuple(item.shape)}")
         for i in range(0, item.shape[0], batch_size):
             yield item[i:i + batch_size]
@@ -462,7 +453,8 @@ def comparison_towers(model_name: str, model_key: str, *, control_model_name: st
     In order: the model at initialization (``<model_key>.at_init``), the same with every layer
     scale set to 1 (``<model_key>.at_init_layer_scale_1``: the residual branches switched on);
     when ``control_model_name`` is given, the control, trained when ``control`` (a loaded model)
-    is given and else at initialization (results key ``control_key``), and the control at
+    is given (results key ``control_key``, then ``<control_key>.at_init`` for its initialization)
+    and else at initialization (results key ``control_key``), and the control at
     initialization with layer scale 1. All initializations use ``seed``
     (see :func:`initialized_trunk`).
     """
@@ -479,6 +471,8 @@ def comparison_towers(model_name: str, model_key: str, *, control_model_name: st
             raise ValueError("comparison_towers: control_model_name given without control_key")
         if control is not None:
             towers[f"{control_key} (trained)"] = (control_key, control)
+            towers[f"{control_key} at init"] = (f"{control_key}.at_init",
+                                                init(control_model_name, None))
         else:
             towers[f"{control_key} at init"] = (control_key, init(control_model_name, None))
         towers[f"{control_key} at init, layer scale 1"] = (

@@ -25,6 +25,7 @@ ArrayLike = Union[np.ndarray, "torch.Tensor", Sequence]  # noqa: F821
 
 __all__ = [
     "to_numpy",
+    "check_features",
     "ranks_of_first_positive",
     "topk_accuracy",
     "confusion_matrix",
@@ -46,6 +47,28 @@ def to_numpy(x: ArrayLike, name: str = "array") -> np.ndarray:
         return np.asarray(x)
     except Exception as e:  # pragma: no cover - the message is the point
         raise TypeError(f"{name}: cannot convert {type(x).__name__} to an array ({e})") from e
+
+
+def check_features(x: ArrayLike, name: str = "features", normalize: bool = False) -> np.ndarray:
+    """``x`` as a finite 2-D float matrix (rows are items; float32 stays float32, anything else
+    becomes float64), L2-normalized per row when ``normalize``. Errors name ``name``."""
+    f = to_numpy(x, name)
+    if f.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (items x features), got shape {f.shape}")
+    if f.shape[0] == 0:
+        raise ValueError(f"{name} has no rows")
+    if not np.issubdtype(f.dtype, np.number):
+        raise TypeError(f"{name} must be numeric, got dtype {f.dtype}")
+    f = f.astype(np.float32 if f.dtype == np.float32 else np.float64, copy=False)
+    if not np.isfinite(f).all():
+        raise ValueError(f"{name} contains NaN or inf")
+    if normalize:
+        norm = np.linalg.norm(f, axis=1, keepdims=True)
+        if (norm == 0).any():
+            raise ValueError(f"{name}: row {int(np.flatnonzero(norm[:, 0] == 0)[0])} is all "
+                             "zeros and cannot be L2-normalized")
+        f = f / norm
+    return f
 
 
 def _scores_2d(scores: ArrayLike, name: str) -> np.ndarray:

@@ -54,7 +54,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from tqdm.auto import tqdm
 
-from .metrics import ArrayLike, mean_per_class_recall, to_numpy
+from .metrics import ArrayLike, check_features, mean_per_class_recall, to_numpy
 
 __all__ = [
     "TORCH_SIZE_THRESHOLD", "SWEEP_RANGE", "SWEEP_STEPS_PER_DECADE",
@@ -137,23 +137,7 @@ def clip_sweep(score: Callable[[float], float], *, progress: bool = False
 # ---------------------------------------------------------------------------------------------
 
 def _as_features(X: ArrayLike, name: str, normalize: bool = False) -> np.ndarray:
-    x = to_numpy(X, name)
-    if x.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (samples x features), got shape {x.shape}")
-    if x.shape[0] == 0:
-        raise ValueError(f"{name} has no samples")
-    if not np.issubdtype(x.dtype, np.number):
-        raise TypeError(f"{name} must be numeric, got dtype {x.dtype}")
-    x = x.astype(np.float32 if x.dtype == np.float32 else np.float64, copy=False)
-    if not np.isfinite(x).all():
-        raise ValueError(f"{name} contains NaN or inf")
-    if normalize:
-        norm = np.linalg.norm(x, axis=1, keepdims=True)
-        if (norm == 0).any():
-            raise ValueError(f"{name}: row {int(np.flatnonzero(norm[:, 0] == 0)[0])} is all "
-                             "zeros and cannot be L2-normalized")
-        x = x / norm
-    return x
+    return check_features(X, name, normalize)
 
 
 def _as_labels(y: ArrayLike, name: str, n: int) -> np.ndarray:

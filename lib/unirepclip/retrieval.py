@@ -12,25 +12,9 @@ from typing import Dict, Iterable
 
 import numpy as np
 
-from .metrics import ArrayLike, recall_at_k, to_numpy
+from .metrics import ArrayLike, check_features, recall_at_k, to_numpy
 
 __all__ = ["positives_mask", "similarity", "evaluate"]
-
-
-def _features(x: ArrayLike, name: str, normalize: bool) -> np.ndarray:
-    f = to_numpy(x, name)
-    if f.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (items x dim), got shape {f.shape}")
-    f = f.astype(np.float32 if f.dtype == np.float32 else np.float64, copy=False)
-    if not np.isfinite(f).all():
-        raise ValueError(f"{name} contains NaN or inf")
-    if normalize:
-        norm = np.linalg.norm(f, axis=1, keepdims=True)
-        if (norm == 0).any():
-            raise ValueError(f"{name}: row {int(np.flatnonzero(norm[:, 0] == 0)[0])} is all "
-                             "zeros and cannot be normalized")
-        f = f / norm
-    return f
 
 
 def positives_mask(text_to_image: ArrayLike, num_images: int) -> np.ndarray:
@@ -58,8 +42,8 @@ def positives_mask(text_to_image: ArrayLike, num_images: int) -> np.ndarray:
 def similarity(image_features: ArrayLike, text_features: ArrayLike, normalize: bool = True
                ) -> np.ndarray:
     """(num_images, num_texts) cosine similarities (dot products if ``normalize=False``)."""
-    img = _features(image_features, "image_features", normalize)
-    txt = _features(text_features, "text_features", normalize)
+    img = check_features(image_features, "image_features", normalize)
+    txt = check_features(text_features, "text_features", normalize)
     if img.shape[1] != txt.shape[1]:
         raise ValueError(f"image_features have dim {img.shape[1]}, text_features dim "
                          f"{txt.shape[1]}")

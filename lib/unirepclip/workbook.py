@@ -37,13 +37,15 @@ def resolve_device(device: str = "auto") -> torch.device:
     return dev
 
 
-def resolve_checkpoint(checkpoint: Optional[str]) -> Optional[str]:
-    """``"demo"`` -> the shipped demo checkpoint; ``""``/None -> None (random weights)."""
+def resolve_checkpoint(checkpoint: Optional[str], model_name: Optional[str] = None) -> Optional[str]:
+    """``"demo"`` -> the shipped checkpoint of the demo recipe for ``model_name`` (the demo CLIP
+    when ``model_name`` is None; its 3x3 control for ``UniRepLKNet-Demo-SmallKernel``);
+    ``""``/None -> None (random weights); else a path (checked) or ``hf-hub:...``."""
     if checkpoint in (None, "", "none", "random"):
         return None
     if checkpoint == "demo":
-        from .demo import demo_checkpoint_path
-        return str(demo_checkpoint_path())
+        from .demo import MODEL_NAME, demo_checkpoint_path
+        return str(demo_checkpoint_path(model_name or MODEL_NAME))
     if not str(checkpoint).startswith("hf-hub:") and not Path(checkpoint).exists():
         raise FileNotFoundError(f"checkpoint={checkpoint!r}: no such file")
     return str(checkpoint)
@@ -84,7 +86,7 @@ def load(model_name: str, checkpoint: Optional[str] = "demo", *, device: str = "
     from .factory import create_model_and_transforms, get_tokenizer
 
     dev = resolve_device(device)
-    ckpt = resolve_checkpoint(checkpoint)
+    ckpt = resolve_checkpoint(checkpoint, str(model_name))
     model, pre_train, pre_val = create_model_and_transforms(
         model_name, pretrained=ckpt, device=dev, force_image_size=force_image_size,
         deploy=deploy)
