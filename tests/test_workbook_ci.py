@@ -4,6 +4,7 @@ the numbers are those of a trained model (far from chance, above its own random-
 baselines), and every figure exists in the three formats a paper needs."""
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -108,3 +109,20 @@ def test_every_figure_in_png_pdf_and_svg(run):
             f = figures / f"{stem}.{ext}"
             assert f.is_file() and f.stat().st_size > 1000, f
     assert (figures / f"{sorted(stems)[0]}.pdf").read_bytes()[:5] == b"%PDF-"
+
+
+def test_a_rerun_with_the_same_seed_gives_the_same_numbers(run, tmp_path):
+    import shutil
+
+    from unirepclip.__main__ import main
+
+    REPO = Path(__file__).resolve().parents[1]
+    folder, _, first = run
+    shutil.copytree(folder, tmp_path / "ci")
+    code = main(["run", "--profile", "ci", "--only", "02", "--notebooks-dir", str(REPO / "notebooks"),
+                 "--output-dir", str(tmp_path), "--no-progress", "-q"])
+    assert code == 0
+    again = json.loads((tmp_path / "ci" / "results.json").read_text())
+    assert again["zeroshot"] == first["zeroshot"]
+    assert again["retrieval"] == first["retrieval"]
+    assert again["probe"] == first["probe"]  # kept from the first run (--only 02)
