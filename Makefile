@@ -14,7 +14,7 @@ help:
 	@echo "make test      run the test suite (slow checks excluded; make test-all runs them too)"
 	@echo "make lab       open the notebooks in JupyterLab with the project's kernel"
 	@echo "make bench     run the CPU benchmarks"
-	@echo "make train-demo  retrain the shipped demo checkpoint (about 20 minutes on 2 cores)"
+	@echo "make train-demo  retrain the shipped demo checkpoint (about 55 minutes on 2 cores)"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)

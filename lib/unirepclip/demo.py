@@ -51,17 +51,17 @@ class Recipe:
     data_seed: int = 0
     image_size: int = 64
     object_scale: tuple = (0.3, 0.55)
-    train_size: int = 24000
+    train_size: int = 48000
     test_size: int = 2000
-    steps: int = 3000
+    steps: int = 6000
     batch_size: int = 64
-    lr: float = 1e-3
+    lr: float = 1.5e-3
     weight_decay: float = 0.05
     warmup_steps: int = 200
     min_lr_ratio: float = 0.02
     threads: int = 1  # one thread: no OpenMP barrier stalls when the cores are shared
     eval_batch_size: int = 250
-    eval_every: int = 0  # > 0: print zero-shot figures on 500 test images every N steps (monitoring only)
+    eval_every: int = 1000  # > 0: print zero-shot figures on 500 test images every N steps (monitoring only)
 
 
 def checkpoint_name(model: str = MODEL_NAME) -> str:
@@ -200,7 +200,7 @@ def train(recipe: Recipe, out_dir: Optional[Path] = None, progress: bool = True,
         opt.step()
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         if step % log_every == 0 or step == recipe.steps - 1:
             bar.set_postfix(loss=f"{np.mean(losses[-log_every:]):.3f}")
         if recipe.eval_every and (step + 1) % recipe.eval_every == 0:
