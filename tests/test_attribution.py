@@ -343,6 +343,24 @@ def test_attribution_records_and_table():
     assert "rank corr" not in metrics_table(metrics)
 
 
+def test_undefined_figures_are_recorded_as_null():
+    """A random tower can give no positive attribution at all on an image (seen with occlusion
+    on a random full-size L): the mass share is then undefined, and results.json gets null."""
+    from unirepclip import results
+    attrs = -np.ones((2, 8, 8))
+    masks = np.zeros((2, 8, 8), bool)
+    masks[:, 2:5, 2:5] = True
+    m = mask_metrics(attrs, masks)
+    assert np.isnan(m["mass_in_mask"]) and m["n_no_positive_mass"] == 2
+    rec = attribution_records({"occlusion": m}, {"occlusion": {
+        "steps": ["head"], "rank_corr": [float("nan")], "final": float("nan"), "insensitive": False}})
+    assert rec["attribution.occlusion.mass_in_mask"] is None
+    assert rec["attribution.occlusion.n_no_positive_mass"] == 2
+    assert rec["attribution.occlusion.randomization_rank_corr"] is None
+    assert rec["attribution.occlusion.randomization_curve"] == {"head": None}
+    assert results.to_jsonable(rec)["attribution.occlusion.mass_in_mask"] is None
+
+
 def test_attribution_figures():
     import matplotlib
     matplotlib.use("Agg")

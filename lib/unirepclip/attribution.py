@@ -725,15 +725,23 @@ def attribution_records(metrics: Mapping[str, Mapping[str, float]],
     """Flat results for ``unirepclip.results.record_many``: per method ``mass_in_mask``,
     ``pointing_game``, ``chance`` and, from :func:`cascading_randomization`,
     ``randomization_rank_corr`` (the end of the cascade), ``randomization_curve`` and
-    ``insensitive``."""
+    ``insensitive``. An undefined figure (NaN) is recorded as None (JSON null)."""
+    def value(x) -> Optional[float]:
+        # undefined (NaN) becomes null: e.g. mass in mask when no image had positive
+        # attribution (a random tower can do that), a rank correlation of a constant map
+        x = float(x)
+        return x if np.isfinite(x) else None
+
     out: Dict[str, Any] = {}
     for method, m in metrics.items():
         for k in ("mass_in_mask", "pointing_game", "chance"):
-            out[f"{prefix}.{method}.{k}"] = float(m[k])
+            out[f"{prefix}.{method}.{k}"] = value(m[k])
+        if "n_no_positive_mass" in m:
+            out[f"{prefix}.{method}.n_no_positive_mass"] = int(m["n_no_positive_mass"])
     for method, c in (cascades or {}).items():
-        out[f"{prefix}.{method}.randomization_rank_corr"] = float(c["final"])
+        out[f"{prefix}.{method}.randomization_rank_corr"] = value(c["final"])
         out[f"{prefix}.{method}.randomization_curve"] = dict(zip(c["steps"],
-                                                                 map(float, c["rank_corr"])))
+                                                                 map(value, c["rank_corr"])))
         out[f"{prefix}.{method}.insensitive"] = bool(c["insensitive"])
     return out
 
