@@ -115,3 +115,21 @@ def test_classification_report_bundle():
 def test_bad_input_names_the_parameter(call, match):
     with pytest.raises((ValueError, TypeError), match=match):
         call()
+
+
+def test_mcnemar_exact_against_hand_computed_binomials():
+    from unirepclip.metrics import mcnemar_exact
+    # 8 items only A got right, 2 only B, 5 both, 3 neither:
+    # p = 2 * P(X <= 2 | n = 10, 1/2) = 2 * (1 + 10 + 45) / 1024
+    a = [1] * 8 + [0] * 2 + [1] * 5 + [0] * 3
+    b = [0] * 8 + [1] * 2 + [1] * 5 + [0] * 3
+    t = mcnemar_exact(np.array(a, bool), np.array(b, bool))
+    assert (t["a_only"], t["b_only"]) == (8, 2)
+    assert t["p_value"] == pytest.approx(112 / 1024, rel=1e-12)
+    assert mcnemar_exact(b, a)["p_value"] == pytest.approx(112 / 1024, rel=1e-12)
+    # no discordant item: no evidence either way
+    assert mcnemar_exact([1, 0, 1], [1, 0, 1]) == {"a_only": 0, "b_only": 0, "p_value": 1.0}
+    # 10 to 0: p = 2 / 1024
+    assert mcnemar_exact([1] * 10, [0] * 10)["p_value"] == pytest.approx(2 / 1024, rel=1e-12)
+    with pytest.raises(ValueError, match="same test items"):
+        mcnemar_exact([1, 0], [1, 0, 1])

@@ -387,6 +387,13 @@ def test_compare_separable_vs_noise_and_the_result_layout():
     assert len(r["kshot"]["4"]["accs"]) == 2 and r["kshot"]["4"]["mean"] == 1.0
     assert [c for c, _ in r["sweep"]] == [1e-2, 1.0, 1e2] and r["best_C"] in (1e-2, 1.0, 1e2)
     assert r["pixel_baseline_n_features"] == 6
+    # the paired test on the same 60 test items: acc 1.0 vs < 0.7 is at least 18 items to none
+    t = r["random_tower_paired_test"]
+    assert t["baseline_only"] == 0 and t["main_only"] == round(60 * (1 - r["random_tower_acc1"]))
+    assert t["p_value"] == pytest.approx(2 * 0.5 ** t["main_only"], rel=1e-9)
+    assert "paired_test" not in r and "test_correct" not in r
+    table = probe.paired_tests_table({"toy": r}).splitlines()
+    assert len(table) == 4 and table[2].startswith("| toy | random tower | ")
     json.dumps(r, allow_nan=False)  # JSON-ready as it is
     only = probe.compare({"trained": good, "pixels": noise}, main="trained", shots=(), knn_k=None,
                          C=1.0)

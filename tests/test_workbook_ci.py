@@ -85,6 +85,8 @@ def test_numbers_are_those_of_the_trained_model(run):
     # the trained tower beats its own architecture at random init and the raw pixels
     assert _get(r, "probe.synthetic.acc1") > _get(r, "probe.synthetic.random_tower_acc1") + 0.3
     assert _get(r, "probe.synthetic.acc1") > _get(r, "probe.synthetic.pixel_baseline_acc1") + 0.3
+    # ... and the paired test on the same test images says it is no accident
+    assert _get(r, "probe.synthetic.random_tower_paired_test.p_value") < 1e-6
     # IG puts most of its mass on the object; the mask covers a small share of the image
     assert _get(r, "attribution.integrated_gradients.mass_in_mask") > \
         2 * _get(r, "attribution.integrated_gradients.chance")

@@ -54,7 +54,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from tqdm.auto import tqdm
 
-from .metrics import ArrayLike, check_features, mean_per_class_recall, to_numpy
+from .metrics import ArrayLike, check_features, mcnemar_exact, mean_per_class_recall, to_numpy
 
 __all__ = [
     "TORCH_SIZE_THRESHOLD", "SWEEP_RANGE", "SWEEP_STEPS_PER_DECADE",
@@ -62,7 +62,7 @@ __all__ = [
     "pixel_features", "evaluate",
     "PROBE_DATASETS", "FEATURE_KINDS", "FeatureSplits", "feature_matrix", "ProbeDataset",
     "probe_dataset", "pixel_matrix", "pixel_splits", "start_workers", "compare", "compare_many",
-    "TABLE_COLUMNS", "comparison_table",
+    "TABLE_COLUMNS", "comparison_table", "paired_tests_table",
     "plot_sweep", "plot_kshot", "plot_comparison",
 ]
 
@@ -599,8 +599,9 @@ def evaluate(X_train: ArrayLike, y_train: ArrayLike, X_val: ArrayLike, y_val: Ar
     """The linear probe (CLIP protocol) and the kNN probe in one call.
 
     Returns a dict: ``acc1``, ``mean_per_class_recall`` (linear probe on test), ``best_C``,
-    ``sweep`` (list of (C, val accuracy)), ``backend``, ``knn_acc1`` (kNN fitted on train + val,
-    the same data as the final linear model; absent when ``knn_k`` is None).
+    ``sweep`` (list of (C, val accuracy)), ``backend``, ``test_correct`` (per test item: was the
+    linear probe right; for :func:`unirepclip.metrics.mcnemar_exact`), ``knn_acc1`` (kNN fitted
+    on train + val, the same data as the final linear model; absent when ``knn_k`` is None).
     """
     probe = LinearProbe(**probe_params).fit(X_train, y_train, X_val, y_val)
     y_te = _as_labels(y_test, "y_test", len(to_numpy(X_test, "X_test")))
@@ -609,6 +610,7 @@ def evaluate(X_train: ArrayLike, y_train: ArrayLike, X_val: ArrayLike, y_val: Ar
     enc_pred = _encode(pred, probe.classes_, "predictions")
     out: Dict[str, Any] = {
         "acc1": float(np.mean(pred == y_te)),
+        "test_correct": np.asarray(pred == y_te),  # per test item, for paired tests
         "mean_per_class_recall": mean_per_class_recall(enc_true, enc_pred, len(probe.classes_)),
         "best_C": probe.best_C_,
         "sweep": probe.sweep_,
@@ -991,6 +993,11 @@ def compare_many(datasets: Mapping[str, Mapping[str, FeatureSplits]], *, main: s
             res[pre + "n_features"] = int(np.shape(data.X_train)[1])
             if knn_k is not None:
                 res[pre + "knn_acc1"] = r["knn_acc1"]
+            if name != main:  # paired on the same test items: is the difference evidence?
+                t = mcnemar_exact(done[(d, "full", main, None, None)]["test_correct"],
+                                  r["test_correct"])
+                res[pre + "paired_test"] = {"main_only": t["a_only"], "baseline_only": t["b_only"],
+                                            "p_value": t["p_value"]}
             if feasible and name in kshot_names:
                 ks: Dict[str, Any] = {}
                 for k in feasible:
@@ -1059,6 +1066,23 @@ def comparison_table(by_dataset: Mapping[str, Mapping[str, Any]],
     for name, r in by_dataset.items():
         cells = [f"{100 * r[k]:.{digits}f}" if k in r else "-" for k, _ in columns]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def paired_tests_table(by_dataset: Mapping[str, Mapping[str, Any]],
+                       baselines: Mapping[str, str] = (("random_tower_", "random tower"),
+                                                       ("pixel_baseline_", "raw pixels"))) -> str:
+    """A Markdown table of McNemar's exact test, the main space's linear probe against each
+    baseline on the same test items: items only the main probe got right, items only the
+    baseline got right, the two-sided p-value. Rows a result lacks are left out."""
+    lines = ["| dataset | baseline | right only with the trained tower | right only with the "
+             "baseline | p (McNemar, exact) |", "|---|---|---:|---:|---:|"]
+    for name, r in by_dataset.items():
+        for prefix, label in dict(baselines).items():
+            t = r.get(prefix + "paired_test")
+            if t is not None:
+                lines.append(f"| {name} | {label} | {t['main_only']} | {t['baseline_only']} | "
+                             f"{t['p_value']:.2g} |")
     return "\n".join(lines)
 
 
