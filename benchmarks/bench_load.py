@@ -109,7 +109,8 @@ def main(argv=None):
                 r = json.loads(out.stdout.strip().splitlines()[-1])
                 r.update(format=fmt, method=how, file_size=size)
                 results.append(r)
-                print(f"{fmt:<12} {how:<11} load {r['load_s']:5.1f} s (+ first forward {r['total_s']:5.1f} s)  peak RSS "
+                print(f"{fmt:<12} {how:<11} load {r['load_s']:5.1f} s "
+                      f"(+ first forward {r['total_s']:5.1f} s)  peak RSS "
                       f"{r['peak_rss'] / 1e9:5.2f} GB = x{r['peak_rss'] / size:.2f} the file; "
                       f"above the {r['base_rss'] / 1e9:.2f} GB of the bare process: "
                       f"x{(r['peak_rss'] - r['base_rss']) / size:.2f} the file", flush=True)

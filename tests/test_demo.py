@@ -2,7 +2,6 @@
 import json
 
 import pytest
-import torch
 
 import unirepclip
 from unirepclip import demo

@@ -55,6 +55,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .features import eval_mode
+
 __all__ = [
     "METHODS",
     "SimilarityForward",
@@ -152,9 +154,6 @@ def _as_text(t: ArrayLike) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------
 # Attribution
 # ----------------------------------------------------------------------------------------------
-
-# Eval mode for the duration (BatchNorm must not mix images): the ERF module's helper.
-from .erf import _eval_mode  # noqa: E402
 
 
 def _trunk(model: nn.Module) -> nn.Module:
@@ -290,7 +289,7 @@ def attribute(
     out = np.empty((n, h, w), dtype=np.float32)
     # SmoothGrad draws from the global RNG: fork it so the caller's stream is untouched.
     devices = [dev] if dev.type == "cuda" else []
-    with _eval_mode(model), torch.random.fork_rng(devices=devices):
+    with eval_mode(model), torch.random.fork_rng(devices=devices):
         torch.manual_seed(random_state)
         starts = range(0, n, int(batch_size))
         for start in tqdm(starts, desc=f"attribution {method}", disable=not progress):
@@ -616,7 +615,7 @@ def completeness_error(model: nn.Module, images: ArrayLike, text_embeddings: Arr
     dev = torch.device(device) if device is not None else param.device
     text = _as_text(text_embeddings).expand(n, -1).to(dev)
     forward = SimilarityForward(model)
-    with _eval_mode(model):
+    with eval_mode(model):
         xs = x.to(dev)
         base = _baseline_for(baseline, xs, 0)
         gap = (forward(xs, text) - forward(base, text)).double().cpu().numpy()
@@ -663,7 +662,7 @@ def encode_texts(model: nn.Module, tokenizer, texts: Sequence[str], *,
     if isinstance(texts, str) or not len(texts):
         raise ValueError("encode_texts: texts must be a non-empty sequence of strings")
     dev = torch.device(device) if device is not None else next(model.parameters()).device
-    with _eval_mode(model):
+    with eval_mode(model):
         return model.encode_text(tokenizer(list(texts)).to(dev), normalize=True).float()
 
 

@@ -33,15 +33,15 @@ from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 MODEL_NAME = "UniRepLKNet-Demo"
 CONTROL_MODEL_NAME = "UniRepLKNet-Demo-SmallKernel"  # same depth and width, 3x3 kernels: the ERF control
 WEIGHTS_DIR = Path(__file__).parent / "weights"
+# file stems of the recipe's checkpoints: <stem>.safetensors, with <stem>.json beside it
 _STEMS = {MODEL_NAME: "unireplknet_demo_clip", CONTROL_MODEL_NAME: "unireplknet_demo_small_kernel_clip"}
-DEMO_CHECKPOINT = WEIGHTS_DIR / "unireplknet_demo_clip.safetensors"
-DEMO_METADATA = WEIGHTS_DIR / "unireplknet_demo_clip.json"
+DEMO_CHECKPOINT = WEIGHTS_DIR / f"{_STEMS[MODEL_NAME]}.safetensors"
+DEMO_METADATA = DEMO_CHECKPOINT.with_suffix(".json")
 
 
 @dataclasses.dataclass
@@ -240,7 +240,7 @@ def train(recipe: Recipe, out_dir: Optional[Path] = None, progress: bool = True,
                                test_size=recipe.test_size, batch_size=recipe.eval_batch_size)
     meta["total_wall_seconds"] = round(time.time() - t0, 1)
     if out_dir is not None:
-        (Path(out_dir) / checkpoint_name(recipe.model)).with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
+        ckpt.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta
 
 

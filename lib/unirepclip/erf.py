@@ -44,6 +44,8 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
+from .features import eval_mode
+
 __all__ = [
     "compute_erf",
     "stage_feature_fn",
@@ -158,18 +160,6 @@ def _iter_batches(images, batch_size: int) -> Iterator[torch.Tensor]:
             yield item[i:i + batch_size]
 
 
-@contextlib.contextmanager
-def _eval_mode(module: nn.Module) -> Iterator[None]:
-    """Put ``module`` (and all children) in eval mode, restoring each one's mode afterwards."""
-    modes = [(m, m.training) for m in module.modules()]
-    module.eval()
-    try:
-        yield
-    finally:
-        for m, mode in modes:
-            m.training = mode
-
-
 def _module_device(fn) -> Optional[torch.device]:
     if isinstance(fn, nn.Module):
         p = next(fn.parameters(), None)
@@ -231,7 +221,7 @@ def compute_erf(
 
     acc: Optional[torch.Tensor] = None
     n_used = n_nan = n_seen = 0
-    ctx = _eval_mode(feature_fn) if isinstance(feature_fn, nn.Module) else contextlib.nullcontext()
+    ctx = eval_mode(feature_fn) if isinstance(feature_fn, nn.Module) else contextlib.nullcontext()
     bar = tqdm(total=total, desc="ERF", unit="img", disable=not progress)
     with ctx, bar:
         for batch in _iter_batches(images, int(batch_size)):

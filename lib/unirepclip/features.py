@@ -46,7 +46,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 __all__ = ["FeatureSet", "FeatureCache", "extract_image_features", "extract_text_features",
            "model_identity", "image_feature_key", "text_feature_key", "resolve_image_transform",
-           "PRECISIONS"]
+           "eval_mode", "PRECISIONS"]
 
 _logger = logging.getLogger(__name__)
 
@@ -344,13 +344,16 @@ def _check_device(model: nn.Module, device: torch.device) -> None:
 
 
 @contextlib.contextmanager
-def _eval_mode(model: nn.Module):
-    was = model.training
-    model.eval()
+def eval_mode(module: nn.Module) -> Iterator[None]:
+    """Put ``module`` (and all children) in eval mode, restoring each one's own mode afterwards
+    (BatchNorm must not mix the images of a batch; a caller's half-frozen model stays so)."""
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
     try:
         yield
     finally:
-        model.train(was)
+        for m, mode in modes:
+            m.training = mode
 
 
 @contextlib.contextmanager
@@ -484,7 +487,7 @@ def extract_image_features(model: nn.Module, dataset: Any, *, transform: Optiona
     pre_module = _image_pre_projection_module(model)
     from tqdm.auto import tqdm
 
-    with _eval_mode(model):
+    with eval_mode(model):
         for idx, x, targets, bad in tqdm(loader, desc="image features", disable=not progress,
                                          unit="batch"):
             skipped += [(u.path, u.reason) for _, u in bad]
@@ -563,7 +566,7 @@ def extract_text_features(model: nn.Module, tokenizer: Callable, texts: Sequence
     embs, pres = [], []
     from tqdm.auto import tqdm
 
-    with _eval_mode(model):
+    with eval_mode(model):
         for start in tqdm(range(0, len(texts), batch_size), desc="text features",
                           disable=not progress, unit="batch"):
             tokens = tokenizer(texts[start:start + batch_size]).to(device)

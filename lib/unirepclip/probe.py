@@ -1070,15 +1070,16 @@ def comparison_table(by_dataset: Mapping[str, Mapping[str, Any]],
 
 
 def paired_tests_table(by_dataset: Mapping[str, Mapping[str, Any]],
-                       baselines: Mapping[str, str] = (("random_tower_", "random tower"),
-                                                       ("pixel_baseline_", "raw pixels"))) -> str:
+                       baselines: Sequence[Tuple[str, str]] = (("random_tower_", "random tower"),
+                                                               ("pixel_baseline_", "raw pixels"))
+                       ) -> str:
     """A Markdown table of McNemar's exact test, the main space's linear probe against each
     baseline on the same test items: items only the main probe got right, items only the
     baseline got right, the two-sided p-value. Rows a result lacks are left out."""
     lines = ["| dataset | baseline | right only with the trained tower | right only with the "
              "baseline | p (McNemar, exact) |", "|---|---|---:|---:|---:|"]
     for name, r in by_dataset.items():
-        for prefix, label in dict(baselines).items():
+        for prefix, label in baselines:
             t = r.get(prefix + "paired_test")
             if t is not None:
                 lines.append(f"| {name} | {label} | {t['main_only']} | {t['baseline_only']} | "
