@@ -41,7 +41,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_all.py
 
 train-demo: $(STAMP)
-	$(PY) -m unirepclip.demo train --out lib/unirepclip/weights
+	$(PY) -m unirepclip train-demo --out lib/unirepclip/models/weights
 
 clean:
 	rm -rf reports/*/ .pytest_cache

@@ -28,8 +28,8 @@ import numpy as np
 import torch
 
 import unirepclip
-import unirepclip.demo
-from unirepclip.factory import build_model, get_model_config
+import unirepclip.training.demo
+from unirepclip.models.factory import build_model, get_model_config
 
 KNOWN_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0}
 
@@ -116,7 +116,7 @@ def bench_model(key, args, device, peak):
     if args.checkpoint and key == "l":
         model = unirepclip.create_model(name, pretrained=args.checkpoint)
     elif key == "demo" and not args.random_demo:
-        model = unirepclip.create_model(name, pretrained=str(unirepclip.demo.demo_checkpoint_path()))
+        model = unirepclip.create_model(name, pretrained=str(unirepclip.training.demo.demo_checkpoint_path()))
     else:
         model = randomize_(unirepclip.create_model(name))
     model = model.to(device).eval()

@@ -40,7 +40,7 @@ CHILD = textwrap.dedent("""
     t0 = time.perf_counter()
     if how == "naive":
         import unirepclip
-        from unirepclip.factory import build_model, get_model_config
+        from unirepclip.models.factory import build_model, get_model_config
         if path.endswith(".safetensors"):
             from safetensors.torch import load_file
             sd = load_file(path)
@@ -71,7 +71,7 @@ def write_checkpoints(folder: Path) -> dict:
     from safetensors.torch import save_file
 
     import unirepclip
-    from unirepclip.factory import build_model, get_model_config
+    from unirepclip.models.factory import build_model, get_model_config
 
     torch.manual_seed(0)
     model = build_model(get_model_config("CLIP-UniRepLKNet-L"))

@@ -24,7 +24,7 @@ def _seed():
 def ci_reports(tmp_path_factory):
     """Every real notebook run once on the `ci` profile (the demo checkpoint, counts shrunk):
     ``(exit code, reports/ci folder)``. Shared by the schema, figure and browser tests."""
-    from unirepclip.__main__ import main
+    from unirepclip.cli import main
 
     out = tmp_path_factory.mktemp("reports")
     code = main(["run", "--profile", "ci", "--notebooks-dir", str(REPO / "notebooks"),

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 import unirepclip
-from unirepclip.attribution import (METHODS, SimilarityForward, _randomize, attribute,
+from unirepclip.analysis.attribution import (METHODS, SimilarityForward, _randomize, attribute,
                                     cascading_randomization, chance_level, mask_metrics,
                                     mass_in_mask, pointing_game, randomization_steps)
 
@@ -217,11 +217,12 @@ def test_every_method_returns_one_map_per_image(model, images, texts):
 
 # --- baselines and completeness -----------------------------------------------------------------
 
-from unirepclip.attribution import (attribution_records, best_gradcam_stage,  # noqa: E402
+from unirepclip.analysis.attribution import (attribution_records, best_gradcam_stage,  # noqa: E402
                                     blurred_baseline, compare_baselines, completeness_error,
-                                    contrastive_prompts, denormalize, encode_texts,
+                                    contrastive_prompts,  encode_texts,
                                     gradcam_stage_scores, make_baseline, metrics_table,
                                     pixel_baseline, plot_attribution_grid, plot_randomization)
+from unirepclip.utils import denormalize_images, normalize_images  # noqa: E402
 
 
 def test_pixel_baseline_is_normalized_grey():
@@ -233,16 +234,14 @@ def test_pixel_baseline_is_normalized_grey():
     std = torch.tensor(open_clip.OPENAI_DATASET_STD).view(1, 3, 1, 1)
     torch.testing.assert_close(b * std + mean, torch.full((1, 3, 1, 1), 0.5))
     # round trip through the display conversion: 0.5 * 255 = 127.5 -> 128
-    assert (denormalize(b.expand(1, 3, 2, 2)) == 128).all()
+    assert (denormalize_images(b.expand(1, 3, 2, 2)) == 128).all()
     with pytest.raises(ValueError, match="value"):
         pixel_baseline(1.5)
 
 
 def test_denormalize_inverts_the_val_normalization():
-    from unirepclip.demo import _normalize_uint8
-
     pics = np.random.default_rng(0).integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
-    np.testing.assert_array_equal(denormalize(_normalize_uint8(pics)), pics)
+    np.testing.assert_array_equal(denormalize_images(normalize_images(pics)), pics)
 
 
 def test_blurred_baseline():
@@ -346,7 +345,7 @@ def test_attribution_records_and_table():
 def test_undefined_figures_are_recorded_as_null():
     """A random tower can give no positive attribution at all on an image (seen with occlusion
     on a random full-size L): the mass share is then undefined, and results.json gets null."""
-    from unirepclip import results
+    from unirepclip.workbook import results
     attrs = -np.ones((2, 8, 8))
     masks = np.zeros((2, 8, 8), bool)
     masks[:, 2:5, 2:5] = True
@@ -388,7 +387,7 @@ def test_attribution_figures():
 
 
 def test_attribute_all_builds_the_baseline_for_these_images(model, images, texts):
-    from unirepclip.attribution import attribute_all
+    from unirepclip.analysis.attribution import attribute_all
 
     got = attribute_all(model, images, texts, ("integrated_gradients", "saliency"),
                         baseline_kind="blur", sigma=2.0, n_steps=4)
@@ -401,7 +400,7 @@ def test_attribute_all_builds_the_baseline_for_these_images(model, images, texts
 
 
 def test_occlusion_baseline_is_its_own_choice(model, images, texts):
-    from unirepclip.attribution import attribute_all
+    from unirepclip.analysis.attribution import attribute_all
 
     kw = dict(occlusion_window=32, occlusion_stride=32, internal_batch_size=4)
     own = attribute("occlusion", model, images, texts, baseline=0.0, occlusion_baseline=0.5, **kw)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from unirepclip.__main__ import main
+from unirepclip.cli import main
 
 DATA = Path(__file__).parent / "data"
 INSTALL = "apt-get install -y chromium chromium-driver"

@@ -8,8 +8,8 @@ import torch
 from safetensors.torch import save_file
 
 import unirepclip
-from unirepclip import checkpoint as C
-from unirepclip.factory import build_model, get_model_config
+from unirepclip.models import loading as C
+from unirepclip.models.factory import build_model, get_model_config
 
 NAME = "UniRepLKNet-Demo"
 
@@ -299,7 +299,7 @@ def test_config_json_path_builds_any_variant(tmp_path):
 def test_inspect_checkpoint(tmp_path, reference):
     model, *_ = reference
     path = _save(model.state_dict(), tmp_path / "m.safetensors")
-    rep = C.inspect_checkpoint(path)
+    rep = unirepclip.inspect_checkpoint(path)
     assert rep.layout == "open_clip" and rep.form == "training"
     assert NAME in rep.matching_configs and "CLIP-UniRepLKNet-L" not in rep.matching_configs
     assert rep.n_params == sum(v.numel() for v in model.state_dict().values())

@@ -4,7 +4,7 @@ import json
 import pytest
 
 import unirepclip
-from unirepclip import demo
+from unirepclip.training import demo
 
 
 def test_reduced_budget_retraining_learns(tmp_path):
@@ -14,8 +14,8 @@ def test_reduced_budget_retraining_learns(tmp_path):
     assert meta["loss_last_50"] < meta["loss_first_50"] - 0.5, meta["loss_curve"]
     # six colours: chance is 1/6
     assert meta["figures"]["zeroshot_colour_acc1"] >= 0.5, meta["figures"]
-    assert (tmp_path / demo.DEMO_CHECKPOINT.name).is_file()
-    stored = json.loads((tmp_path / demo.DEMO_METADATA.name).read_text())
+    assert (tmp_path / demo.checkpoint_name()).is_file()
+    stored = json.loads(((tmp_path / demo.checkpoint_name()).with_suffix(".json")).read_text())
     assert stored["recipe"]["steps"] == 240 and stored["data_seed"] == 0
     assert stored["package_version"] == unirepclip.__version__
 
@@ -40,7 +40,7 @@ def test_shipped_checkpoint_reproduces_its_figures():
 def test_shipped_checkpoint_metadata_and_quality():
     meta = demo.demo_metadata()
     assert {"recipe", "data_seed", "package_version", "sha256", "figures"} <= set(meta)
-    from unirepclip.checkpoint import file_sha256
+    from unirepclip.utils import file_sha256
     assert file_sha256(demo.demo_checkpoint_path()) == meta["sha256"]
     assert meta["figures"]["zeroshot_shape_acc1"] >= 0.90
     assert meta["figures"]["zeroshot_colour_acc1"] >= 0.95
@@ -68,8 +68,8 @@ def test_the_default_recipe_is_the_shipped_one():
 
 
 def test_shipped_control_is_the_3x3_twin_and_reproduces_its_figures():
-    from unirepclip.checkpoint import file_sha256
-    from unirepclip.unireplknet import UniRepLKNetBlock
+    from unirepclip.utils import file_sha256
+    from unirepclip.models.unireplknet import UniRepLKNetBlock
     path = demo.demo_checkpoint_path(demo.CONTROL_MODEL_NAME)
     meta = demo.demo_metadata(demo.CONTROL_MODEL_NAME)
     assert file_sha256(path) == meta["sha256"]

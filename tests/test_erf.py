@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 import unirepclip  # noqa: F401  (registers the towers)
-from unirepclip.erf import (PUBLISHED_AREA_RATIOS, area_ratios, compute_erf, normalize_erf,
+from unirepclip.analysis.erf import (PUBLISHED_AREA_RATIOS, area_ratios, compute_erf, normalize_erf,
                             plot_erf, stage_feature_fn)
 
 matplotlib.use("Agg")
@@ -132,10 +132,10 @@ def _randomize_reparam_state(trunk: nn.Module, gen: torch.Generator) -> None:
                 m.running_var.uniform_(0.5, 2.0, generator=gen)
                 m.weight.normal_(1, 0.3, generator=gen)
                 m.bias.normal_(0, 0.2, generator=gen)
-            elif isinstance(m, unirepclip.unireplknet.GRNwithNHWC):
+            elif isinstance(m, unirepclip.models.unireplknet.GRNwithNHWC):
                 m.gamma.normal_(0, 0.3, generator=gen)
                 m.beta.normal_(0, 0.3, generator=gen)
-            elif isinstance(m, unirepclip.unireplknet.UniRepLKNetBlock) and m.gamma is not None:
+            elif isinstance(m, unirepclip.models.unireplknet.UniRepLKNetBlock) and m.gamma is not None:
                 m.gamma.normal_(1, 0.3, generator=gen)
             elif isinstance(m, nn.Conv2d) and m.groups > 1:
                 m.weight.normal_(0, 0.1, generator=gen)  # depthwise kernels large enough to matter
@@ -233,7 +233,7 @@ def test_plot_erf_labels_axes_and_colour_bar():
 
 # --- the notebook's building blocks ------------------------------------------------------------
 
-from unirepclip.erf import (area_ratio_table, erf_images, erf_records, inference_form,  # noqa: E402
+from unirepclip.analysis.erf import (area_ratio_table, erf_images, erf_records, inference_form,  # noqa: E402
                             initialized_trunk, max_relative_difference, plot_erf_grid,
                             plot_square_shares, square_shares, stage_erfs)
 
@@ -284,10 +284,10 @@ def test_stage_erfs_is_compute_erf_per_stage(demo_trunks):
 
 def test_erf_images_synthetic_matches_the_world_and_the_val_normalization():
     from unirepclip.data import SyntheticWorld
-    from unirepclip.demo import _normalize_uint8
+    from unirepclip.utils import normalize_images
 
     x = erf_images("synthetic", 3, 32, seed=1)
-    expected = _normalize_uint8(SyntheticWorld(image_size=32, seed=1).render("test", 3).images)
+    expected = normalize_images(SyntheticWorld(image_size=32, seed=1).render("test", 3).images)
     assert x.shape == (3, 3, 32, 32)
     torch.testing.assert_close(x, expected)
     with pytest.raises(ValueError, match="dataset"):
@@ -325,14 +325,14 @@ def test_initialized_trunk_is_seeded_and_sets_the_layer_scale():
     assert torch.equal(a.state_dict()[w], b.state_dict()[w])
     assert not torch.equal(a.state_dict()[w], c.state_dict()[w])
     assert not a.training
-    gammas = [m.gamma for m in a.modules() if isinstance(m, unirepclip.unireplknet.UniRepLKNetBlock)]
+    gammas = [m.gamma for m in a.modules() if isinstance(m, unirepclip.models.unireplknet.UniRepLKNetBlock)]
     assert gammas and all(torch.all(g == 1e-6) for g in gammas)
     on = initialized_trunk("UniRepLKNet-Demo-SmallKernel", seed=3, layer_scale=1.0)
     kernels = {m.kernel_size for m in on.modules()
-               if isinstance(m, unirepclip.unireplknet.UniRepLKNetBlock)}
+               if isinstance(m, unirepclip.models.unireplknet.UniRepLKNetBlock)}
     assert kernels == {3}
     assert all(torch.all(m.gamma == 1.0) for m in on.modules()
-               if isinstance(m, unirepclip.unireplknet.UniRepLKNetBlock))
+               if isinstance(m, unirepclip.models.unireplknet.UniRepLKNetBlock))
 
 
 def test_inference_form_is_a_reparameterized_copy(demo_trunks):
@@ -397,7 +397,7 @@ def test_plot_erf_grid_and_square_shares():
 
 
 def test_stage_table_cells():
-    from unirepclip.erf import stage_table
+    from unirepclip.analysis.erf import stage_table
 
     box5 = compute_erf(ones_depthwise(5), positive_images(1, 32), progress=False)
     box9 = compute_erf(ones_depthwise(9), positive_images(1, 32), progress=False)
@@ -410,7 +410,7 @@ def test_stage_table_cells():
 
 
 def test_erf_records_by_resolution():
-    from unirepclip.erf import erf_records_by_resolution
+    from unirepclip.analysis.erf import erf_records_by_resolution
 
     a = {"stage0": compute_erf(ones_depthwise(7), positive_images(1), progress=False)}
     b = {"stage0": compute_erf(ones_depthwise(3), positive_images(1, 32), progress=False)}
@@ -423,8 +423,8 @@ def test_erf_records_by_resolution():
 
 
 def test_comparison_towers_labels_keys_and_kernels():
-    from unirepclip.erf import comparison_towers
-    from unirepclip.unireplknet import UniRepLKNetBlock
+    from unirepclip.analysis.erf import comparison_towers
+    from unirepclip.models.unireplknet import UniRepLKNetBlock
 
     def kernels(t):
         return {m.kernel_size for m in t.modules() if isinstance(m, UniRepLKNetBlock)}

@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 import unirepclip
-from unirepclip import evalsets
+from unirepclip.data import sets as evalsets
 from unirepclip.data import COLOURS, SHAPES, SyntheticWorld
 
 

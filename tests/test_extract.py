@@ -1,4 +1,4 @@
-"""Tests for unirepclip.extract: the row partition, shards, their merge and resumption, and the
+"""Tests for unirepclip.features.distributed: the row partition, shards, their merge and resumption, and the
 ``torchrun`` command on two CPU processes (gloo) against a single-process extraction."""
 import json
 import os
@@ -13,8 +13,8 @@ from PIL import Image
 
 import unirepclip
 from unirepclip.data import ImageFolderDataset, SyntheticShapes
-from unirepclip.demo import save_checkpoint
-from unirepclip.extract import (
+from unirepclip.training.demo import save_checkpoint
+from unirepclip.features.distributed import (
     FAIL_RANK_ENV,
     ShardError,
     build_dataset,
@@ -269,7 +269,7 @@ def _torchrun(checkpoint, cache_dir, *extra, env_extra=None):
     env = {k: v for k, v in os.environ.items() if k != FAIL_RANK_ENV}
     env.update({"OMP_NUM_THREADS": "1", **(env_extra or {})})
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "unirepclip.extract", "--model", MODEL, "--checkpoint", str(checkpoint),
+           "-m", "unirepclip", "extract", "--model", MODEL, "--checkpoint", str(checkpoint),
            "--dataset", "synthetic", "--split", "test", "--n-images", str(N_IMAGES),
            "--cache-dir", str(cache_dir), "--batch-size", "8", "--backend", "gloo",
            "--no-progress", *extra]

@@ -165,7 +165,7 @@ def test_checkpoint_sha256_enters_the_key(tmp_path):
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
     loaded = unirepclip.create_model("UniRepLKNet-Demo", pretrained=str(path))
     ident = model_identity(loaded)
-    from unirepclip.checkpoint import file_sha256
+    from unirepclip.utils import file_sha256
     assert ident["checkpoint_sha256"] == file_sha256(path)
     assert "weights_sha256" not in ident  # a complete load is keyed by the file
     assert ident["config"]["embed_dim"] == 64

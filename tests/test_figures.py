@@ -9,7 +9,9 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.colors import to_rgb  # noqa: E402
 
-from unirepclip import figures, results  # noqa: E402
+from unirepclip.viz import style as figures
+
+from unirepclip.workbook import results  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

@@ -19,9 +19,9 @@ import pytest
 import torch
 from PIL import Image
 
-from unirepclip.__main__ import main
+from unirepclip.cli import main
 from unirepclip.data import SyntheticWorld
-from unirepclip.factory import build_model, get_model_config
+from unirepclip.models.factory import build_model, get_model_config
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -9,7 +9,7 @@ import pytest
 from safetensors.torch import save_file
 
 import unirepclip
-from unirepclip.__main__ import main
+from unirepclip.cli import main
 
 DATA = Path(__file__).parent / "data"
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from sklearn.metrics import balanced_accuracy_score
 
-from unirepclip import metrics
+from unirepclip.eval import metrics
 
 
 # 4 samples, 3 classes. Hand ranks of the true class (ties broken by lower index first):
@@ -118,7 +118,7 @@ def test_bad_input_names_the_parameter(call, match):
 
 
 def test_mcnemar_exact_against_hand_computed_binomials():
-    from unirepclip.metrics import mcnemar_exact
+    from unirepclip.eval.metrics import mcnemar_exact
     # 8 items only A got right, 2 only B, 5 both, 3 neither:
     # p = 2 * P(X <= 2 | n = 10, 1/2) = 2 * (1 + 10 + 45) / 1024
     a = [1] * 8 + [0] * 2 + [1] * 5 + [0] * 3

@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 import unirepclip
-from unirepclip import modelstats as ms
+from unirepclip.analysis import modelstats as ms
+from unirepclip.models import is_inference_form
 
 
 # --- parameters -------------------------------------------------------------------------------
@@ -93,7 +94,7 @@ def test_card_errata_of_the_reference_architecture_has_no_extra_column():
 def test_checkpoint_results(tmp_path):
     import hashlib
 
-    from unirepclip.demo import save_checkpoint
+    from unirepclip.training.demo import save_checkpoint
     path = tmp_path / "demo.safetensors"
     save_checkpoint(unirepclip.create_model("UniRepLKNet-Demo"), path)
     report = unirepclip.inspect_checkpoint(path, model="UniRepLKNet-Demo")
@@ -193,7 +194,7 @@ def test_encoder_forms_agree_and_leave_the_training_model_alone():
     n_before = sum(p.numel() for p in model.parameters())
     forms = ms.encoder_forms(model, channels_last=True)
     assert list(forms) == ["training", "inference", "inference, channels-last"]
-    assert not ms.is_inference_form(forms["training"]) and ms.is_inference_form(forms["inference"])
+    assert not is_inference_form(forms["training"]) and is_inference_form(forms["inference"])
     assert sum(p.numel() for p in model.parameters()) == n_before
     stem = forms["inference, channels-last"].visual.trunk.downsample_layers[0][0].weight
     assert stem.is_contiguous(memory_format=torch.channels_last) and not stem.is_contiguous()

@@ -21,7 +21,7 @@ from pathlib import Path
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-from unirepclip import runner
+from unirepclip.workbook import runner
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -7,7 +7,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from unirepclip import figures, plots  # noqa: E402
+from unirepclip.viz import style as figures
+
+from unirepclip.viz import plots  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

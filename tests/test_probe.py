@@ -10,8 +10,8 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 
 from unirepclip import data as probe_data
-from unirepclip import probe
-from unirepclip.probe import KNNProbe, LinearProbe
+from unirepclip.eval import probe
+from unirepclip.eval.probe import KNNProbe, LinearProbe
 
 
 def _clusters(n, d, k, spread, seed):
@@ -421,7 +421,7 @@ def test_comparison_table_hand_checked():
 def test_plots_draw_the_numbers_they_are_given():
     import matplotlib
     matplotlib.use("Agg")
-    from unirepclip import figures
+    from unirepclip.viz import style as figures
     r = {"sweep": [[1e-2, 0.5], [1.0, 0.75], [1e2, 0.6]], "best_C": 1.0, "n_features": 8,
          "random_tower_sweep": [[1e-2, 0.3], [1.0, 0.3]], "random_tower_best_C": 1e-2,
          "kshot": {"1": {"mean": 0.4, "std": 0.1}, "4": {"mean": 0.6, "std": 0.05}},

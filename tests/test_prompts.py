@@ -5,7 +5,8 @@ import pytest
 import torch
 
 import unirepclip
-from unirepclip import prompts, zeroshot
+from unirepclip.eval import prompts
+from unirepclip.eval import zeroshot
 from unirepclip.data import zeroshot_task
 from unirepclip.features import extract_text_features
 

@@ -7,7 +7,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-from unirepclip import report
+from unirepclip.workbook import report
 
 EVIL = '<script>alert("x")</script><img src=x onerror=alert(1)>'
 # The tags render_index writes itself; anything else in the page came from data unescaped.

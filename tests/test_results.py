@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from unirepclip import results
+from unirepclip.workbook import results
 
 
 @pytest.fixture(autouse=True)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from unirepclip import retrieval
+from unirepclip.eval import retrieval
 
 
 def _unit(deg):

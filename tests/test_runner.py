@@ -6,8 +6,8 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from unirepclip import runner
-from unirepclip.__main__ import main
+from unirepclip.workbook import runner
+from unirepclip.cli import main
 
 DATA = Path(__file__).parent / "data"
 NOTEBOOKS = DATA / "notebooks"

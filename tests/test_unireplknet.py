@@ -8,7 +8,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 import unirepclip  # noqa: F401  (registers the towers)
-from unirepclip import unireplknet as U
+from unirepclip.models import unireplknet as U
 
 
 @pytest.fixture(scope="module")

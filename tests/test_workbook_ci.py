@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from unirepclip import demo
+from unirepclip.training import demo
 
 NOTEBOOKS = ["01_checkpoint", "02_zeroshot", "03_erf", "04_attribution", "05_linear_probe"]
 
@@ -116,7 +116,7 @@ def test_every_figure_in_png_pdf_and_svg(run):
 def test_a_rerun_with_the_same_seed_gives_the_same_numbers(run, tmp_path):
     import shutil
 
-    from unirepclip.__main__ import main
+    from unirepclip.cli import main
 
     REPO = Path(__file__).resolve().parents[1]
     folder, _, first = run

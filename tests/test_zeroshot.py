@@ -6,7 +6,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 import unirepclip
-from unirepclip import zeroshot
+from unirepclip.eval import zeroshot
 
 CLASSNAMES = ["circle", "square", "triangle", "star", "cross"]
 TEMPLATES = ["a photo of a {}.", lambda c: f"a drawing of a {c}", "{}"]

@@ -335,7 +335,7 @@ class CaptionDataset:
 
     @property
     def identity(self) -> Dict[str, Any]:
-        from ..checkpoint import file_sha256
+        from unirepclip.utils import file_sha256
         return {"class": type(self).__name__, "path": str(self.path.resolve()),
                 "sha256": file_sha256(self.path), "root": str(self.root.resolve()),
                 "image_key": self.image_key, "caption_key": self.caption_key, "n": len(self)}

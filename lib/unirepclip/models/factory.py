@@ -2,7 +2,7 @@
 
 ``create_model_and_transforms(name_or_config, pretrained=...)`` builds an open_clip ``CLIP`` whose
 image tower is a UniRepLKNet trunk (open_clip's ``TimmModel``), loads a checkpoint of any layout
-that :mod:`unirepclip.checkpoint` recognizes, and returns open_clip's train / val transforms.
+that :mod:`unirepclip.models.loading` recognizes, and returns open_clip's train / val transforms.
 
 When a checkpoint is given, parameters are created on the meta device and the file's tensors are
 assigned in place (memory-mapped where the format allows), so a 2.3 GB checkpoint is never held
@@ -23,6 +23,9 @@ import torch.nn as nn
 import open_clip
 from open_clip.model import CLIP
 from open_clip.transform import PreprocessCfg, image_transform_v2, merge_preprocess_dict
+
+from unirepclip.models.loading import (CheckpointMismatchError, attach_report, fit_report,
+                                       load_prepared, prepare_checkpoint)
 
 _logger = logging.getLogger(__name__)
 
@@ -165,6 +168,39 @@ def get_preprocess_cfg(model: CLIP) -> Dict[str, Any]:
     return merge_preprocess_dict(PreprocessCfg(), cfg)
 
 
+def _build_and_load(cfg: Dict[str, Any], pretrained: Union[str, os.PathLike], *, strict: bool,
+                    force_image_size, deploy: bool) -> CLIP:
+    """Build the CLIP that fits the file (its form), then load the file into it."""
+    prepared = prepare_checkpoint(pretrained, cfg)
+    layout = prepared.layout
+    if layout.form == "inference" and not deploy:
+        prepared.notes.append("the file is in the re-parameterized inference form: the tower is "
+                              "built in that form")
+    if layout.form == "training" and deploy:
+        prepared.notes.append("loaded in the training form, then re-parameterized")
+    # Parameters on meta + assign: no random init, no second copy. Only when every parameter
+    # will come from the file; otherwise build for real and copy.
+    fast = layout.kind == "open_clip"
+    stored_inference = layout.form == "inference"
+    model = build_model(cfg, meta=fast, force_image_size=force_image_size, deploy=stored_inference)
+    report = fit_report(prepared, model.state_dict())
+    if not report.ok:
+        msg = (f"{prepared.source} does not fit model config (embed_dim {cfg['embed_dim']}, tower "
+               f"{cfg['vision_cfg']['timm_model_name']}):\n{report.summary()}")
+        if strict:
+            raise CheckpointMismatchError(msg + "\n(pass strict=False to load what matches)",
+                                          report)
+        _logger.warning(msg)
+        if fast:  # parameters on meta cannot stay missing: rebuild for real
+            model = build_model(cfg, force_image_size=force_image_size, deploy=stored_inference)
+            fast = False
+    load_prepared(model, prepared, assign=fast)
+    if deploy and not stored_inference:
+        model.visual.trunk.reparameterize()
+    attach_report(model, report)
+    return model
+
+
 def create_model(
         name_or_config: Union[str, os.PathLike, Dict[str, Any]],
         pretrained: Optional[str] = None,
@@ -185,11 +221,9 @@ def create_model(
     cfg = get_model_config(name_or_config)
     if pretrained is None:
         model = build_model(cfg, force_image_size=force_image_size, deploy=deploy)
-        model.load_report = None
-        model.has_trained_text_tower = True
+        attach_report(model, None)
     else:
-        from .checkpoint import load_into_model
-        model = load_into_model(cfg, pretrained, strict=strict, force_image_size=force_image_size,
+        model = _build_and_load(cfg, pretrained, strict=strict, force_image_size=force_image_size,
                                 deploy=deploy)
     model.unirepclip_name = config_name(name_or_config)
     model.eval()

@@ -44,7 +44,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from .features import eval_mode
+from unirepclip.utils import eval_mode
 
 __all__ = [
     "compute_erf",
@@ -505,19 +505,19 @@ def erf_images(dataset: str, n: int, resolution: int, *, data_dir: Optional[str]
     mean = tuple(open_clip.OPENAI_DATASET_MEAN if mean is None else mean)
     std = tuple(open_clip.OPENAI_DATASET_STD if std is None else std)
     if dataset == "synthetic":
-        from .data import SyntheticWorld
+        from unirepclip.data import SyntheticWorld
         pixels = SyntheticWorld(image_size=resolution, seed=int(seed)).render("test", n).images
         x = torch.from_numpy(pixels).permute(0, 3, 1, 2).float().div_(255.0)
         return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
     transform = open_clip.image_transform(resolution, is_train=False, mean=mean, std=std)
     if dataset == "skimage":
-        from .data import SkimagePhotos
+        from unirepclip.data import SkimagePhotos
         ds = SkimagePhotos(transform=transform)
         return torch.stack([ds[i][0] for i in range(min(n, len(ds)))])
     if not data_dir:
         raise ValueError("erf_images: dataset='imagefolder' needs data_dir (an ImageNet-style "
                          "folder root/<class>/<image>)")
-    from .data import ImageFolderDataset, UnreadableImage
+    from unirepclip.data import ImageFolderDataset, UnreadableImage
     ds = ImageFolderDataset(data_dir, transform=transform, verify=False)
     order = np.random.default_rng(int(seed)).permutation(len(ds))
     out: List[torch.Tensor] = []
@@ -548,7 +548,7 @@ def initialized_trunk(model_name: str, *, seed: int = 0, layer_scale: Optional[f
     """
     import timm
 
-    from .factory import get_model_config
+    from unirepclip.models.factory import get_model_config
 
     cfg = get_model_config(model_name)
     timm_name = cfg.get("vision_cfg", {}).get("timm_model_name")
@@ -645,7 +645,7 @@ def plot_erf_grid(rows: Mapping[str, Mapping[str, np.ndarray]], *, width: Union[
     Columns are titled with the stage, rows labelled on the left with the row label (", " starts
     a new line); one shared colour bar (the maps are all normalized to [0, 1]). Returns the figure.
     """
-    from . import figures
+    from unirepclip.viz import style as figures
 
     if not rows:
         raise ValueError("plot_erf_grid: no rows")

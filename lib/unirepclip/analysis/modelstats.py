@@ -32,10 +32,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from unirepclip.models.inspection import is_inference_form
+
 __all__ = [
     "PARTS", "parameter_counts", "classifier_head_parameters", "meta_clip", "count_flops",
     "image_macs", "text_macs", "ModelStats", "model_stats", "max_relative_difference",
-    "embedding_agreement", "images_per_second", "is_inference_form", "encoder_forms",
+    "embedding_agreement", "images_per_second", "encoder_forms",
     "compare_forms", "CardClaim", "MODEL_CARD_CLAIMS",
     "REFERENCE_MODEL", "REFERENCE_RESOLUTIONS", "card_measurements", "ErrataTable", "errata_table",
     "CardErrata", "card_errata", "checkpoint_results", "format_stats", "form_results",
@@ -107,7 +109,7 @@ def meta_clip(model_name: Union[str, Dict[str, Any]], *, deploy: bool = False,
     Costs no memory and no initialization, so the full-size model's parameters and MACs can be
     counted anywhere. ``deploy=True`` builds the re-parameterized inference form.
     """
-    from .factory import build_model, get_model_config
+    from unirepclip.models.factory import build_model, get_model_config
 
     cfg = get_model_config(model_name)
     with torch.device("meta"):
@@ -265,12 +267,6 @@ def images_per_second(fn: Callable[[torch.Tensor], Any], images: torch.Tensor, *
             _sync(device)
             times.append(time.perf_counter() - t0)
     return len(images) / statistics.median(times)
-
-
-def is_inference_form(model: nn.Module) -> bool:
-    """Whether the image tower of a CLIP is in the re-parameterized inference form."""
-    trunk = getattr(getattr(model, "visual", None), "trunk", None)
-    return bool(getattr(trunk, "deploy", False))
 
 
 def encoder_forms(model: nn.Module, channels_last: bool = True) -> Dict[str, nn.Module]:

@@ -42,6 +42,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
+from unirepclip.viz import style
+
 __all__ = [
     "FORMAT", "Key", "configure", "output_dir", "results_path", "record", "record_many", "headline",
     "get", "current", "load", "merge", "flatten", "get_path", "to_jsonable",
@@ -68,6 +70,7 @@ def configure(output_dir: Optional[PathLike], results_path: Optional[PathLike] =
     _state["figures"] = []
     if _state["results_path"] is not None and _state["results_path"].exists():
         _state["results_path"].unlink()
+    style.configure(_state["output_dir"], on_save=_register_figure)
 
 
 def output_dir() -> Optional[Path]:
@@ -220,7 +223,7 @@ def headline(name: Key, label: Optional[str] = None, fmt: Optional[str] = None) 
 
 def _register_figure(name: str, paths: Iterable[Path], root: Path, headline: bool,
                      caption: Optional[str]) -> None:
-    """Called by :func:`unirepclip.figures.save`: list the files (relative to the report folder
+    """Called by :func:`unirepclip.viz.style.save`: list the files (relative to the report folder
     when they are inside it)."""
     files = {}
     for p in paths:

@@ -12,7 +12,7 @@ from typing import Dict, Iterable
 
 import numpy as np
 
-from .metrics import ArrayLike, check_features, recall_at_k, to_numpy
+from unirepclip.eval.metrics import ArrayLike, check_features, recall_at_k, to_numpy
 
 __all__ = ["positives_mask", "similarity", "evaluate"]
 

@@ -40,7 +40,7 @@ IG's attributions are from summing to ``f(x) - f(baseline)``.
 
 Notebook helpers: :func:`encode_texts`, :func:`contrastive_prompts`, :func:`attribute_all`,
 :func:`gradcam_stage_scores` / :func:`best_gradcam_stage`, :func:`attribution_records`,
-:func:`metrics_table`, :func:`denormalize`, :func:`plot_attribution_grid`,
+:func:`metrics_table`, :func:`plot_attribution_grid`,
 :func:`plot_randomization`.
 """
 from __future__ import annotations
@@ -55,7 +55,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .features import eval_mode
+from unirepclip.utils import eval_mode, normalization_stats
 
 __all__ = [
     "METHODS",
@@ -79,7 +79,6 @@ __all__ = [
     "best_gradcam_stage",
     "attribution_records",
     "metrics_table",
-    "denormalize",
     "plot_attribution_grid",
     "plot_randomization",
     "attribute_all",
@@ -536,16 +535,6 @@ def cascading_randomization(
 BASELINES = ("zero", "grey", "blur")
 
 
-def _norm_stats(mean, std) -> Tuple[torch.Tensor, torch.Tensor]:
-    import open_clip
-
-    mean = torch.tensor(open_clip.OPENAI_DATASET_MEAN if mean is None else mean,
-                        dtype=torch.float32).view(1, -1, 1, 1)
-    std = torch.tensor(open_clip.OPENAI_DATASET_STD if std is None else std,
-                       dtype=torch.float32).view(1, -1, 1, 1)
-    return mean, std
-
-
 def pixel_baseline(value: float = 0.5, *, mean: Optional[Sequence[float]] = None,
                    std: Optional[Sequence[float]] = None) -> torch.Tensor:
     """The normalized input (1, 3, 1, 1) of a uniform image whose pixels are ``value`` in [0, 1].
@@ -556,7 +545,7 @@ def pixel_baseline(value: float = 0.5, *, mean: Optional[Sequence[float]] = None
     """
     if not 0.0 <= float(value) <= 1.0:
         raise ValueError(f"pixel_baseline: value must lie in [0, 1], got {value}")
-    m, s = _norm_stats(mean, std)
+    m, s = normalization_stats(mean, std)
     return (float(value) - m) / s
 
 
@@ -676,7 +665,7 @@ def contrastive_prompts(shape: str, colour: str, *, other_colour: Optional[str] 
     next one in :data:`unirepclip.data.COLOURS` / ``SHAPES`` (cyclically). ``frame`` is a prompt
     frame with ``{obj}`` (the held-out frames of the synthetic world suit the demo model).
     """
-    from .data import COLOURS, SHAPES, PromptTemplate
+    from unirepclip.data import COLOURS, SHAPES, PromptTemplate
 
     for name, value, choices in (("shape", shape, SHAPES), ("colour", colour, COLOURS),
                                  ("other_shape", other_shape or shape, SHAPES),
@@ -767,14 +756,6 @@ def metrics_table(metrics: Mapping[str, Mapping[str, float]],
     return "\n".join(lines)
 
 
-def denormalize(images: ArrayLike, *, mean: Optional[Sequence[float]] = None,
-                std: Optional[Sequence[float]] = None) -> np.ndarray:
-    """Normalized (N, 3, H, W) model inputs back to uint8 (N, H, W, 3) pictures for display."""
-    m, s = _norm_stats(mean, std)
-    x = torch.as_tensor(images).detach().float().cpu() * s + m
-    return (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-
-
 def _display_map(amap: np.ndarray) -> np.ndarray:
     """Positive part, scaled to [0, 1] by its 99.5th percentile (one hot pixel must not wash out
     the rest)."""
@@ -795,7 +776,7 @@ def plot_attribution_grid(pictures: np.ndarray, maps: Mapping[str, np.ndarray],
     positive attribution scaled to its own 99.5th percentile, over the greyed picture. Returns
     the figure.
     """
-    from . import figures
+    from unirepclip.viz import style as figures
 
     pictures = np.asarray(pictures)
     n = len(pictures)

@@ -16,7 +16,7 @@ shares one look:
 
 ``figures.save(fig, name)`` writes ``<output_dir>/figures/<name>.png`` plus vector ``.pdf`` and
 ``.svg`` beside it and returns the paths. The output folder is the one the notebook configured with
-``unirepclip.results.configure(output_dir, results_path)`` (the pipeline passes ``output_dir`` as a
+``unirepclip.workbook.results.configure(output_dir, results_path)`` (the pipeline passes ``output_dir`` as a
 notebook parameter), or an explicit ``output_dir=``. Vector files are written without creation dates
 and with a fixed SVG id salt, so the same figure gives byte-identical files on a rerun (a diff of two
 report folders then shows only real changes). Saved figures are also listed in the notebook's results
@@ -27,7 +27,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 import matplotlib as mpl
 
@@ -130,17 +130,28 @@ def subplots(nrows: int = 1, ncols: int = 1, *, width: Union[str, float] = "one"
     return plt.subplots(nrows, ncols, figsize=figure_size(width, aspect), **kwargs)
 
 
+# Where saved figures go and who is told about them: the workbook's results module sets both
+# (:func:`unirepclip.workbook.results.configure`), so this layer never imports the one above it.
+_sink: Dict[str, Any] = {"output_dir": None, "on_save": None}
+
+
+def configure(output_dir: Optional[Union[str, os.PathLike]],
+              on_save: Optional[Callable[..., None]] = None) -> None:
+    """Set the default report folder of :func:`save` and a callback
+    ``on_save(name, paths, root=..., headline=..., caption=...)`` run after each save."""
+    _sink["output_dir"] = None if output_dir is None else Path(output_dir)
+    _sink["on_save"] = on_save
+
+
 def _resolve_output_dir(output_dir: Optional[Union[str, os.PathLike]]) -> Path:
     if output_dir is not None:
         return Path(output_dir)
-    from . import results  # the notebook's configured report folder
-    configured = results.output_dir()
-    if configured is None:
+    if _sink["output_dir"] is None:
         raise RuntimeError(
             "figures.save: no output folder: pass output_dir=... or call "
-            "unirepclip.results.configure(output_dir, results_path) first (the pipeline passes "
-            "output_dir as a notebook parameter)")
-    return configured
+            "unirepclip.workbook.results.configure(output_dir, results_path) first (the runner "
+            "passes output_dir as a notebook parameter)")
+    return _sink["output_dir"]
 
 
 def save(fig, name: str, output_dir: Optional[Union[str, os.PathLike]] = None,
@@ -149,7 +160,7 @@ def save(fig, name: str, output_dir: Optional[Union[str, os.PathLike]] = None,
     """Save ``fig`` as ``<output_dir>/figures/<name>.<format>`` for each format; return the paths.
 
     ``name`` is a file stem (letters, digits, ``.``, ``_``, ``-``). ``output_dir`` defaults to the
-    folder given to ``unirepclip.results.configure``. When results are configured the figure is
+    folder given to ``unirepclip.workbook.results.configure``. When results are configured the figure is
     listed in the notebook's results file, with ``headline=True`` marking it for a thumbnail on the
     index page (``caption`` is shown under it).
     """
@@ -172,6 +183,6 @@ def save(fig, name: str, output_dir: Optional[Union[str, os.PathLike]] = None,
         path = folder / f"{name}.{fmt}"
         fig.savefig(path, format=fmt, dpi=dpi, metadata=_NO_DATES.get(fmt))
         paths.append(path)
-    from . import results
-    results._register_figure(name, paths, root=root, headline=headline, caption=caption)
+    if _sink["on_save"] is not None:
+        _sink["on_save"](name, paths, root=root, headline=headline, caption=caption)
     return paths

@@ -139,7 +139,7 @@ def resolve_vocabulary(classnames_file: str, folder_names: Optional[Sequence[str
     if classnames_file == "imagenet":
         return list(IMAGENET_CLASSNAMES), templates, "open_clip's IMAGENET_CLASSNAMES"
     if classnames_file:
-        from .data import read_classnames
+        from unirepclip.data import read_classnames
 
         path = Path(classnames_file)
         if not path.is_file():
@@ -175,7 +175,7 @@ def classification_set(dataset: str, *, n_images: int, image_size: int = 64, see
     if int(n_images) != n_images or n_images < 0:
         raise ValueError(f"n_images={n_images!r}: expected a non-negative integer")
     if dataset == "synthetic":
-        from .data import SyntheticShapes, zeroshot_task
+        from unirepclip.data import SyntheticShapes, zeroshot_task
 
         if n_images <= 0:
             raise ValueError("n_images must be > 0 for the synthetic world (it is endless)")
@@ -189,7 +189,7 @@ def classification_set(dataset: str, *, n_images: int, image_size: int = 64, see
                        f"synthetic world (seed {seed}), test split: {len(ds)} images of "
                        f"{image_size} px, prompts in held-out phrasings")
     if dataset == "imagefolder":
-        from .data import ImageFolderDataset
+        from unirepclip.data import ImageFolderDataset
 
         if not data_dir:
             raise ValueError("dataset='imagefolder' needs data_dir (a folder of class folders)")
@@ -212,7 +212,7 @@ def classification_set(dataset: str, *, n_images: int, image_size: int = 64, see
                        f"image folder {data_dir}: {len(ds)} of {len(folder)} images, "
                        f"{len(classnames)} classes named by {source}{skipped}")
     if dataset == "digits":
-        from .data import SklearnDigits, digits_zeroshot_task
+        from unirepclip.data import SklearnDigits, digits_zeroshot_task
 
         digits = SklearnDigits("test", seed=seed, image_size=image_size)
         classnames, templates = digits_zeroshot_task()
@@ -224,7 +224,7 @@ def classification_set(dataset: str, *, n_images: int, image_size: int = 64, see
         return EvalSet("digits", ds, {"digits": ZeroShotTask("digits", classnames, templates,
                                                               labels)}, "digits",
                        f"scikit-learn digits, test split: {len(ds)} images of {image_size} px")
-    from .data import SkimagePhotos
+    from unirepclip.data import SkimagePhotos
 
     photos = SkimagePhotos()
     task = ZeroShotTask("skimage", list(photos.descriptions), ["a photo of {}."],
@@ -245,7 +245,7 @@ def sample_set(dataset: str, *, n_images: int, image_size: int = 64, seed: int =
     _check_dataset(dataset)
     if dataset in ("synthetic", "digits"):
         return classification_set(dataset, n_images=n_images, image_size=image_size, seed=seed)
-    from .data import SkimagePhotos
+    from unirepclip.data import SkimagePhotos
 
     photos = SkimagePhotos()
     idx = _subset_indices(len(photos), int(n_images), seed)
@@ -285,7 +285,7 @@ def caption_set(captions_file: str, *, evalset: Optional[EvalSet] = None, n_imag
     ``n_images`` caps the images of a caption file (its first ones) and sizes a new synthetic set.
     """
     if captions_file:
-        from .data import CaptionDataset
+        from unirepclip.data import CaptionDataset
 
         full = CaptionDataset(captions_file)
         n = len(full) if n_images <= 0 else min(int(n_images), len(full))

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 from urllib.parse import quote
 
-from . import results as _results
+from unirepclip.workbook import results as _results
 
 __all__ = [
     "PACKAGES", "package_versions", "git_state", "device_info", "build_manifest", "clean_html",

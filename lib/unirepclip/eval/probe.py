@@ -54,7 +54,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from tqdm.auto import tqdm
 
-from .metrics import ArrayLike, check_features, mcnemar_exact, mean_per_class_recall, to_numpy
+from unirepclip.eval.metrics import ArrayLike, check_features, mcnemar_exact, mean_per_class_recall, to_numpy
 
 __all__ = [
     "TORCH_SIZE_THRESHOLD", "SWEEP_RANGE", "SWEEP_STEPS_PER_DECADE",
@@ -734,7 +734,7 @@ def _cap(ds: Any, n: int, seed: int) -> Any:
     not smaller; random because image folders are sorted by class."""
     if n <= 0 or n >= len(ds):
         return ds
-    from .evalsets import Subset
+    from unirepclip.data.sets import Subset
     return Subset(ds, np.sort(np.random.default_rng(seed).choice(len(ds), size=n, replace=False)))
 
 
@@ -762,7 +762,7 @@ def probe_dataset(dataset: str, *, n_train: int, n_val: int, n_test: int, image_
              "test": _check_size("n_test", n_test)}
     name = name or dataset
     if dataset == "synthetic":
-        from .data import SyntheticShapes, zeroshot_task
+        from unirepclip.data import SyntheticShapes, zeroshot_task
 
         if synthetic_task not in ("shape", "colour"):
             raise ValueError(f"synthetic_task={synthetic_task!r} is not 'shape' or 'colour'")
@@ -777,7 +777,7 @@ def probe_dataset(dataset: str, *, n_train: int, n_val: int, n_test: int, image_
                 f"{image_size} px")
         return ProbeDataset(name, dataset, splits, list(classnames), list(templates), desc)
     if dataset == "digits":
-        from .data import SklearnDigits, digits_zeroshot_task
+        from unirepclip.data import SklearnDigits, digits_zeroshot_task
 
         splits = {s: _cap(SklearnDigits(s, seed=seed, image_size=image_size), n, seed)
                   for s, n in sizes.items()}
@@ -786,8 +786,8 @@ def probe_dataset(dataset: str, *, n_train: int, n_val: int, n_test: int, image_
                 f"{'/'.join(str(len(d)) for d in splits.values())} train/val/test images, "
                 f"8 x 8 px upscaled to {image_size} px")
         return ProbeDataset(name, dataset, splits, list(classnames), list(templates), desc)
-    from .data import ImageFolderDataset
-    from .evalsets import resolve_vocabulary
+    from unirepclip.data import ImageFolderDataset
+    from unirepclip.data.sets import resolve_vocabulary
 
     if not data_dir:
         raise ValueError("dataset='imagefolder' needs data_dir, a folder holding train/, val/ "
@@ -1100,7 +1100,7 @@ def plot_sweep(ax, result: Mapping[str, Any], spaces: Mapping[str, str], *,
     legend label. Each curve shows the C values the sweep evaluated; the chosen C is a filled
     star (the sweep's argmax; ties go to the smaller C).
     """
-    from .figures import PALETTE
+    from unirepclip.viz.style import PALETTE
 
     for i, (prefix, label) in enumerate(spaces.items()):
         if prefix + "sweep" not in result:
@@ -1132,7 +1132,7 @@ def plot_kshot(ax, result: Mapping[str, Any], spaces: Mapping[str, str], *,
     dashed horizontal line (what the text tower gives with no labelled image at all); with
     ``show_full`` the main space's full-data probe is a dotted line.
     """
-    from .figures import OKABE_ITO, PALETTE
+    from unirepclip.viz.style import OKABE_ITO, PALETTE
 
     shots_seen: List[int] = []
     for i, (prefix, label) in enumerate(spaces.items()):
@@ -1170,7 +1170,7 @@ def plot_comparison(ax, by_dataset: Mapping[str, Mapping[str, Any]],
                     title: Optional[str] = None):
     """Grouped bars of test top-1 (%): datasets along x, one bar per method a dataset has; the
     majority-class rate of each dataset as a short black line (the floor)."""
-    from .figures import PALETTE
+    from unirepclip.viz.style import PALETTE
 
     names = list(by_dataset)
     width = 0.8 / max(len(columns), 1)

@@ -44,13 +44,14 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from unirepclip.utils import autocast, check_precision, eval_mode, file_sha256, l2_normalize
+
 __all__ = ["FeatureSet", "FeatureCache", "extract_image_features", "extract_text_features",
            "model_identity", "image_feature_key", "text_feature_key", "resolve_image_transform",
-           "eval_mode", "PRECISIONS"]
+           ]
 
 _logger = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "bf16")
 # Bump when the stored arrays or their meaning change.
 FEATURES_VERSION = 1
 
@@ -90,14 +91,6 @@ class FeatureSet:
 # ------------------------------------------------------------------------------------------------
 def _canonical(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @contextlib.contextmanager
@@ -150,7 +143,7 @@ class FeatureCache:
         with _atomic_path(data_path) as tmp:
             with open(tmp, "wb") as f:
                 np.savez(f, **arrays)
-            digest = _sha256_file(tmp)
+            digest = file_sha256(tmp, memo=False)
         record = {"key": key, "payload_sha256": digest, "format": "npz",
                   "arrays": {k: [list(v.shape), str(v.dtype)] for k, v in arrays.items()}, **meta}
         with _atomic_path(meta_path) as tmp:
@@ -167,7 +160,7 @@ class FeatureCache:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
             if not data_path.is_file():
                 raise ValueError(f"{data_path.name} is missing")
-            if _sha256_file(data_path) != meta["payload_sha256"]:
+            if file_sha256(data_path, memo=False) != meta["payload_sha256"]:
                 raise ValueError(f"{data_path.name} does not match its recorded sha256")
             with np.load(data_path, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in z.files}
@@ -212,12 +205,12 @@ def model_identity(model: nn.Module, hash_weights: Optional[bool] = None) -> Dic
     report = getattr(model, "load_report", None)
     complete = False
     if report is not None and getattr(report, "path", None):
-        from .checkpoint import file_sha256, resolve_path
+        from unirepclip.models.loading import resolve_path
         ident["checkpoint_sha256"] = file_sha256(resolve_path(report.path))
         complete = bool(getattr(report, "ok", False)) and not getattr(report, "missing", [])
     name = getattr(model, "unirepclip_name", None)
     if name is not None:
-        from .factory import get_model_config
+        from unirepclip.models.factory import get_model_config
         with contextlib.suppress(Exception):  # a name registered elsewhere: the layout still keys it
             ident["config"] = get_model_config(name)
         ident["name"] = name
@@ -302,7 +295,7 @@ class _Indexed(Dataset):
     def __getitem__(self, i: int):
         from PIL import Image
 
-        from .data.files import UnreadableImage
+        from unirepclip.data.files import UnreadableImage
 
         img, target = self.dataset[i]
         if isinstance(img, Image.Image) and self.transform is not None:
@@ -314,7 +307,7 @@ class _Indexed(Dataset):
 
 
 def _collate(batch):
-    from .data.files import UnreadableImage
+    from unirepclip.data.files import UnreadableImage
 
     bad = [(i, img) for i, img, _ in batch if isinstance(img, UnreadableImage)]
     good = [b for b in batch if not isinstance(b[1], UnreadableImage)]
@@ -325,35 +318,11 @@ def _collate(batch):
     return idx, x, [b[2] for b in good], bad
 
 
-def _check_precision(precision: str) -> None:
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision={precision!r} is not one of {PRECISIONS}")
-
-
-def _autocast(device: torch.device, precision: str):
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def _check_device(model: nn.Module, device: torch.device) -> None:
     p = next(iter(model.parameters()), None)
     if p is not None and p.device.type != device.type:
         raise ValueError(f"device={str(device)!r} but the model's parameters are on {p.device}; "
                          f"move the model first (model.to(device))")
-
-
-@contextlib.contextmanager
-def eval_mode(module: nn.Module) -> Iterator[None]:
-    """Put ``module`` (and all children) in eval mode, restoring each one's own mode afterwards
-    (BatchNorm must not mix the images of a batch; a caller's half-frozen model stays so)."""
-    modes = [(m, m.training) for m in module.modules()]
-    module.eval()
-    try:
-        yield
-    finally:
-        for m, mode in modes:
-            m.training = mode
 
 
 @contextlib.contextmanager
@@ -407,10 +376,11 @@ def resolve_image_transform(model: nn.Module, dataset: Any,
     return transform
 
 
-def _finish(emb: np.ndarray, normalize: bool) -> np.ndarray:
+def finish_embeddings(emb: np.ndarray, normalize: bool) -> np.ndarray:
+    """Stored (unnormalized) embeddings as a FeatureSet holds them."""
     if not normalize:
         return emb
-    return (emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+    return l2_normalize(emb, eps=1e-12).astype(np.float32)
 
 
 def _labels_array(labels: List[Any]) -> Optional[np.ndarray]:
@@ -426,7 +396,7 @@ def _labels_array(labels: List[Any]) -> Optional[np.ndarray]:
 
 def _from_cache(kind: str, key: str, hit, normalize: bool) -> FeatureSet:
     arrays, meta = hit
-    return FeatureSet(kind=kind, embeddings=_finish(arrays["embeddings"], normalize),
+    return FeatureSet(kind=kind, embeddings=finish_embeddings(arrays["embeddings"], normalize),
                       pre_projection=arrays.get("pre_projection"), labels=arrays.get("labels"),
                       indices=arrays["indices"], skipped=[tuple(s) for s in meta.get("skipped", [])],
                       key=key, from_cache=True, meta=meta)
@@ -460,7 +430,7 @@ def extract_image_features(model: nn.Module, dataset: Any, *, transform: Optiona
             ``None``; the dataset's scan-time ``skipped`` list is left to the caller (it belongs to
             no row), and a part without a readable image gives zero rows instead of an error.
     """
-    _check_precision(precision)
+    check_precision(precision)
     if indices is not None and cache is not None:
         raise ValueError("indices= extracts part of a dataset but the cache holds whole datasets "
                          "only; pass cache=None")
@@ -494,7 +464,7 @@ def extract_image_features(model: nn.Module, dataset: Any, *, transform: Optiona
             if x is None:
                 continue
             store: List[torch.Tensor] = []
-            with _capture_input(pre_module, store), _autocast(device, precision):
+            with _capture_input(pre_module, store), autocast(device, precision):
                 emb = model.encode_image(x.to(device, non_blocking=True), normalize=False)
             embs.append(emb.float().cpu())
             if store:
@@ -519,7 +489,7 @@ def extract_image_features(model: nn.Module, dataset: Any, *, transform: Optiona
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     if cache is not None:
         cache.save(key, arrays, meta)
-    return FeatureSet(kind="image", embeddings=_finish(arrays["embeddings"], normalize),
+    return FeatureSet(kind="image", embeddings=finish_embeddings(arrays["embeddings"], normalize),
                       pre_projection=arrays.get("pre_projection"), labels=arrays.get("labels"),
                       indices=arrays["indices"], skipped=skipped, key=key, from_cache=False,
                       meta=meta)
@@ -549,7 +519,7 @@ def extract_text_features(model: nn.Module, tokenizer: Callable, texts: Sequence
     ``tokenizer(list_of_str)`` must return a LongTensor of token ids (open_clip's tokenizers do).
     Other arguments as in :func:`extract_image_features`.
     """
-    _check_precision(precision)
+    check_precision(precision)
     texts = [str(t) for t in texts]
     device = torch.device(device)
     key, parts = text_feature_key(model, tokenizer, texts, precision=precision, device=device,
@@ -572,7 +542,7 @@ def extract_text_features(model: nn.Module, tokenizer: Callable, texts: Sequence
             tokens = tokenizer(texts[start:start + batch_size]).to(device)
             store: List[torch.Tensor] = []
             with _capture_input(pre_in, store), _capture_output(ln_out, store), \
-                    _autocast(device, precision):
+                    autocast(device, precision):
                 emb = model.encode_text(tokens, normalize=False)
             embs.append(emb.float().cpu())
             if store:
@@ -592,6 +562,6 @@ def extract_text_features(model: nn.Module, tokenizer: Callable, texts: Sequence
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     if cache is not None:
         cache.save(key, arrays, meta)
-    return FeatureSet(kind="text", embeddings=_finish(arrays["embeddings"], normalize),
+    return FeatureSet(kind="text", embeddings=finish_embeddings(arrays["embeddings"], normalize),
                       pre_projection=arrays.get("pre_projection"), labels=None,
                       indices=arrays["indices"], skipped=[], key=key, from_cache=False, meta=meta)

@@ -1,8 +1,8 @@
 """The demo CLIP: a small UniRepLKNet CLIP trained on the synthetic world, on two CPU cores.
 
-``python -m unirepclip.demo train --out DIR`` runs the recipe that produced the checkpoint shipped in
+``python -m unirepclip train-demo --out DIR`` runs the recipe that produced the checkpoint shipped in
 ``unirepclip/weights/`` (``--steps`` / ``--train-size`` shrink it for a quick check);
-``python -m unirepclip.demo evaluate CKPT`` re-measures a checkpoint's figures on the test split.
+``python -m unirepclip evaluate-demo CKPT`` re-measures a checkpoint's figures on the test split.
 
 What the recipe does, and why:
 
@@ -35,13 +35,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-MODEL_NAME = "UniRepLKNet-Demo"
-CONTROL_MODEL_NAME = "UniRepLKNet-Demo-SmallKernel"  # same depth and width, 3x3 kernels: the ERF control
-WEIGHTS_DIR = Path(__file__).parent / "weights"
-# file stems of the recipe's checkpoints: <stem>.safetensors, with <stem>.json beside it
-_STEMS = {MODEL_NAME: "unireplknet_demo_clip", CONTROL_MODEL_NAME: "unireplknet_demo_small_kernel_clip"}
-DEMO_CHECKPOINT = WEIGHTS_DIR / f"{_STEMS[MODEL_NAME]}.safetensors"
-DEMO_METADATA = DEMO_CHECKPOINT.with_suffix(".json")
+from unirepclip.utils import file_sha256, normalize_images
+from unirepclip.models.pretrained import (CONTROL_MODEL_NAME, MODEL_NAME, WEIGHTS_DIR,
+                                          checkpoint_name, demo_checkpoint_path, demo_metadata)
 
 
 @dataclasses.dataclass
@@ -62,37 +58,6 @@ class Recipe:
     threads: int = 1  # one thread: no OpenMP barrier stalls when the cores are shared
     eval_batch_size: int = 250
     eval_every: int = 1000  # > 0: print zero-shot figures on 500 test images every N steps (monitoring only)
-
-
-def checkpoint_name(model: str = MODEL_NAME) -> str:
-    """File name (``.safetensors``) of the demo recipe's checkpoint for ``model``."""
-    if model not in _STEMS:
-        raise ValueError(f"model={model!r}: the demo recipe trains {sorted(_STEMS)} only")
-    return _STEMS[model] + ".safetensors"
-
-
-def demo_checkpoint_path(model: str = MODEL_NAME) -> Path:
-    """A shipped checkpoint of the demo recipe (raises with a clear message if it is missing)."""
-    path = WEIGHTS_DIR / checkpoint_name(model)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"the demo checkpoint {path} is missing from the package; train it with "
-            f"`python -m unirepclip.demo train --model {model} --out {WEIGHTS_DIR}`")
-    return path
-
-
-def demo_metadata(model: str = MODEL_NAME) -> Dict[str, Any]:
-    """The JSON stored beside a shipped checkpoint (recipe, data seed, figures, sha256)."""
-    return json.loads(demo_checkpoint_path(model).with_suffix(".json").read_text())
-
-
-def _normalize_uint8(images: np.ndarray) -> torch.Tensor:
-    """uint8 (N, H, W, 3) -> normalized float (N, 3, H, W), exactly as the val transform does."""
-    import open_clip
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0)
-    mean = torch.tensor(open_clip.OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(open_clip.OPENAI_DATASET_STD).view(1, 3, 1, 1)
-    return (x - mean) / std
 
 
 def _param_groups(model: torch.nn.Module, weight_decay: float):
@@ -123,13 +88,13 @@ def evaluate(model, tokenizer, *, data_seed: int = 0, image_size: int = 64,
     """Zero-shot shape / colour top-1 and caption retrieval on the synthetic test split."""
     from open_clip.zero_shot_classifier import build_zero_shot_classifier
 
-    from .data import SyntheticWorld, zeroshot_task
-    from . import retrieval
+    from unirepclip.data import SyntheticWorld, zeroshot_task
+    from unirepclip.eval import retrieval
 
     model.eval()
     world = SyntheticWorld(image_size=image_size, object_scale=tuple(object_scale), seed=data_seed)
     s = world.render("test", n=test_size)
-    x = _normalize_uint8(s.images)
+    x = normalize_images(s.images)
     feats = torch.cat([model.encode_image(x[i:i + batch_size], normalize=True)
                        for i in range(0, len(x), batch_size)])
     out: Dict[str, Any] = {"test_size": test_size}
@@ -159,9 +124,9 @@ def train(recipe: Recipe, out_dir: Optional[Path] = None, progress: bool = True,
     """
     from open_clip.loss import ClipLoss
 
-    from . import __version__
-    from .data import SyntheticWorld
-    from .factory import build_model, get_model_config, get_tokenizer
+    from unirepclip import __version__
+    from unirepclip.data import SyntheticWorld
+    from unirepclip.models.factory import build_model, get_model_config, get_tokenizer
 
     t0 = time.time()
     torch.set_num_threads(recipe.threads)
@@ -190,7 +155,7 @@ def train(recipe: Recipe, out_dir: Optional[Path] = None, progress: bool = True,
             pos = 0
         idx = order[pos:pos + recipe.batch_size]
         pos += recipe.batch_size
-        x = _normalize_uint8(images[idx].numpy())
+        x = normalize_images(images[idx].numpy())
         for g in opt.param_groups:
             g["lr"] = _lr_at(step, recipe)
         img_f, txt_f, scale = model(x, tokens[idx])
@@ -232,9 +197,9 @@ def train(recipe: Recipe, out_dir: Optional[Path] = None, progress: bool = True,
         ckpt = out_dir / checkpoint_name(recipe.model)
         save_checkpoint(model, ckpt, model_name=recipe.model)
         # figures on the weights as stored (fp16-rounded), so a reload reproduces them exactly
-        from .factory import create_model
+        from unirepclip.models.factory import create_model
         model = create_model(recipe.model, pretrained=str(ckpt))
-        meta["sha256"] = __import__("unirepclip.checkpoint", fromlist=["x"]).file_sha256(ckpt)
+        meta["sha256"] = file_sha256(ckpt)
     meta["figures"] = evaluate(model, tokenizer, data_seed=recipe.data_seed,
                                image_size=recipe.image_size, object_scale=recipe.object_scale,
                                test_size=recipe.test_size, batch_size=recipe.eval_batch_size)
@@ -256,7 +221,7 @@ def save_checkpoint(model: torch.nn.Module, path: Path, dtype=torch.float16,
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m unirepclip.demo",
+    p = argparse.ArgumentParser(prog="python -m unirepclip",
                                 description="Train or evaluate the demo CLIP.")
     sub = p.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train", help="run the training recipe")
@@ -267,7 +232,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                            default=f.default)
     e = sub.add_parser("evaluate", help="measure a checkpoint's figures on the test split")
     e.add_argument("checkpoint", nargs="?", default=None)
-    e.add_argument("--model", default=MODEL_NAME, choices=sorted(_STEMS))
+    e.add_argument("--model", default=MODEL_NAME, choices=[MODEL_NAME, CONTROL_MODEL_NAME])
     e.add_argument("--test-size", type=int, default=Recipe.test_size)
     args = p.parse_args(argv)
     if args.cmd == "train":
@@ -277,7 +242,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(json.dumps(meta["figures"], indent=2))
         print(f"wall time {meta['total_wall_seconds']} s; wrote {args.out}")
         return 0
-    from .factory import create_model, get_tokenizer
+    from unirepclip.models.factory import create_model, get_tokenizer
     ckpt = args.checkpoint or str(demo_checkpoint_path(args.model))
     model = create_model(args.model, pretrained=ckpt)
     print(json.dumps(evaluate(model, get_tokenizer(args.model), test_size=args.test_size),

@@ -13,7 +13,7 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import matplotlib as mpl
 import numpy as np
 
-from .figures import OKABE_ITO, PALETTE, subplots
+from unirepclip.viz.style import OKABE_ITO, PALETTE, subplots
 
 __all__ = ["image_grid", "per_class_accuracy", "confusion_matrix", "template_accuracies",
            "resolution_sweep", "retrieval_recall", "throughput"]

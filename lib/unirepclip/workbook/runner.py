@@ -75,8 +75,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import yaml
 
-from . import report as _report
-from . import results as _results
+from unirepclip.workbook import report as _report
+from unirepclip.workbook import results as _results
 
 __all__ = [
     "KERNEL_NAME", "RESERVED", "PROFILES_DIR", "ParameterError", "Parameter", "Notebook",
@@ -558,7 +558,7 @@ def default_notebooks_dir() -> Path:
     here = Path.cwd() / "notebooks"
     if here.is_dir():
         return here
-    return Path(__file__).resolve().parents[2] / "notebooks"
+    return Path(__file__).resolve().parents[3] / "notebooks"
 
 
 def _log(msg: str, quiet: bool) -> None:

@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from .zeroshot import Template, prepare_templates
+from unirepclip.eval.zeroshot import Template, prepare_templates
 
 __all__ = ["prompt_texts", "template_label", "classifiers_from_embeddings", "PromptClassifiers",
            "build_classifiers", "top1_accuracy"]
@@ -93,7 +93,7 @@ def build_classifiers(model: torch.nn.Module, tokenizer: Callable, classnames: S
     ``max_templates > 0`` keeps only the first that many templates (a count to shrink a dry run;
     ``0`` keeps all).
     """
-    from .features import extract_text_features
+    from unirepclip.features.extract import extract_text_features
 
     if int(max_templates) != max_templates or max_templates < 0:
         raise ValueError(f"max_templates={max_templates!r}: expected an integer >= 0 (0 = all)")

@@ -295,6 +295,14 @@ class UniRepLKNetBlock(nn.Module):
             y = y * self.gamma.view(1, -1, 1, 1)
         return x + self.drop_path(y)
 
+    @property
+    def deployed(self) -> bool:
+        """No BatchNorm, GRN bias, layer scale or unmerged branch left: the inference form."""
+        dw_fused = not isinstance(self.dwconv, DilatedReparamBlock) or self.dwconv.deployed
+        return (dw_fused and not isinstance(self.norm, nn.BatchNorm2d)
+                and not isinstance(self.pwconv2[2], nn.BatchNorm2d)
+                and not self.act[1].use_bias and self.gamma is None)
+
     @torch.no_grad()
     def reparameterize(self) -> None:
         """Fold every BatchNorm, the GRN bias and the layer scale into convs and linears."""
@@ -419,7 +427,6 @@ class UniRepLKNet(nn.Module):
         self.num_classes = num_classes
         self.depths = depths
         self.dims = dims
-        self.deploy = deploy
         self.global_pool = global_pool
         self.drop_rate = drop_rate
         self.num_features = self.head_hidden_size = dims[-1]
@@ -583,8 +590,14 @@ class UniRepLKNet(nn.Module):
         for m in self.modules():
             if isinstance(m, UniRepLKNetBlock):
                 m.reparameterize()
-        self.deploy = True
         return self
+
+    @property
+    def deploy(self) -> bool:
+        """Whether the tower is in the inference form, read from its blocks (so that a tower fused
+        by ``timm.utils.reparameterize_model``, which calls each block, says so too)."""
+        blocks = [m for m in self.modules() if isinstance(m, UniRepLKNetBlock)]
+        return bool(blocks) and all(b.deployed for b in blocks)
 
 
 # ----------------------------------------------------------------------------------------------

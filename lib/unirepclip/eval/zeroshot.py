@@ -20,7 +20,7 @@ import torch
 from open_clip.zero_shot_classifier import build_zero_shot_classifier
 from tqdm.auto import tqdm
 
-from .metrics import ArrayLike, classification_report, to_numpy
+from unirepclip.eval.metrics import ArrayLike, classification_report, to_numpy
 
 Template = Union[str, Callable[[str], str]]
 

@@ -1,4 +1,8 @@
-"""Checkpoint reading, layout detection, conversion and inspection.
+"""Checkpoint reading, layout detection and conversion: state dict in, state dict out.
+
+The loader never builds a model: :func:`unirepclip.models.factory.create_model` builds the model that
+fits a :class:`PreparedCheckpoint`, then loads it (open_clip's order). Inspection is
+:mod:`unirepclip.models.inspection`.
 
 One place maps every layout a user may hold onto the package's canonical CLIP layout (open_clip's
 ``CLIP`` with the UniRepLKNet trunk's own head as the image projection, ``timm_proj: ""``):
@@ -57,23 +61,6 @@ class CheckpointMismatchError(CheckpointError):
 # ----------------------------------------------------------------------------------------------
 # Reading files
 # ----------------------------------------------------------------------------------------------
-
-_sha_cache: Dict[Tuple[str, int, int], str] = {}
-
-
-def file_sha256(path: Union[str, os.PathLike]) -> str:
-    """sha256 of a file, memoized per (path, size, mtime) within the process."""
-    p = Path(path)
-    st = p.stat()
-    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _sha_cache:
-        h = hashlib.sha256()
-        with open(p, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 24), b""):
-                h.update(chunk)
-        _sha_cache[key] = h.hexdigest()
-    return _sha_cache[key]
-
 
 def resolve_path(spec: Union[str, os.PathLike]) -> Path:
     """A local path for ``spec``: a file path or ``hf-hub:<repo>[/<file>]`` (from the HF cache)."""
@@ -210,15 +197,6 @@ class Layout:
     projection: str             # "trunk_head" | "linear" | "classifier" | "none"
     head_width: Optional[int] = None
     has_text: bool = False
-
-    def describe(self) -> str:
-        what = {"open_clip": "whole CLIP model in open_clip's layout",
-                "tower": "image tower alone with UniRepLKNet's key names"}[self.kind]
-        proj = {"trunk_head": "projection as the trunk's head (weight + bias)",
-                "linear": "projection as visual.head.proj (no bias)",
-                "classifier": f"an ImageNet-style classifier head ({self.head_width} classes)",
-                "none": "no projection head"}[self.projection]
-        return f"{what}, {self.form} form, {proj}"
 
 
 def _guess_foreign(keys: Sequence[str]) -> str:
@@ -370,180 +348,77 @@ class _NoTextTower:
             f"checkpoint.")
 
 
-def _non_persistent_buffers(model: torch.nn.Module) -> set:
-    names = set()
-    for mod_name, mod in model.named_modules():
-        for b in getattr(mod, "_non_persistent_buffers_set", ()):
-            names.add(f"{mod_name}.{b}" if mod_name else b)
-    return names
+@dataclasses.dataclass
+class PreparedCheckpoint:
+    """A checkpoint read, unwrapped and mapped onto the canonical names of a config: what the
+    factory needs to build the model that fits it and then load it (the loader builds nothing)."""
+    path: str
+    source: str
+    file_format: str
+    layout: Layout
+    state_dict: Dict[str, torch.Tensor]
+    notes: List[str]
 
 
-def load_into_model(cfg: Dict[str, Any], pretrained: Union[str, os.PathLike], *, strict: bool = True,
-                    force_image_size=None, deploy: bool = False):
-    """Build the CLIP of ``cfg`` and load ``pretrained`` into it (see module docstring)."""
-    from .factory import build_model
-
+def prepare_checkpoint(pretrained: Union[str, os.PathLike], cfg: Dict[str, Any]) -> PreparedCheckpoint:
+    """Read ``pretrained`` (a path or ``hf-hub:``), unwrap it, detect its layout and map its
+    projection onto ``cfg``'s form."""
     path = resolve_path(pretrained)
     source = f"checkpoint {pretrained}"
     obj, fmt = read_checkpoint(path)
     sd, notes = unwrap_state_dict(obj, source)
     layout, sd = detect_layout(sd, source)
     sd, conv_notes, layout = _canonicalize(layout, sd, cfg)
-    notes += conv_notes
-    inference = deploy or layout.form == "inference"
-    if layout.form == "inference" and not deploy:
-        notes.append("the file is in the re-parameterized inference form: the tower is built in "
-                     "that form")
-    if layout.form == "training" and deploy:
-        notes.append("loaded in the training form, then re-parameterized")
+    return PreparedCheckpoint(str(pretrained), source, fmt, layout, sd, notes + conv_notes)
 
-    fast = layout.kind == "open_clip"
-    # Parameters on meta + assign: no random init, no second copy. Only when every parameter
-    # will come from the file; otherwise build for real and copy.
-    model = build_model(cfg, meta=fast, force_image_size=force_image_size,
-                        deploy=layout.form == "inference")
-    model_sd = model.state_dict()
+
+def compare_to_model(layout: Layout, sd: Mapping[str, torch.Tensor],
+                     model_sd: Mapping[str, torch.Tensor]):
+    """``(missing, unexpected, mismatched)`` of a canonical state dict against a model's. A tower
+    file is compared on the trunk only, and its projection may be absent (it stays random)."""
     scope = "visual.trunk." if layout.kind == "tower" else None
     missing, unexpected, mismatched = _compare(sd, model_sd, scope)
     if layout.kind == "tower":
-        # the projection of a file without one, or after dropping a classifier, stays random
         missing = [k for k in missing if not k.startswith("visual.trunk.head.")]
-    report = LoadReport(str(pretrained), fmt, layout.kind, layout.form, layout.projection,
-                        matched=sum(1 for k in sd if k in model_sd) - len(mismatched),
-                        missing=missing, unexpected=unexpected, mismatched=mismatched,
-                        notes=notes, has_trained_text_tower=layout.kind == "open_clip")
-    if not report.ok:
-        msg = (f"{source} does not fit model config (embed_dim {cfg['embed_dim']}, tower "
-               f"{cfg['vision_cfg']['timm_model_name']}):\n{report.summary()}")
-        if strict:
-            raise CheckpointMismatchError(msg + "\n(pass strict=False to load what matches)",
-                                          report)
-        _logger.warning(msg)
-        if fast:  # parameters on meta cannot stay missing: rebuild for real
-            model = build_model(cfg, force_image_size=force_image_size,
-                                deploy=layout.form == "inference")
-            fast = False
-    loadable = {k: v for k, v in sd.items()
+    return missing, unexpected, mismatched
+
+
+def fit_report(prepared: PreparedCheckpoint, model_sd: Mapping[str, torch.Tensor]) -> LoadReport:
+    """How the prepared file fits a model's state dict."""
+    layout, sd = prepared.layout, prepared.state_dict
+    missing, unexpected, mismatched = compare_to_model(layout, sd, model_sd)
+    return LoadReport(prepared.path, prepared.file_format, layout.kind, layout.form,
+                      layout.projection,
+                      matched=sum(1 for k in sd if k in model_sd) - len(mismatched),
+                      missing=missing, unexpected=unexpected, mismatched=mismatched,
+                      notes=prepared.notes, has_trained_text_tower=layout.kind == "open_clip")
+
+
+def load_prepared(model: torch.nn.Module, prepared: PreparedCheckpoint, *, assign: bool) -> None:
+    """Copy (or, with ``assign=True`` into a model built on meta, take over) every tensor of the
+    file that fits the model; with ``assign`` every parameter must come from the file."""
+    model_sd = model.state_dict()
+    loadable = {k: v for k, v in prepared.state_dict.items()
                 if k in model_sd and tuple(v.shape) == tuple(model_sd[k].shape)}
     for k, v in loadable.items():  # integer buffers (BN counters) may be stored as floats
         if v.dtype != model_sd[k].dtype and not model_sd[k].is_floating_point():
             loadable[k] = v.to(model_sd[k].dtype)
-    model.load_state_dict(loadable, strict=False, assign=fast)
-    if fast:
+    model.load_state_dict(loadable, strict=False, assign=assign)
+    if assign:
         leftover = [n for n, p in model.named_parameters() if p.is_meta]
         if leftover:
-            raise CheckpointError(f"{source}: parameters left unloaded: {leftover[:5]}")
-    if inference and layout.form == "training":
-        model.visual.trunk.reparameterize()
-    for note in notes:
-        _logger.info("%s: %s", source, note)
+            raise CheckpointError(f"{prepared.source}: parameters left unloaded: {leftover[:5]}")
+
+
+def attach_report(model: torch.nn.Module, report: Optional[LoadReport]) -> None:
+    """Keep the load report on the model; a file without a text tower makes ``encode_text`` an
+    error that says so."""
     model.load_report = report
-    model.has_trained_text_tower = report.has_trained_text_tower
+    model.has_trained_text_tower = True if report is None else report.has_trained_text_tower
     if not model.has_trained_text_tower:
-        model.encode_text = _NoTextTower(str(pretrained))
-    return model
+        model.encode_text = _NoTextTower(report.path)
+    if report is not None:
+        for note in report.notes:
+            _logger.info("checkpoint %s: %s", report.path, note)
 
 
-# ----------------------------------------------------------------------------------------------
-# Inspection
-# ----------------------------------------------------------------------------------------------
-
-def _part_of(key: str) -> str:
-    if key.startswith("visual.trunk.head.") or key.startswith("visual.head."):
-        return "image projection"
-    if key.startswith("visual."):
-        return "image tower"
-    if key in ("logit_scale", "logit_bias"):
-        return "logit scale"
-    return "text tower"
-
-
-@dataclasses.dataclass
-class CheckpointReport:
-    path: str
-    file_size: int
-    sha256: str
-    file_format: str
-    layout: str
-    form: str
-    projection: str
-    n_tensors: int
-    n_params: int
-    params_by_part: Dict[str, int]
-    dtypes: Dict[str, int]
-    matching_configs: List[str]
-    config_checks: Dict[str, str]
-    notes: List[str]
-
-    def to_dict(self) -> Dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def to_json(self, **kw) -> str:
-        return json.dumps(self.to_dict(), indent=kw.pop("indent", 2), **kw)
-
-    def __str__(self) -> str:
-        lines = [
-            f"checkpoint   {self.path}",
-            f"size         {self.file_size / 1e6:.1f} MB ({self.file_format})",
-            f"sha256       {self.sha256}",
-            f"layout       {self.layout}, {self.form} form, projection {self.projection}",
-            f"tensors      {self.n_tensors} ({self.n_params / 1e6:.2f}M parameters)",
-        ]
-        for part, n in self.params_by_part.items():
-            lines.append(f"  {part:<16} {n / 1e6:10.2f}M")
-        lines.append("dtypes       " + ", ".join(f"{k}: {v}" for k, v in self.dtypes.items()))
-        for name, verdict in self.config_checks.items():
-            lines.append(f"config       {name}: {verdict}")
-        for n in self.notes:
-            lines.append(f"note         {n}")
-        return "\n".join(lines)
-
-
-def _config_check(cfg_name: str, layout: Layout, sd: Dict[str, torch.Tensor]) -> str:
-    from .factory import build_model, get_model_config
-
-    cfg = get_model_config(cfg_name)
-    try:
-        csd, _, lay = _canonicalize(layout, sd, cfg)
-    except CheckpointError as e:
-        return f"no ({e})"
-    with torch.device("meta"):
-        model = build_model(cfg, meta=True, deploy=layout.form == "inference")
-    msd = model.state_dict()
-    scope = "visual.trunk." if layout.kind == "tower" else None
-    missing, unexpected, mismatched = _compare(csd, msd, scope)
-    if layout.kind == "tower":
-        missing = [k for k in missing if not k.startswith("visual.trunk.head.")]
-    if not (missing or unexpected or mismatched):
-        return "matches" + (" (image tower)" if layout.kind == "tower" else "")
-    return (f"no ({len(missing)} missing, {len(unexpected)} unexpected, {len(mismatched)} "
-            f"mis-shaped; e.g. {(missing + unexpected + [m[0] for m in mismatched])[:3]})")
-
-
-def inspect_checkpoint(path: Union[str, os.PathLike], model: Optional[str] = None
-                       ) -> CheckpointReport:
-    """Describe a checkpoint: layout, tensors and parameters by part, dtypes, sha256, size, and
-    which registered configs (or ``model``) it matches."""
-    from .factory import list_models
-
-    p = resolve_path(path)
-    obj, fmt = read_checkpoint(p)
-    sd, notes = unwrap_state_dict(obj, f"checkpoint {path}")
-    layout, csd = detect_layout(sd, f"checkpoint {path}")
-    by_part: Dict[str, int] = {}
-    dtypes: Dict[str, int] = {}
-    for k, v in csd.items():
-        by_part[_part_of(k)] = by_part.get(_part_of(k), 0) + v.numel()
-        dtypes[str(v.dtype).replace("torch.", "")] = dtypes.get(
-            str(v.dtype).replace("torch.", ""), 0) + 1
-    names = [model] if model else list_models()
-    checks = {n: _config_check(n, layout, csd) for n in names}
-    matching = [n for n, v in checks.items() if v.startswith("matches")]
-    if layout.kind == "tower":
-        notes.append("no text tower in the file: text-dependent evaluation is unavailable")
-    return CheckpointReport(
-        path=str(path), file_size=p.stat().st_size, sha256=file_sha256(p), file_format=fmt,
-        layout=layout.kind, form=layout.form, projection=layout.projection,
-        n_tensors=len(csd), n_params=sum(v.numel() for v in csd.values()),
-        params_by_part=by_part, dtypes=dtypes, matching_configs=matching, config_checks=checks,
-        notes=notes)

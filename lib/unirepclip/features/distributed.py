@@ -1,7 +1,7 @@
 """Distributed image-feature extraction on PyTorch's own runtime (``torchrun``), into the cache.
 
-Run it as ``torchrun --nproc_per_node=N -m unirepclip.extract --model ... --checkpoint ...
---dataset ... --cache-dir DIR`` (or plainly with ``python -m unirepclip.extract ...``: world size
+Run it as ``torchrun --nproc_per_node=N -m unirepclip extract --model ... --checkpoint ...
+--dataset ... --cache-dir DIR`` (or plainly with ``python -m unirepclip extract ...``: world size
 1). The result is the *same* cache entry that a single process would write with
 ``extract_image_features(model, dataset, cache=FeatureCache(DIR))``: same key, same arrays, same
 order, so a notebook finds it as a cache hit. How it gets there:
@@ -46,7 +46,8 @@ import torch
 from torch import distributed as dist
 from torch import nn
 
-from .features import (
+from unirepclip.features.extract import (
+    finish_embeddings,
     FeatureCache,
     FeatureSet,
     extract_image_features,
@@ -198,12 +199,6 @@ def extract_shard(model: nn.Module, dataset: Any, *, cache: FeatureCache, key: s
                        store.paths(name)[0])
 
 
-def _normalized(emb: np.ndarray, normalize: bool) -> np.ndarray:
-    if not normalize:
-        return emb
-    return (emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)).astype(np.float32)
-
-
 def merge_shards(cache: FeatureCache, key: str, parts: Dict[str, Any], dataset: Any,
                  world_size: int, *, normalize: bool = True, remove: bool = True,
                  extra_meta: Optional[Dict[str, Any]] = None) -> FeatureSet:
@@ -259,7 +254,7 @@ def merge_shards(cache: FeatureCache, key: str, parts: Dict[str, Any], dataset: 
     cache.save(key, arrays, meta)
     if remove:
         shutil.rmtree(store.root, ignore_errors=True)
-    return FeatureSet(kind="image", embeddings=_normalized(arrays["embeddings"], normalize),
+    return FeatureSet(kind="image", embeddings=finish_embeddings(arrays["embeddings"], normalize),
                       pre_projection=arrays.get("pre_projection"),
                       labels=arrays.get("labels"), indices=arrays["indices"], skipped=skipped,
                       key=key, from_cache=False, meta=meta)
@@ -388,7 +383,7 @@ def extract_distributed(model: nn.Module, dataset: Any, *, cache: FeatureCache,
         hit = cache.load(key)
         if hit is not None:
             arrays, meta = hit
-            done = FeatureSet(kind="image", embeddings=_normalized(arrays["embeddings"], normalize),
+            done = FeatureSet(kind="image", embeddings=finish_embeddings(arrays["embeddings"], normalize),
                               pre_projection=arrays.get("pre_projection"),
                               labels=arrays.get("labels"), indices=arrays["indices"],
                               skipped=[tuple(s) for s in meta.get("skipped", [])], key=key,
@@ -435,7 +430,7 @@ def build_dataset(name: str, *, data_root: Optional[str] = None, split: str = "t
       names), ``"imagenet"``, ``"folders"`` or a class-name file;
     * ``digits``: :class:`~unirepclip.data.SklearnDigits` (``split``, ``seed``, ``image_size``).
     """
-    from . import data
+    from unirepclip import data
 
     if name not in DATASETS:
         raise ValueError(f"--dataset {name!r} is not one of {DATASETS}")
@@ -466,7 +461,7 @@ def build_dataset(name: str, *, data_root: Optional[str] = None, split: str = "t
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="torchrun --nproc_per_node=N -m unirepclip.extract",
+        prog="torchrun --nproc_per_node=N -m unirepclip extract",
         description="Extract image features on N processes into the feature cache the "
                     "notebooks read (also runs as a single process without torchrun).")
     p.add_argument("--model", required=True, help="registered model config or config JSON path")
@@ -508,10 +503,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         ctx = init_distributed(args.backend, args.device, args.timeout_minutes)
     except (ValueError, RuntimeError) as err:
-        raise SystemExit(f"unirepclip.extract: error: {err}") from None
+        raise SystemExit(f"unirepclip extract: error: {err}") from None
     try:
-        from .factory import create_model
-        from .workbook import resolve_checkpoint, set_seed
+        from unirepclip.models.factory import create_model
+        from unirepclip.models.pretrained import resolve_checkpoint
+        from unirepclip.utils import set_seed
 
         set_seed(args.seed)  # random weights (no checkpoint) are then the same on every rank
         model = create_model(args.model, resolve_checkpoint(args.checkpoint), device=ctx.device)
@@ -523,7 +519,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                     seed=args.seed, target=args.target,
                                     classnames=args.classnames)
         except (ValueError, FileNotFoundError) as err:
-            raise SystemExit(f"unirepclip.extract: error: {err}") from None
+            raise SystemExit(f"unirepclip extract: error: {err}") from None
         t0 = time.perf_counter()
         fs = extract_distributed(model, dataset, cache=FeatureCache(args.cache_dir),
                                  batch_size=args.batch_size, num_workers=args.num_workers,

@@ -1,0 +1,1 @@
+"""Analysis of the model: effective receptive fields, attribution, cost and the model card's errata."""

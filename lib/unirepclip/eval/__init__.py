@@ -1,0 +1,2 @@
+"""Evaluation, one module per task in CLIP_benchmark's manner: metrics, zero-shot classification,
+retrieval, and probes."""

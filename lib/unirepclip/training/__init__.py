@@ -1,0 +1,1 @@
+"""Training: the recipe of the embedded demo CLIP (:mod:`unirepclip.training.demo`)."""
