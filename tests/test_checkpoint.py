@@ -10,20 +10,18 @@ from safetensors.torch import save_file
 import unirepclip
 from unirepclip.models import loading as C
 from unirepclip.models.factory import build_model, get_model_config
+from helpers import randomize_reparam_state
 
 NAME = "UniRepLKNet-Demo"
 
 
 def _randomize(model, seed=1):
     g = torch.Generator().manual_seed(seed)
+    randomize_reparam_state(model, g)
     with torch.no_grad():
         for n, p in model.named_parameters():
-            if n.endswith(("gamma", "beta")) or "head" in n:
+            if "head" in n:
                 p.copy_(torch.randn(p.shape, generator=g) * 0.3)
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
     return model.eval()
 
 
@@ -81,6 +79,19 @@ def test_open_clip_layout_roundtrip(tmp_path, reference, fmt, wrap):
     i2, t2 = _embed(loaded, images, texts)
     assert (i2 - img).abs().max() <= 1e-6 and (t2 - txt).abs().max() <= 1e-6
     assert loaded.load_report.layout == "open_clip" and loaded.load_report.ok
+
+
+def test_unwrap_takes_any_wrapper_and_every_ddp_compile_prefix():
+    t = torch.arange(3.0)
+    for obj in ({"state_dict": {"module._orig_mod.a.w": t, "step": 7}},
+                {"model_ema": {"_orig_mod.module.a.w": t}}, {"params": {"module.a.w": t}},
+                {"whatever": {"a.w": t}, "epoch": 3}):  # the one entry that holds tensors
+        sd, notes = C.unwrap_state_dict(obj)
+        assert list(sd) == ["a.w"] and sd["a.w"] is t, obj
+        assert notes[0].startswith("unwrapped")
+    assert C.unwrap_state_dict({"a.w": t, "step": 7})[1] == ["ignored 1 non-tensor entries"]
+    with pytest.raises(C.CheckpointError, match="holds no tensors"):
+        C.unwrap_state_dict({"epoch": 3})
 
 
 def test_linear_projection_file_loads_into_canonical_form(tmp_path, reference):
@@ -326,3 +337,174 @@ def test_full_size_encode_image_at_224_and_320():
     with torch.no_grad():
         for size in (224, 320):
             assert model.encode_image(torch.randn(1, 3, size, size)).shape == (1, 1024)
+
+
+# --- configs written for the reference tower, damaged and mislabelled files (issue 15) ------
+
+def test_reference_style_config_pools_like_the_reference(tmp_path, reference):
+    """timm_pool '' with timm_proj '' (open_clip's ConvNet convention): the reference tower
+    average-pools, so a CLIP saved under it has vector embeddings; ours must give the same."""
+    from unirepclip.models import unireplknet as U
+
+    model, images, texts, img, txt = reference
+    cfg = get_model_config(NAME)
+    cfg["vision_cfg"]["timm_pool"] = ""
+    assert cfg["vision_cfg"]["timm_proj"] == ""
+    path = _save(model.state_dict(), tmp_path / "ref.safetensors")
+    loaded = unirepclip.create_model(cfg, pretrained=str(path))
+    i2, _ = _embed(loaded, images, texts)
+    assert i2.shape == img.shape and (i2 - img).abs().max() <= 1e-6
+    assert any("timm_pool '' with timm_proj ''" in n and "'avg'" in n
+               for n in loaded.load_report.notes)
+    assert unirepclip.create_model(cfg).encode_image(images).shape == (3, 64)
+    for pool in ("max", "abs_attn"):
+        cfg["vision_cfg"]["timm_pool"] = pool
+        with pytest.raises(ValueError, match=r"vision_cfg\.timm_pool.*vision_cfg\.timm_proj"):
+            unirepclip.create_model(cfg)
+    # the tower keeps timm's meaning of global_pool="": the head at every position
+    assert U.unireplknet_demo(num_classes=5, global_pool="")(images).ndim == 4
+
+
+def _member_data_offset(path, member):
+    """Where ``member``'s bytes start inside the zip (after its local header)."""
+    import struct
+    import zipfile
+
+    info = zipfile.ZipFile(path).getinfo(member)
+    with open(path, "rb") as f:
+        f.seek(info.header_offset)
+        header = f.read(30)
+    name_len, extra_len = struct.unpack("<HH", header[26:30])
+    return info.header_offset + 30 + name_len + extra_len, info.file_size
+
+
+def _damage(path, member, out, how="zero"):
+    import zipfile
+
+    start, size = _member_data_offset(path, member)
+    data = bytearray(path.read_bytes())
+    n = min(16, size)
+    if how == "zero":
+        data[start:start + n] = bytes(n)
+    else:
+        data[start + size // 2] ^= 0x01
+    out.write_bytes(bytes(data))
+    assert zipfile.ZipFile(out).testzip() == member  # the damage the test means
+    return out
+
+
+def test_damaged_zip_member_is_an_error_naming_file_and_member(tmp_path, reference):
+    import zipfile
+
+    model, *_ = reference
+    good = _save(model.state_dict(), tmp_path / "good.pt")
+    infos = zipfile.ZipFile(good).infolist()
+    biggest = max((i for i in infos if "/data/" in i.filename), key=lambda i: i.file_size)
+    for how in ("zero", "flip"):
+        bad = _damage(good, biggest.filename, tmp_path / f"{how}.pt", how)
+        for call in (lambda: unirepclip.create_model(NAME, pretrained=str(bad)),
+                     lambda: unirepclip.inspect_checkpoint(bad)):
+            with pytest.raises(C.CheckpointError,
+                               match=rf"{bad.name} is damaged: zip member '{biggest.filename}'"):
+                call()
+    # a damaged data.pkl is damage, not "a pickle that could run code"
+    pkl = next(i.filename for i in infos if i.filename.endswith("/data.pkl"))
+    bad = _damage(good, pkl, tmp_path / "pkl.pt", "flip")
+    with pytest.raises(C.CheckpointError, match="is damaged") as e:
+        unirepclip.create_model(NAME, pretrained=str(bad))
+    assert "could run code" not in str(e.value) and "data.pkl" in str(e.value)
+
+
+def test_damaged_pickle_told_from_a_refused_global(tmp_path, monkeypatch, reference):
+    """Past the CRC check (a legacy pickle has none), what the unpickler says decides: an
+    unreadable opcode is damage, a global it does not allow is a refusal."""
+    model, *_ = reference
+    legacy = tmp_path / "legacy.pt"
+    torch.save({"w": torch.ones(2)}, legacy, _use_new_zipfile_serialization=False)
+    data = bytearray(legacy.read_bytes())
+    data[data.index(b"\x80\x02", 2)] = 0xFF  # the main pickle's first opcode: not an opcode
+    legacy.write_bytes(bytes(data))
+    with pytest.raises(C.CheckpointError, match="legacy.pt is damaged") as e:
+        C.read_checkpoint(legacy)
+    assert "could run code" not in str(e.value)
+    monkeypatch.setenv("EVIL_MARK", str(tmp_path / "pwned"))
+    evil = tmp_path / "evil.pt"
+    torch.save({"payload": _Evil()}, evil)
+    with pytest.raises(C.CheckpointError, match=r"was refused.*could run code.*posix\.system"):
+        C.read_checkpoint(evil)
+
+
+def test_nonfinite_weights_reported_by_inspect_and_refused_by_the_loader(tmp_path, reference):
+    model, images, *_ = reference
+    sd = dict(model.state_dict())
+    bad_keys = ["visual.trunk.stages.1.0.pwconv1.1.weight", "ln_final.bias"]
+    sd[bad_keys[0]] = sd[bad_keys[0]].clone()
+    sd[bad_keys[0]][0, 0] = float("nan")
+    sd[bad_keys[1]] = torch.full_like(sd[bad_keys[1]], float("inf"))
+    path = _save(sd, tmp_path / "nan.safetensors")
+    rep = unirepclip.inspect_checkpoint(path, model=NAME)
+    assert sorted(rep.nonfinite) == sorted(bad_keys) and "NON-FINITE" in str(rep)
+    assert unirepclip.inspect_checkpoint(_save(model.state_dict(), tmp_path / "ok.pt"),
+                                         model=NAME).nonfinite == []
+    with pytest.raises(C.CheckpointError, match=r"nan.safetensors: 2 tensor\(s\) hold NaN") as e:
+        unirepclip.create_model(NAME, pretrained=str(path))
+    assert all(k in str(e.value) for k in bad_keys)
+    loaded = unirepclip.create_model(NAME, pretrained=str(path), allow_nonfinite=True)
+    assert any("NaN or infinite values (allowed)" in n for n in loaded.load_report.notes)
+
+
+@pytest.mark.parametrize("payload", ["zip", "legacy"])
+def test_torch_file_named_safetensors_is_read_by_content(tmp_path, reference, payload):
+    model, images, texts, img, txt = reference
+    path = tmp_path / "mislabelled.safetensors"
+    torch.save(model.state_dict(), path, _use_new_zipfile_serialization=payload == "zip")
+    rep = unirepclip.inspect_checkpoint(path, model=NAME)
+    assert rep.file_format == ("torch-zip" if payload == "zip" else "torch-legacy")
+    assert rep.config_checks[NAME] == "matches"
+    i2, _ = _embed(unirepclip.create_model(NAME, pretrained=str(path)), images, texts)
+    assert (i2 - img).abs().max() <= 1e-6
+
+
+def test_fp16_file_is_fused_in_fp32(tmp_path, reference):
+    model, images, *_ = reference
+    sd = {k: (v.half() if v.is_floating_point() else v) for k, v in model.state_dict().items()}
+    path = str(_save(sd, tmp_path / "h.safetensors"))
+    training = unirepclip.create_model(NAME, pretrained=path)
+    fused = unirepclip.create_model(NAME, pretrained=path, deploy=True)
+    assert not training.visual.trunk.deploy and fused.visual.trunk.deploy
+    with torch.no_grad():
+        a, b = training.encode_image(images), fused.encode_image(images)
+    assert ((b - a).abs().max() / a.abs().max()).item() <= 1e-6
+
+
+def test_hf_hub_without_network_fails_at_once_with_the_way_out(tmp_path, monkeypatch):
+    """A closed local port stands in for no network: one connection attempt, no download tries
+    (huggingface_hub would retry each of five candidate files with back-off, ~2 minutes)."""
+    import socket
+
+    import huggingface_hub
+
+    for var in ("HF_HUB_OFFLINE", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy",
+                "https_proxy", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    attempts, downloads = [], []
+    real_connect = socket.create_connection
+
+    def connect(address, *args, **kwargs):
+        attempts.append(address)
+        return real_connect(address, *args, **kwargs)
+
+    def download(*args, **kwargs):
+        downloads.append(args)
+        raise OSError("no network")
+
+    monkeypatch.setattr(socket, "create_connection", connect)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    with pytest.raises(C.CheckpointError) as e:
+        unirepclip.create_model(NAME, pretrained="hf-hub:someone/clip-unireplknet-demo")
+    assert attempts == [("127.0.0.1", 9)] and downloads == []
+    msg = str(e.value)
+    assert "cannot be reached" in msg and "local checkpoint file" in msg
+    assert "HF_HUB_OFFLINE=1" in msg and "HF_HUB_CACHE" in msg

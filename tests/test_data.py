@@ -1,7 +1,6 @@
 """Tests for unirepclip.data: the synthetic world and the local datasets."""
 import math
 import os
-import time
 
 import numpy as np
 import pytest
@@ -23,9 +22,6 @@ from unirepclip.data import (
     UnreadableImage,
     all_captions,
     digits_zeroshot_task,
-    imagenet_val,
-    imagenet_zeroshot_task,
-    skip_unreadable_collate,
     zeroshot_task,
 )
 
@@ -275,14 +271,6 @@ def test_tiny_objects_still_have_a_mask():
     assert s.masks.reshape(50, -1).any(1).all()
 
 
-def test_rendering_is_fast():
-    w = SyntheticWorld(seed=0)
-    t0 = time.perf_counter()
-    w.render("train", 2000, with_masks=False)
-    # ~0.5 ms per image measured; the bound leaves room for a busy shared machine
-    assert time.perf_counter() - t0 < 6.0
-
-
 # ------------------------------------------------------------------------------------------------
 # Image folders
 # ------------------------------------------------------------------------------------------------
@@ -330,8 +318,7 @@ def test_image_folder_skips_and_lists_bad_files(folder):
     lazy = ImageFolderDataset(folder, verify=False, transform=_to_tensor)
     bad = [i for i, (p, _) in enumerate(lazy.samples) if p.endswith("broken.jpg")]
     assert len(bad) == 1 and isinstance(lazy[bad[0]][0], UnreadableImage)
-    x, y = skip_unreadable_collate([lazy[i] for i in range(len(lazy))])
-    assert x.shape == (6, 3, 8, 8) and len(y) == 6
+    assert sum(isinstance(lazy[i][0], torch.Tensor) for i in range(len(lazy))) == 6
 
 
 def _to_tensor(im):
@@ -356,21 +343,23 @@ def test_image_folder_errors_name_the_problem(folder, tmp_path):
         ImageFolderDataset(folder, tmp_path / "missing.txt")
 
 
-def test_imagenet_val_uses_open_clip_names_and_templates(tmp_path):
+def test_imagenet_folder_uses_open_clip_names_and_templates(tmp_path):
     from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
+
+    from unirepclip.data.registry import load_dataset, resolve_vocabulary
 
     for k in range(1000):
         (tmp_path / f"n{k:08d}").mkdir()
     _png(tmp_path / "n00000000" / "a.JPEG", 1)
     _png(tmp_path / "n00000999" / "b.png", 2)
-    ds = imagenet_val(tmp_path)
+    ds = load_dataset("imagefolder", data_dir=str(tmp_path), classnames_file="imagenet")
     assert ds.classes == list(IMAGENET_CLASSNAMES) and len(ds) == 2
     assert ds.targets == [0, 999]
     (tmp_path / "n00000999" / "b.png").unlink()
     (tmp_path / "n00000999").rmdir()
-    with pytest.raises(ValueError, match="1000 names but .* 999 class folders"):
-        imagenet_val(tmp_path)
-    names, templates = imagenet_zeroshot_task()
+    with pytest.raises(ValueError, match="1000 class names but .* 999 class folders"):
+        load_dataset("imagefolder", data_dir=str(tmp_path), classnames_file="imagenet")
+    names, templates, _ = resolve_vocabulary("imagenet")
     assert len(names) == 1000 and len(templates) == 80
     assert templates[0]("goldfish").count("goldfish") == 1
 

@@ -7,6 +7,7 @@ from PIL import Image
 
 import unirepclip
 from unirepclip.data import sets as evalsets
+from unirepclip.data.registry import Subset
 from unirepclip.data import COLOURS, SHAPES, SyntheticWorld
 
 
@@ -81,6 +82,25 @@ def test_digits_and_skimage_sets():
         evalsets.classification_set("coco", n_images=1)
 
 
+@pytest.mark.parametrize("name, kw", [("digits", {}), ("skimage", {}), ("synthetic", {}),
+                                      ("imagefolder", {"data_dir": None})])
+def test_every_dataset_honours_n_images(name, kw, folder):
+    """n_images=3 gives 3 images whatever the set (skimage used to return all 15), and a finite
+    set's labels follow the rows kept (each photograph is its own class: label = its row)."""
+    kw = {k: str(folder) for k in kw}
+    es = evalsets.classification_set(name, n_images=3, seed=4, **kw)
+    assert len(es) == 3 and len(es.tasks[es.main_task].labels) == 3
+    rows = getattr(es.dataset, "indices", np.arange(3))
+    if name != "synthetic":
+        assert list(rows) == sorted(np.random.default_rng(4).choice(
+            len(es.dataset.dataset), size=3, replace=False))
+        for k in range(3):
+            assert es.dataset[k][1] == es.tasks[es.main_task].labels[k]
+    if name == "skimage":
+        np.testing.assert_array_equal(es.tasks["skimage"].labels, rows)
+        assert len(es.tasks["skimage"].classnames) == len(es.dataset.dataset)
+
+
 def test_sample_set_for_a_real_model_uses_photos_and_the_imagenet_vocabulary():
     s = evalsets.sample_set("imagefolder", n_images=3, seed=0)
     task = s.tasks[s.main_task]
@@ -114,10 +134,10 @@ def test_caption_sets(folder, tmp_path):
 
 def test_subset_identity_and_bounds():
     base = evalsets.classification_set("digits", n_images=0).dataset
-    a, b = evalsets.Subset(base, [0, 1]), evalsets.Subset(base, [0, 2])
+    a, b = Subset(base, [0, 1]), Subset(base, [0, 2])
     assert a.identity != b.identity and a.identity["of"] == base.identity
     with pytest.raises(ValueError, match="indices"):
-        evalsets.Subset(base, [len(base)])
+        Subset(base, [len(base)])
 
 
 def test_val_transform_at_another_size():
@@ -143,25 +163,3 @@ def test_image_batch_cycles_and_transforms():
     assert torch.equal(x[3], x[0]) and not torch.equal(x[1], x[0])
     with pytest.raises(ValueError, match="n=0"):
         evalsets.image_batch(es.dataset, 0, lambda im: im)
-
-
-def test_prediction_captions():
-    shape = evalsets.ZeroShotTask("shape", ["circle", "star"], ["{}"], np.array([0, 1, 1]))
-    colour = evalsets.ZeroShotTask("colour", ["red", "blue"], ["{}"], np.array([0, 0, 1]))
-    free = evalsets.ZeroShotTask("vocab", ["cat", "dog", "fox"], ["{}"], None)
-    big = np.log([[0.97, 0.03], [0.2, 0.8]])  # for rows 2 and 0
-    caps, ok = evalsets.prediction_captions({"shape": shape, "colour": colour},
-                                            {"shape": big, "colour": big[::-1]}, rows=[2, 0])
-    # row 2: shape pred circle (true star: wrong); colour pred blue (true blue: right)
-    assert caps[0] == "circle 97%\nblue 80%\ntrue: star, blue" and ok[0] is False
-    # row 0: shape pred star (true circle): wrong; colour pred red (true red): right
-    assert caps[1] == "star 80%\nred 97%\ntrue: circle, red" and ok[1] is False
-    caps, ok = evalsets.prediction_captions({"shape": shape}, {"shape": big[:1]}, rows=[0])
-    assert caps == ["circle 97%"] and ok == [True]
-    caps, ok = evalsets.prediction_captions({"vocab": free}, {"vocab": np.log([[0.1, 0.6, 0.3]])},
-                                            rows=[0], top_k_unlabelled=2)
-    assert caps == ["dog 60%\nfox 30%"] and ok == [None]
-    with pytest.raises(ValueError, match="expected \\(1, 3\\)"):
-        evalsets.prediction_captions({"vocab": free}, {"vocab": np.zeros((1, 2))}, rows=[0])
-    with pytest.raises(KeyError, match="colour"):
-        evalsets.prediction_captions({"colour": colour}, {"shape": big}, rows=[0, 1])

@@ -15,7 +15,6 @@ import unirepclip
 from unirepclip.data import ImageFolderDataset, SyntheticShapes
 from unirepclip.training.demo import save_checkpoint
 from unirepclip.features.distributed import (
-    FAIL_RANK_ENV,
     ShardError,
     build_dataset,
     extract_distributed,
@@ -254,22 +253,54 @@ def test_bad_backend_and_device_are_named(monkeypatch):
 def test_bad_dataset_arguments_are_named(tmp_path):
     with pytest.raises(ValueError, match="--dataset 'cifar'"):
         build_dataset("cifar")
-    with pytest.raises(ValueError, match="--n-images applies to --dataset synthetic"):
-        build_dataset("digits", n=5)
+    with pytest.raises(ValueError, match="--data-root applies to --dataset imagefolder"):
+        build_dataset("digits", data_root=str(tmp_path))
     with pytest.raises(ValueError, match="needs --data-root"):
         build_dataset("imagefolder")
     with pytest.raises(FileNotFoundError, match="--data-root"):
         build_dataset("imagefolder", data_root=str(tmp_path / "nope"))
 
 
+def test_command_line_datasets_are_the_notebooks_datasets(tmp_path):
+    """--dataset/--n-images resolve to the very rows a notebook's dataset/n_images give, so the
+    cache key (which holds the dataset's identity) is the one the notebook looks up."""
+    from unirepclip.data.sets import classification_set
+
+    for name, n in (("digits", 5), ("digits", 0), ("skimage", 3), ("synthetic", 4)):
+        notebook = classification_set(name, n_images=n, image_size=32, seed=2).dataset
+        cli = build_dataset(name, n=n, image_size=32, seed=2)
+        assert cli.identity == notebook.identity, name
+        assert len(cli) == len(notebook)
+    # the command's defaults: 1000 synthetic images, all of a finite set
+    assert len(build_dataset("synthetic", image_size=32)) == 1000
+    assert build_dataset("digits").identity == \
+        classification_set("digits", n_images=0).dataset.identity
+    for c, cls in enumerate(("b", "a")):
+        for split in ("val", "test"):
+            (tmp_path / split / cls).mkdir(parents=True)
+            Image.new("RGB", (8, 8), (c, 0, 0)).save(tmp_path / split / cls / "x.png")
+    folder = build_dataset("imagefolder", data_root=str(tmp_path / "test"))
+    assert folder.identity == classification_set(
+        "imagefolder", n_images=0, data_dir=str(tmp_path / "test")).dataset.identity
+    assert folder.classes == ["a", "b"] and folder.targets == [0, 1]
+    # --split names a sub-folder of --data-root
+    assert build_dataset("imagefolder", data_root=str(tmp_path), split="val").root == \
+        tmp_path / "val"
+
+
 # ------------------------------------------------------------------------------------------------
 # torchrun, two CPU processes, gloo
 # ------------------------------------------------------------------------------------------------
-def _torchrun(checkpoint, cache_dir, *extra, env_extra=None):
-    env = {k: v for k, v in os.environ.items() if k != FAIL_RANK_ENV}
-    env.update({"OMP_NUM_THREADS": "1", **(env_extra or {})})
+CRASH_ONE_RANK = Path(__file__).with_name("extract_crash_one_rank.py")
+
+
+def _torchrun(checkpoint, cache_dir, *extra, crash_rank=None):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # the real command, or the test's wrapper around the same entry point that crashes one rank
+    program = ["-m", "unirepclip", "extract"] if crash_rank is None else \
+        [str(CRASH_ONE_RANK), str(crash_rank)]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "unirepclip", "extract", "--model", MODEL, "--checkpoint", str(checkpoint),
+           *program, "--model", MODEL, "--checkpoint", str(checkpoint),
            "--dataset", "synthetic", "--split", "test", "--n-images", str(N_IMAGES),
            "--cache-dir", str(cache_dir), "--batch-size", "8", "--backend", "gloo",
            "--no-progress", *extra]
@@ -299,7 +330,7 @@ def test_torchrun_interrupted_then_resumed_keeps_the_finished_shard(tmp_path, ch
     store = FeatureCache(shard_dir(cache, want.key))
     r0, r1 = shard_name(0, 2), shard_name(1, 2)
 
-    failed = _torchrun(checkpoint, cache.root, env_extra={FAIL_RANK_ENV: "1"})
+    failed = _torchrun(checkpoint, cache.root, crash_rank=1)
     assert failed.returncode != 0
     assert "simulated failure" in failed.stdout + failed.stderr
     assert want.key not in cache  # no merged entry from a failed run

@@ -9,6 +9,7 @@ from safetensors.torch import load_file
 
 import unirepclip  # noqa: F401  (registers the towers)
 from unirepclip.models import unireplknet as U
+from helpers import randomize_reparam_state
 
 
 @pytest.fixture(scope="module")
@@ -100,22 +101,6 @@ def test_deploy_model_loads_converted_state_dict_strictly(parity):
         torch.testing.assert_close(model(t["input"]), t["logits_deploy_form"], atol=1e-5, rtol=0)
 
 
-def randomize_(model, seed=0):
-    """Non-trivial BN statistics, GRN and layer scale so re-parameterization is exercised."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("gamma") or name.endswith("beta"):
-                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.2)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.2)
-    return model
-
-
 @pytest.mark.parametrize("kernel_sizes,dims", [
     (((5,), (7,), (9, 3), (11,)), (8, 16, 24, 32)),
     (((15,), (17,), (13, 0), (3,)), (8, 8, 16, 16)),
@@ -123,7 +108,7 @@ def randomize_(model, seed=0):
 ])
 def test_reparameterization_is_exact_on_random_configs(kernel_sizes, dims):
     depths = (1, 1, 2, 1) if kernel_sizes else (2, 2, 6, 2)
-    model = randomize_(U.UniRepLKNet(depths=depths, dims=dims, kernel_sizes=kernel_sizes,
+    model = randomize_reparam_state(U.UniRepLKNet(depths=depths, dims=dims, kernel_sizes=kernel_sizes,
                                      num_classes=7, layer_scale_init_value=0.5)).eval()
     x = torch.randn(2, 3, 96, 96)
     with torch.no_grad():
@@ -136,6 +121,26 @@ def test_reparameterization_is_exact_on_random_configs(kernel_sizes, dims):
     assert not any("dil_conv" in k or "origin_bn" in k or "norm.running" in k
                    for k in deployed.state_dict())
     assert any("dil_conv" in k for k in model.state_dict())  # the original is left alone
+
+
+def test_timm_reparameterize_model_gives_the_inference_form():
+    """timm's generic fuse walks the modules and calls each block's ``reparameterize``, never the
+    tower's own: the form must be read from the blocks, for a tower and for a whole CLIP."""
+    from unirepclip.models import is_inference_form
+
+    trunk = randomize_reparam_state(U.unireplknet_demo(num_classes=4), seed=4).eval()
+    fused = timm.utils.reparameterize_model(trunk)
+    assert not trunk.deploy and fused.deploy
+    clip = unirepclip.create_model("UniRepLKNet-Demo")
+    randomize_reparam_state(clip.visual.trunk, seed=5)
+    clip.eval()
+    fused_clip = timm.utils.reparameterize_model(clip)
+    assert not is_inference_form(clip) and is_inference_form(fused_clip)
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        for before, after in ((trunk(x), fused(x)),
+                              (clip.encode_image(x), fused_clip.encode_image(x))):
+            assert (after - before).abs().max() / before.abs().max() <= 1e-5
 
 
 def test_timm_interface():
@@ -156,7 +161,7 @@ def test_timm_interface():
 
 
 def test_grad_checkpointing_gives_same_gradients():
-    m = randomize_(U.unireplknet_demo(num_classes=4)).eval()
+    m = randomize_reparam_state(U.unireplknet_demo(num_classes=4)).eval()
     x = torch.randn(2, 3, 64, 64, requires_grad=True)
     m(x).sum().backward()
     g1 = x.grad.clone()
@@ -167,7 +172,7 @@ def test_grad_checkpointing_gives_same_gradients():
 
 
 def test_channels_last_and_autocast():
-    m = randomize_(U.unireplknet_demo(num_classes=4)).eval()
+    m = randomize_reparam_state(U.unireplknet_demo(num_classes=4)).eval()
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         ref = m(x)
@@ -199,3 +204,25 @@ def test_wrong_input_channels_is_a_clear_error():
 def test_construction_prints_nothing(capsys):
     U.unireplknet_demo()
     assert capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize("wrap", ["state_dict", "model_ema", "module"])
+@pytest.mark.parametrize("prefix", ["", "module.", "_orig_mod.module.visual.trunk.", "trunk."])
+def test_timm_pretrained_file_unwraps_and_strips_prefixes(tmp_path, wrap, prefix):
+    """A wrapped, prefixed file (a training script's, or an open_clip CLIP's with its text tower)
+    loads into the timm tower through timm's own pretrained path and checkpoint_filter_fn."""
+    import timm
+
+    # 1000 classes, the pretrained config's: timm drops a head of another width on purpose
+    src = randomize_reparam_state(U.unireplknet_demo(num_classes=1000)).eval()
+    sd = {prefix + k: v for k, v in src.state_dict().items()}
+    if "visual.trunk." in prefix:  # an open_clip CLIP: its text tower is left out
+        sd["token_embedding.weight"] = torch.zeros(4, 2)
+    path = tmp_path / "wrapped.pth"
+    torch.save({wrap: sd, "epoch": 3}, path)
+    model = timm.create_model("unireplknet_demo", pretrained=True,
+                              pretrained_cfg_overlay=dict(file=str(path))).eval()
+    got, want = model.state_dict(), src.state_dict()
+    assert list(got) == list(want)
+    for k in want:
+        assert torch.equal(got[k], want[k]), k

@@ -23,11 +23,8 @@ from .files import (  # noqa: F401
     CaptionDataset,
     ImageFolderDataset,
     UnreadableImage,
-    imagenet_val,
-    imagenet_zeroshot_task,
     load_image,
     read_classnames,
-    skip_unreadable_collate,
     verify_image,
 )
 from .packaged import (  # noqa: F401

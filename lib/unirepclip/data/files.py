@@ -6,9 +6,8 @@ Unreadable images never stop a run. They are caught twice:
   image or whose header is broken; they are left out of the dataset and listed in ``ds.skipped`` as
   ``(path, reason)``;
 * at load time, a file that still fails to decode (``verify`` cannot see a truncated JPEG body)
-  comes back as an :class:`UnreadableImage` in place of the image. :func:`skip_unreadable_collate`
-  (and :mod:`unirepclip.features`) drop those items from the batch and report them, so the count
-  reaches the results.
+  comes back as an :class:`UnreadableImage` in place of the image. :mod:`unirepclip.features`
+  drops those items from the batch and reports them, so the count reaches the results.
 """
 from __future__ import annotations
 
@@ -23,9 +22,8 @@ import numpy as np
 from PIL import Image
 
 __all__ = [
-    "IMAGE_EXTENSIONS", "UnreadableImage", "load_image", "verify_image", "skip_unreadable_collate",
-    "read_classnames", "ImageFolderDataset", "imagenet_val", "imagenet_zeroshot_task",
-    "CaptionDataset",
+    "IMAGE_EXTENSIONS", "UnreadableImage", "load_image", "verify_image", "read_classnames",
+    "ImageFolderDataset", "CaptionDataset",
 ]
 
 IMAGE_EXTENSIONS: Tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif",
@@ -65,21 +63,6 @@ def load_image(path: PathLike) -> Union[Image.Image, UnreadableImage]:
             return im.convert("RGB")  # convert() forces the whole file to decode now
     except _DECODE_ERRORS as err:
         return UnreadableImage(str(path), _reason(err))
-
-
-def skip_unreadable_collate(batch: Sequence[Tuple[Any, Any]]):
-    """A ``DataLoader`` collate for ``(image, target)`` items that drops unreadable images.
-
-    Returns ``(images, targets)`` like the default collate (``None, []`` for a batch with nothing
-    readable); the dropped items are logged by :mod:`unirepclip.features`, which uses its own
-    indexed variant to report them.
-    """
-    from torch.utils.data import default_collate
-
-    kept = [b for b in batch if not isinstance(b[0], UnreadableImage)]
-    if not kept:
-        return None, []
-    return default_collate(kept)
 
 
 def read_classnames(path: PathLike) -> List[str]:
@@ -177,9 +160,6 @@ class ImageFolderDataset:
             img = self.transform(img)
         return img, target
 
-    def path_of(self, i: int) -> str:
-        return self.samples[i][0]
-
     @property
     def targets(self) -> List[int]:
         return [t for _, t in self.samples]
@@ -194,25 +174,6 @@ class ImageFolderDataset:
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(root={str(self.root)!r}, classes={len(self.classes)}, "
                 f"images={len(self)}, skipped={len(self.skipped)})")
-
-
-def imagenet_val(root: PathLike, transform: Optional[Callable] = None,
-                 classnames_file: Optional[PathLike] = None, **kwargs: Any) -> ImageFolderDataset:
-    """ImageNet-1k validation images in class folders (``root/n01440764/*.JPEG`` ...).
-
-    Class names default to open_clip's ``IMAGENET_CLASSNAMES`` (1000, in the sorted WordNet-id
-    order of the folders); ``classnames_file`` overrides them.
-    """
-    if classnames_file is None:
-        from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
-        kwargs.setdefault("classnames", list(IMAGENET_CLASSNAMES))
-    return ImageFolderDataset(root, classnames_file, transform, **kwargs)
-
-
-def imagenet_zeroshot_task() -> Tuple[List[str], List[Callable[[str], str]]]:
-    """open_clip's 1000 ImageNet class names and the 80 OpenAI prompt templates."""
-    from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES, OPENAI_IMAGENET_TEMPLATES
-    return list(IMAGENET_CLASSNAMES), list(OPENAI_IMAGENET_TEMPLATES)
 
 
 class CaptionDataset:
@@ -318,9 +279,6 @@ class CaptionDataset:
         if self.transform is not None and not isinstance(img, UnreadableImage):
             img = self.transform(img)
         return img, i
-
-    def path_of(self, i: int) -> str:
-        return self.images[i]
 
     def texts_for(self, kept_images: Sequence[int]) -> Tuple[List[str], np.ndarray]:
         """Captions of the ``kept_images`` (e.g. those that decoded) and their image index

@@ -6,15 +6,20 @@ Notebook parameters (shared names, see :mod:`unirepclip.workbook`):
 * ``dataset``: ``"synthetic"`` (the captioned synthetic world's test split, held-out phrasings;
   tasks ``shape`` and ``colour``), ``"imagefolder"`` (``data_dir/<class>/<image>``, ImageNet's
   layout), ``"digits"`` (scikit-learn's handwritten digits, test split) or ``"skimage"``
-  (scikit-image's sample photographs, each its own class, named by its description);
+  (scikit-image's sample photographs, each its own class, named by its description), or a
+  CLIP_benchmark classification set by its name (``cifar10``, ``imagenet-r``, ...: see
+  :mod:`unirepclip.data.benchmarks`), read from ``data_dir`` with that benchmark's class names
+  and templates;
 * ``classnames_file``: the class vocabulary of an image folder: ``""`` for the folder names,
   ``"imagenet"`` for open_clip's ``IMAGENET_CLASSNAMES`` (in the sorted WordNet-id order of
   ImageNet's folders), else a text file with one name per line in sorted folder order. Image
   folders are scored with the 80 prompt templates of CLIP's ImageNet evaluation
   (``OPENAI_IMAGENET_TEMPLATES``);
 * ``captions_file``: a CSV/TSV/JSONL of image-caption pairs (open_clip's ``filepath`` and
-  ``title`` columns) for retrieval; ``""`` means the synthetic test captions when the dataset is
-  synthetic, and no retrieval otherwise.
+  ``title`` columns) for retrieval, or CLIP_benchmark's retrieval set by its name
+  (``mscoco_captions``, ``flickr30k``) read from ``data_dir`` (write ``{dataset}`` in
+  ``data_dir`` for one root per dataset); ``""`` means the synthetic test captions when the
+  dataset is synthetic, and no retrieval otherwise.
 
 Datasets are built without a transform, so ``dataset[i]`` is the PIL image (what the figures
 show) and the model's preprocessing is passed to :func:`unirepclip.features.extract_image_features`
@@ -24,17 +29,16 @@ show) and the model's preprocessing is passed to :func:`unirepclip.features.extr
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["DATASETS", "ZeroShotTask", "EvalSet", "CaptionSet", "Subset", "resolve_vocabulary",
-           "classification_set", "sample_set", "caption_set", "val_transform", "image_batch",
-           "prediction_captions"]
+from unirepclip.data.registry import (DATASETS, Subset, base_dataset, load_dataset,
+                                      resolve_vocabulary)
 
-DATASETS = ("synthetic", "imagefolder", "digits", "skimage")
+__all__ = ["ZeroShotTask", "EvalSet", "CaptionSet", "classification_set", "sample_set",
+           "caption_set", "val_transform", "image_batch"]
+
 _DISPLAY_SIDE = 160  # thumbnails for figures: vector files stay small
 
 
@@ -51,46 +55,6 @@ class ZeroShotTask:
     @property
     def num_classes(self) -> int:
         return len(self.classnames)
-
-
-class Subset:
-    """Rows ``indices`` of ``dataset`` (kept in the given order), with an ``identity`` for the
-    feature cache and ``transform`` passed through."""
-
-    def __init__(self, dataset: Any, indices: Sequence[int]):
-        self.dataset = dataset
-        self.indices = np.asarray(indices, dtype=np.int64)
-        if self.indices.ndim != 1 or (len(self.indices) and (
-                self.indices.min() < 0 or self.indices.max() >= len(dataset))):
-            raise ValueError(f"Subset: indices must be 1-D within [0, {len(dataset)})")
-
-    @property
-    def transform(self):
-        return getattr(self.dataset, "transform", None)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, i: int):
-        return self.dataset[int(self.indices[i])]
-
-    @property
-    def identity(self) -> Dict[str, Any]:
-        base = getattr(self.dataset, "identity", {"repr": repr(self.dataset)})
-        digest = hashlib.sha256(self.indices.tobytes()).hexdigest()
-        return {"class": "Subset", "of": base, "indices_sha256": digest, "n": len(self)}
-
-    def __repr__(self) -> str:
-        return f"Subset({self.dataset!r}, n={len(self)})"
-
-
-def _subset_indices(n_total: int, n: int, seed: int) -> Optional[np.ndarray]:
-    """A seeded random subset of ``n`` of ``n_total`` rows in ascending order, or None for all
-    (``n <= 0`` or ``n >= n_total``). Random, because class folders are sorted by class."""
-    if n <= 0 or n >= n_total:
-        return None
-    rng = np.random.default_rng(seed)
-    return np.sort(rng.choice(n_total, size=n, replace=False))
 
 
 @dataclasses.dataclass
@@ -126,111 +90,67 @@ class EvalSet:
         return np.asarray(img)
 
 
-def resolve_vocabulary(classnames_file: str, folder_names: Optional[Sequence[str]] = None
-                       ) -> Tuple[List[str], List[Any], str]:
-    """``(classnames, templates, source)`` for an image folder (see the module doc).
-
-    Raises ``FileNotFoundError``/``ValueError`` naming ``classnames_file`` when it cannot be used,
-    and ``ValueError`` when ``""`` is given without folder names to fall back on.
-    """
-    from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES, OPENAI_IMAGENET_TEMPLATES
-
-    templates = list(OPENAI_IMAGENET_TEMPLATES)
-    if classnames_file == "imagenet":
-        return list(IMAGENET_CLASSNAMES), templates, "open_clip's IMAGENET_CLASSNAMES"
-    if classnames_file:
-        from unirepclip.data import read_classnames
-
-        path = Path(classnames_file)
-        if not path.is_file():
-            raise FileNotFoundError(f"classnames_file={classnames_file!r}: no such file (give a "
-                                    f"text file with one class name per line, or 'imagenet')")
-        return read_classnames(path), templates, f"class-name file {path}"
-    if folder_names is None:
-        raise ValueError("classnames_file='' means the folder names, but there is no folder: "
-                         "give classnames_file='imagenet' or a file")
-    return list(folder_names), templates, "the folder names"
-
-
-def _check_dataset(dataset: str) -> None:
-    if dataset not in DATASETS:
-        raise ValueError(f"dataset={dataset!r} is not one of {DATASETS}")
-
-
 def classification_set(dataset: str, *, n_images: int, image_size: int = 64, seed: int = 0,
                        data_dir: str = "", classnames_file: str = "") -> EvalSet:
     """The images and zero-shot tasks a notebook's parameters name.
 
     Args:
-        dataset: one of :data:`DATASETS`.
+        dataset: a name of :data:`~unirepclip.data.registry.DATASETS`; its evaluated split.
         n_images: how many images (the first ``n_images`` of the synthetic test split; a seeded
-            random subset of an image folder or of the digits; ``0`` = all of a finite set).
+            random subset of a finite set; ``0`` = all of a finite set): see
+            :func:`~unirepclip.data.registry.load_dataset`.
         image_size: side at which synthetic images are rendered and digits are resized (other
             sets keep their files' sizes: the model's transform resizes them).
         seed: the synthetic world's seed; the subset's and digit split's seed.
         data_dir: the image folder (``dataset="imagefolder"``).
-        classnames_file: see :func:`resolve_vocabulary`.
+        classnames_file: see :func:`~unirepclip.data.registry.resolve_vocabulary`.
     """
-    _check_dataset(dataset)
-    if int(n_images) != n_images or n_images < 0:
-        raise ValueError(f"n_images={n_images!r}: expected a non-negative integer")
-    if dataset == "synthetic":
-        from unirepclip.data import SyntheticShapes, zeroshot_task
+    from unirepclip.data.benchmarks import BENCHMARKS, benchmark_names
 
-        if n_images <= 0:
-            raise ValueError("n_images must be > 0 for the synthetic world (it is endless)")
-        ds = SyntheticShapes("test", n=int(n_images), image_size=image_size, seed=seed,
-                             target="shape")
+    if dataset in benchmark_names("retrieval"):
+        raise ValueError(f"dataset={dataset!r} is a retrieval set (images and captions, no "
+                         f"classes): give it as captions_file={dataset!r} beside a "
+                         f"classification dataset")
+    ds = load_dataset(dataset, n=n_images, image_size=image_size, seed=seed, data_dir=data_dir,
+                      classnames_file=classnames_file)
+    base = base_dataset(ds)
+    if dataset == "synthetic":
+        from unirepclip.data import zeroshot_task
+
         tasks = {}
-        for name, labels in (("shape", ds.samples.shape), ("colour", ds.samples.colour)):
+        for name, truth in (("shape", ds.samples.shape), ("colour", ds.samples.colour)):
             classnames, templates = zeroshot_task(name)
-            tasks[name] = ZeroShotTask(name, classnames, templates, np.asarray(labels))
+            tasks[name] = ZeroShotTask(name, classnames, templates, np.asarray(truth))
         return EvalSet("synthetic", ds, tasks, "shape",
                        f"synthetic world (seed {seed}), test split: {len(ds)} images of "
                        f"{image_size} px, prompts in held-out phrasings")
+    rows = ds.indices if isinstance(ds, Subset) else np.arange(len(ds))
+    labels = np.asarray(base.targets, dtype=np.int64)
+    if dataset in BENCHMARKS:
+        task = ZeroShotTask(dataset, list(base.classes), list(base.templates), labels[rows])
+        return EvalSet("benchmark", ds, {dataset: task}, dataset,
+                       f"CLIP_benchmark's {dataset} ({base.split} split, {base.root}): {len(ds)} "
+                       f"of {len(base)} images, {len(base.classes)} classes, "
+                       f"{len(base.templates)} templates")
     if dataset == "imagefolder":
-        from unirepclip.data import ImageFolderDataset
-
-        if not data_dir:
-            raise ValueError("dataset='imagefolder' needs data_dir (a folder of class folders)")
-        # verify=False: opening 50k files up front is slow; unreadable ones are skipped (and
-        # reported) at extraction, and labels follow the rows that were read
-        folder = ImageFolderDataset(data_dir, verify=False)
-        classnames, templates, source = resolve_vocabulary(classnames_file, folder.classes)
-        if len(classnames) != len(folder.folders):
-            raise ValueError(f"classnames_file={classnames_file!r} gives {len(classnames)} class "
-                             f"names but {data_dir} has {len(folder.folders)} class folders")
-        folder.classes = list(classnames)
-        labels = np.asarray(folder.targets, dtype=np.int64)
-        idx = _subset_indices(len(folder), int(n_images), seed)
-        ds = folder if idx is None else Subset(folder, idx)
-        if idx is not None:
-            labels = labels[idx]
-        task = ZeroShotTask("imagefolder", classnames, templates, labels)
-        skipped = f", {len(folder.skipped)} unreadable files skipped" if folder.skipped else ""
+        _, templates, source = resolve_vocabulary(classnames_file, base.folders)
+        task = ZeroShotTask("imagefolder", list(base.classes), templates, labels[rows])
+        skipped = f", {len(base.skipped)} unreadable files skipped" if base.skipped else ""
         return EvalSet("imagefolder", ds, {"imagefolder": task}, "imagefolder",
-                       f"image folder {data_dir}: {len(ds)} of {len(folder)} images, "
-                       f"{len(classnames)} classes named by {source}{skipped}")
+                       f"image folder {data_dir}: {len(ds)} of {len(base)} images, "
+                       f"{len(base.classes)} classes named by {source}{skipped}")
     if dataset == "digits":
-        from unirepclip.data import SklearnDigits, digits_zeroshot_task
+        from unirepclip.data import digits_zeroshot_task
 
-        digits = SklearnDigits("test", seed=seed, image_size=image_size)
         classnames, templates = digits_zeroshot_task()
-        labels = np.asarray(digits.targets, dtype=np.int64)
-        idx = _subset_indices(len(digits), int(n_images), seed)
-        ds = digits if idx is None else Subset(digits, idx)
-        if idx is not None:
-            labels = labels[idx]
         return EvalSet("digits", ds, {"digits": ZeroShotTask("digits", classnames, templates,
-                                                              labels)}, "digits",
+                                                              labels[rows])}, "digits",
                        f"scikit-learn digits, test split: {len(ds)} images of {image_size} px")
-    from unirepclip.data import SkimagePhotos
-
-    photos = SkimagePhotos()
-    task = ZeroShotTask("skimage", list(photos.descriptions), ["a photo of {}."],
-                        np.arange(len(photos)))
-    return EvalSet("skimage", photos, {"skimage": task}, "skimage",
-                   f"scikit-image sample photographs: {len(photos)} images, each its own class")
+    # skimage: each photograph is its own class, all of them stay in the vocabulary
+    task = ZeroShotTask("skimage", list(base.descriptions), ["a photo of {}."], labels[rows])
+    of = "" if ds is base else f" of {len(base)}"
+    return EvalSet("skimage", ds, {"skimage": task}, "skimage",
+                   f"scikit-image sample photographs: {len(ds)}{of} images, each its own class")
 
 
 def sample_set(dataset: str, *, n_images: int, image_size: int = 64, seed: int = 0,
@@ -242,14 +162,11 @@ def sample_set(dataset: str, *, n_images: int, image_size: int = 64, seed: int =
     image-folder vocabulary (``classnames_file``; ``""`` means open_clip's ImageNet class names),
     with no true labels (the photographs are not ImageNet images).
     """
-    _check_dataset(dataset)
+    if dataset not in DATASETS:
+        raise ValueError(f"dataset={dataset!r} is not one of {tuple(DATASETS)}")
     if dataset in ("synthetic", "digits"):
         return classification_set(dataset, n_images=n_images, image_size=image_size, seed=seed)
-    from unirepclip.data import SkimagePhotos
-
-    photos = SkimagePhotos()
-    idx = _subset_indices(len(photos), int(n_images), seed)
-    ds = photos if idx is None else Subset(photos, idx)
+    ds = load_dataset("skimage", n=n_images, seed=seed)
     classnames, templates, source = resolve_vocabulary(classnames_file or "imagenet")
     task = ZeroShotTask("vocabulary", classnames, templates, None)
     return EvalSet("skimage", ds, {"vocabulary": task}, "vocabulary",
@@ -277,13 +194,27 @@ class CaptionSet:
 
 
 def caption_set(captions_file: str, *, evalset: Optional[EvalSet] = None, n_images: int = 1000,
-                image_size: int = 64, seed: int = 0) -> Optional[CaptionSet]:
+                image_size: int = 64, seed: int = 0, data_dir: str = "") -> Optional[CaptionSet]:
     """The image-caption pairs for retrieval, or None when there are none (see the module doc).
 
     With ``captions_file=""`` and a synthetic ``evalset`` its very dataset is reused (the test
     captions are in held-out phrasings), so its image features serve both evaluations.
-    ``n_images`` caps the images of a caption file (its first ones) and sizes a new synthetic set.
+    ``n_images`` caps the images of a caption file (its first ones) and sizes a new synthetic set;
+    of a CLIP_benchmark retrieval set (``captions_file="mscoco_captions"`` or ``"flickr30k"``,
+    read from ``data_dir``) it keeps a seeded random subset, every caption of each image kept.
     """
+    from unirepclip.data.benchmarks import benchmark_names
+
+    if captions_file in benchmark_names("retrieval"):
+        ds = load_dataset(captions_file, n=n_images, seed=seed, data_dir=data_dir)
+        base = base_dataset(ds)
+        rows = ds.indices if isinstance(ds, Subset) else np.arange(len(ds))
+        per_image = base.captions()
+        pairs = [(c, k) for k, i in enumerate(rows) for c in per_image[int(i)]]
+        return CaptionSet("benchmark", ds, [c for c, _ in pairs],
+                          np.asarray([k for _, k in pairs], dtype=np.int64),
+                          f"CLIP_benchmark's {captions_file} ({base.root}): {len(ds)} of "
+                          f"{len(base)} images, {len(pairs)} captions")
     if captions_file:
         from unirepclip.data import CaptionDataset
 
@@ -334,54 +265,3 @@ def image_batch(dataset: Any, n: int, transform: Callable) -> "torch.Tensor":  #
         raise ValueError(f"image_batch: n={n} images from a dataset of {len(dataset)}")
     return torch.stack([transform(dataset[i % len(dataset)][0]) for i in range(int(n))])
 
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    p = np.exp(z)
-    return p / p.sum(axis=1, keepdims=True)
-
-
-def prediction_captions(tasks: Mapping[str, ZeroShotTask], logits: Mapping[str, Any],
-                        rows: Sequence[int], *, top_k_unlabelled: int = 3
-                        ) -> Tuple[List[str], List[Optional[bool]]]:
-    """Captions for an image grid of predictions, and whether each image was right.
-
-    ``logits[name]`` are the (n, C) zero-shot logits of task ``name`` for the images shown, whose
-    dataset rows are ``rows`` (for the true labels). Each task with labels gives a line with its
-    prediction and confidence (``"heart 97%"``, ``"red 99%"``), followed, when one of them is
-    wrong, by the truth (``"true: star, red"``); a task without labels adds its
-    ``top_k_unlabelled`` best classes, one per line. ``correct[i]`` is True when every labelled
-    task is right, False when one is wrong, None when no task has labels.
-    """
-    n = len(rows)
-    probs = {}
-    for name, task in tasks.items():
-        if name not in logits:
-            raise KeyError(f"prediction_captions: no logits for task {name!r}")
-        lg = np.asarray(logits[name], dtype=np.float64)
-        if lg.shape != (n, task.num_classes):
-            raise ValueError(f"prediction_captions: logits of {name!r} have shape {lg.shape}, "
-                             f"expected ({n}, {task.num_classes})")
-        probs[name] = _softmax(lg)
-    captions: List[str] = []
-    correct: List[Optional[bool]] = []
-    for i in range(n):
-        preds, truths, extra = [], [], []
-        ok: Optional[bool] = None
-        for name, task in tasks.items():
-            p = probs[name][i]
-            order = np.argsort(-p, kind="stable")
-            if task.labels is None:
-                top = order[:max(1, top_k_unlabelled)]
-                extra += [f"{task.classnames[c]} {p[c]:.0%}" for c in top]
-                continue
-            pred, true = int(order[0]), int(task.labels[int(rows[i])])
-            preds.append(f"{task.classnames[pred]} {p[pred]:.0%}")
-            truths.append(task.classnames[true])
-            ok = (pred == true) if ok is None else (ok and pred == true)
-        lines = list(preds)
-        if ok is False:
-            lines.append("true: " + ", ".join(truths))
-        captions.append("\n".join(lines + extra))
-        correct.append(ok)
-    return captions, correct

@@ -280,14 +280,6 @@ class SyntheticSamples:
     def __len__(self) -> int:
         return len(self.indices)
 
-    @property
-    def shape_names(self) -> List[str]:
-        return [SHAPES[i] for i in self.shape]
-
-    @property
-    def colour_names(self) -> List[str]:
-        return [COLOURS[i] for i in self.colour]
-
 
 class SyntheticWorld:
     """Renders captioned images of coloured shapes; every item is a pure function of (seed, split, index).

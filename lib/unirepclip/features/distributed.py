@@ -46,6 +46,7 @@ import torch
 from torch import distributed as dist
 from torch import nn
 
+from unirepclip.data.registry import DATASETS, load_dataset
 from unirepclip.features.extract import (
     finish_embeddings,
     FeatureCache,
@@ -58,15 +59,11 @@ from unirepclip.features.extract import (
 
 __all__ = ["DistContext", "ShardError", "partition", "shard_dir", "shard_name", "init_distributed",
            "extract_shard", "merge_shards", "extract_distributed", "build_dataset", "main",
-           "BACKENDS", "DATASETS"]
+           "BACKENDS"]
 
 _logger = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "gloo", "nccl")
-DATASETS = ("synthetic", "imagefolder", "digits")
-# Test hook: that rank waits until its peers have committed their shards, then raises before
-# committing its own (a crash at the worst moment that a test can still reproduce exactly).
-FAIL_RANK_ENV = "UNIREPCLIP_EXTRACT_FAIL_RANK"
 SHARD_FORMAT = 1
 
 
@@ -145,19 +142,12 @@ class ShardResult:
     path: Path
 
 
-def _fail_if_asked(rank: int, sync: Callable[[], Any]) -> None:
-    want = os.environ.get(FAIL_RANK_ENV)
-    if want is not None and want.strip() == str(rank):
-        sync()  # the peers' post-commit collective: their shards are on disk once it returns
-        raise RuntimeError(f"rank {rank}: simulated failure ({FAIL_RANK_ENV}={want})")
-
-
 def extract_shard(model: nn.Module, dataset: Any, *, cache: FeatureCache, key: str,
                   rank: int = 0, world_size: int = 1, transform: Optional[Callable] = None,
                   batch_size: int = 64, num_workers: int = 0,
                   device: Union[str, torch.device] = "cpu", precision: str = "fp32",
-                  progress: bool = True, model_ident: Optional[Dict[str, Any]] = None,
-                  _before_commit: Optional[Callable[[], None]] = None) -> ShardResult:
+                  progress: bool = True, model_ident: Optional[Dict[str, Any]] = None
+                  ) -> ShardResult:
     """Extract this rank's rows (see :func:`partition`) into its shard, unless a verified shard
     is already there; needs no process group (the caller sequences the ranks).
 
@@ -192,8 +182,6 @@ def extract_shard(model: nn.Module, dataset: Any, *, cache: FeatureCache, key: s
                       "rows_sha256": _rows_sha256(rows)},
             "skipped": fs.skipped, "seconds": fs.meta["seconds"],
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    if _before_commit is not None:
-        _before_commit()
     store.save(name, arrays, meta)
     return ShardResult(rank, world_size, rows, len(fs.indices), False, time.perf_counter() - t0,
                        store.paths(name)[0])
@@ -398,9 +386,7 @@ def extract_distributed(model: nn.Module, dataset: Any, *, cache: FeatureCache,
     result = extract_shard(model, dataset, cache=cache, key=key, rank=ctx.rank,
                            world_size=ctx.world_size, transform=transform, batch_size=batch_size,
                            num_workers=num_workers, device=device, precision=precision,
-                           progress=progress and ctx.rank == 0, model_ident=model_ident,
-                           _before_commit=lambda: _fail_if_asked(ctx.rank,
-                                                                 lambda: _gather(None, ctx)))
+                           progress=progress and ctx.rank == 0, model_ident=model_ident)
     results = _gather(dataclasses.asdict(result), ctx)  # also the barrier before the merge
     if ctx.rank != 0:
         return None
@@ -417,46 +403,37 @@ def extract_distributed(model: nn.Module, dataset: Any, *, cache: FeatureCache,
 # ------------------------------------------------------------------------------------------------
 # Command line
 # ------------------------------------------------------------------------------------------------
-def build_dataset(name: str, *, data_root: Optional[str] = None, split: str = "test",
+def build_dataset(name: str, *, data_root: Optional[str] = None, split: Optional[str] = None,
                   n: Optional[int] = None, image_size: int = 64, seed: int = 0,
                   target: str = "shape", classnames: str = "auto") -> Any:
-    """The dataset a notebook's ``dataset`` parameter names, built the way the notebooks build it
-    (no transform of its own: the model's preprocessing applies), so the cache keys agree.
+    """The dataset the command line names, through the resolver the notebooks use
+    (:func:`unirepclip.data.registry.load_dataset`), so the cache keys agree.
 
-    * ``synthetic``: :class:`~unirepclip.data.SyntheticShapes` (``split``, ``n`` images, default
-      1000, at ``image_size``, ``seed``, ``target``);
-    * ``imagefolder``: :class:`~unirepclip.data.ImageFolderDataset` over ``data_root``; class names
-      ``classnames``: ``"auto"`` (open_clip's ImageNet names for 1000 folders, else the folder
-      names), ``"imagenet"``, ``"folders"`` or a class-name file;
-    * ``digits``: :class:`~unirepclip.data.SklearnDigits` (``split``, ``seed``, ``image_size``).
+    ``n`` (``--n-images``): images, default 1000 for the endless synthetic world and all for a
+    finite set; ``split``: default the dataset's evaluated one (``test``; an image folder's
+    ``all`` is ``data_root`` itself). ``classnames`` (imagefolder): ``"auto"`` (open_clip's
+    ImageNet names for 1000 folders, else the folder names), ``"imagenet"``, ``"folders"`` or a
+    class-name file.
     """
-    from unirepclip import data
-
     if name not in DATASETS:
-        raise ValueError(f"--dataset {name!r} is not one of {DATASETS}")
-    if n is not None and name != "synthetic":
-        raise ValueError(f"--n-images applies to --dataset synthetic only (the {name} dataset "
-                         f"has a fixed size)")
+        raise ValueError(f"--dataset {name!r} is not one of {tuple(DATASETS)}")
     if name != "imagefolder" and data_root is not None:
         raise ValueError(f"--data-root applies to --dataset imagefolder only, not {name}")
-    if name == "synthetic":
-        return data.SyntheticShapes(split=split, n=1000 if n is None else n,
-                                    image_size=image_size, seed=seed, target=target)
-    if name == "digits":
-        return data.SklearnDigits(split=split, seed=seed, image_size=image_size)
-    if data_root is None:
-        raise ValueError("--dataset imagefolder needs --data-root DIR (root/<class>/<image>)")
-    root = Path(data_root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"--data-root {root} does not exist or is not a folder")
-    if classnames == "auto":
-        n_folders = sum(1 for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-        classnames = "imagenet" if n_folders == 1000 else "folders"
-    if classnames == "imagenet":
-        return data.imagenet_val(root)
-    if classnames == "folders":
-        return data.ImageFolderDataset(root)
-    return data.ImageFolderDataset(root, classnames_file=classnames)
+    classnames_file = ""
+    if name == "imagefolder":
+        if data_root is None:
+            raise ValueError("--dataset imagefolder needs --data-root DIR (root/<class>/<image>)")
+        root = Path(data_root)
+        if not root.is_dir():
+            raise FileNotFoundError(f"--data-root {root} does not exist or is not a folder")
+        if classnames == "auto":
+            n_folders = sum(1 for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+            classnames = "imagenet" if n_folders == 1000 else "folders"
+        classnames_file = "" if classnames == "folders" else classnames
+    if n is None:
+        n = 1000 if DATASETS[name].endless else 0
+    return load_dataset(name, split, n=n, image_size=image_size, seed=seed,
+                        data_dir=data_root or "", classnames_file=classnames_file, target=target)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -468,14 +445,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default=None,
                    help="checkpoint file; 'demo' for the shipped one; omit for random weights "
                         "(then every rank must draw the same ones: --seed)")
-    p.add_argument("--dataset", required=True, choices=DATASETS)
+    p.add_argument("--dataset", required=True, choices=tuple(DATASETS))
     p.add_argument("--data-root", default=None, help="the image folder (imagefolder)")
     p.add_argument("--classnames", default="auto",
                    help="imagefolder class names: auto, imagenet, folders or a file")
-    p.add_argument("--split", default="test", help="synthetic/digits split (default test)")
+    p.add_argument("--split", default=None,
+                   help="the split (default: the dataset's evaluated one, test; imagefolder: "
+                        "all = the --data-root itself, else its sub-folder)")
     # Not "--n": torchrun's own parser reads abbreviations past the script name, and "--n" is
     # an ambiguous prefix of its --nnodes / --nproc-per-node / --node-rank.
-    p.add_argument("--n-images", type=int, default=None, help="synthetic images (default 1000)")
+    p.add_argument("--n-images", type=int, default=None,
+                   help="images: synthetic renders that many (default 1000); a finite set takes "
+                        "a seeded random subset, as the notebooks' n_images (default all)")
     p.add_argument("--image-size", type=int, default=None,
                    help="synthetic/digits image side (default: the model's)")
     p.add_argument("--target", default="shape", help="synthetic target (shape, colour, ...)")

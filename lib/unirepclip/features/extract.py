@@ -158,6 +158,10 @@ class FeatureCache:
             return None
         try:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            # A file copied or renamed into this name holds another entry's arrays.
+            if not isinstance(meta, dict) or meta.get("key") != key:
+                raise ValueError(f"{meta_path.name} records key "
+                                 f"{meta.get('key') if isinstance(meta, dict) else None!r}")
             if not data_path.is_file():
                 raise ValueError(f"{data_path.name} is missing")
             if file_sha256(data_path, memo=False) != meta["payload_sha256"]:

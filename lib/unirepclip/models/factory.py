@@ -16,7 +16,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional, Tuple, Union
+from typing import Any, Dict, Iterator, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -73,7 +73,30 @@ def _validate_config(cfg: Dict[str, Any], source: str) -> Dict[str, Any]:
     if proj not in ("", "linear"):
         raise ValueError(f"{source}: field 'vision_cfg.timm_proj' must be '' or 'linear', got "
                          f"{proj!r}")
+    pool = cfg["vision_cfg"].get("timm_pool", "avg")
+    # timm_proj '': the trunk is built with global_pool=timm_pool and its head projects; with
+    # 'linear' a non-empty pool resets the trunk's and '' keeps its default (average). The tower
+    # pools by 'avg' or not at all, and only a pooled trunk gives one embedding per image.
+    if pool not in ("", "avg"):
+        raise ValueError(f"{source}: field 'vision_cfg.timm_pool' is {pool!r}, with "
+                         f"vision_cfg.timm_proj {proj!r}: encode_image would not return one "
+                         f"vector per image (UniRepLKNet pools by 'avg'); use 'avg' or ''")
     return cfg
+
+
+def resolve_pooling(cfg: Dict[str, Any]) -> Tuple[Dict[str, Any], list]:
+    """``(cfg, notes)``: a config written for the reference tower, ``timm_pool: ""`` with the
+    trunk's head as the projection (``timm_proj: ""``), average-pools as the reference does
+    (it ignores ``global_pool``), instead of timm's meaning of ``""`` (no pooling: a feature map
+    per image). The tower itself keeps timm's meaning."""
+    vision = cfg["vision_cfg"]
+    if vision.get("timm_pool", "avg") == "" and vision.get("timm_proj", "linear") == "":
+        cfg = copy.deepcopy(cfg)
+        cfg["vision_cfg"]["timm_pool"] = "avg"
+        return cfg, ["vision_cfg.timm_pool '' with timm_proj '' (a config written for the "
+                     "reference UniRepLKNet, which ignores the pool argument) resolved to 'avg', "
+                     "as the reference pools: one embedding per image"]
+    return cfg, []
 
 
 def get_model_config(name_or_config: Union[str, os.PathLike, Dict[str, Any]]) -> Dict[str, Any]:
@@ -140,7 +163,7 @@ def _to_inference_form(model: CLIP, cfg: Dict[str, Any], meta: bool) -> None:
 def build_model(cfg: Dict[str, Any], *, meta: bool = False, force_image_size=None,
                 deploy: bool = False) -> CLIP:
     """Build the (randomly initialized, or parameter-less with ``meta=True``) CLIP from a config."""
-    cfg = copy.deepcopy(cfg)
+    cfg = copy.deepcopy(resolve_pooling(cfg)[0])
     if force_image_size is not None:
         cfg["vision_cfg"]["image_size"] = force_image_size
     ctx = parameters_on_meta() if meta else contextlib.nullcontext()
@@ -169,9 +192,11 @@ def get_preprocess_cfg(model: CLIP) -> Dict[str, Any]:
 
 
 def _build_and_load(cfg: Dict[str, Any], pretrained: Union[str, os.PathLike], *, strict: bool,
-                    force_image_size, deploy: bool) -> CLIP:
+                    force_image_size, deploy: bool, allow_nonfinite: bool = False,
+                    config_notes: Sequence[str] = ()) -> CLIP:
     """Build the CLIP that fits the file (its form), then load the file into it."""
-    prepared = prepare_checkpoint(pretrained, cfg)
+    prepared = prepare_checkpoint(pretrained, cfg, allow_nonfinite=allow_nonfinite)
+    prepared.notes.extend(config_notes)
     layout = prepared.layout
     if layout.form == "inference" and not deploy:
         prepared.notes.append("the file is in the re-parameterized inference form: the tower is "
@@ -196,7 +221,9 @@ def _build_and_load(cfg: Dict[str, Any], pretrained: Union[str, os.PathLike], *,
             fast = False
     load_prepared(model, prepared, assign=fast)
     if deploy and not stored_inference:
-        model.visual.trunk.reparameterize()
+        # fuse in fp32 whatever the file's dtype (an fp16 fusion is off by ~1e-4); create_model
+        # casts to the requested precision afterwards
+        model.visual.trunk.float().reparameterize()
     attach_report(model, report)
     return model
 
@@ -210,21 +237,28 @@ def create_model(
         force_image_size: Optional[int] = None,
         strict: bool = True,
         deploy: bool = False,
+        allow_nonfinite: bool = False,
 ) -> CLIP:
     """Build a CLIP-UniRepLKNet and load ``pretrained`` (any recognized layout) into it.
 
     ``deploy=True`` returns the tower in the re-parameterized inference form. A checkpoint stored
-    in the inference form always gives an inference-form tower.
+    in the inference form always gives an inference-form tower. A checkpoint with NaN or infinite
+    weights is refused unless ``allow_nonfinite``. Notes on how the config was read (see
+    :func:`resolve_pooling`) go to the load report (``model.load_report.notes``), and to the log
+    when there is no checkpoint.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    cfg = get_model_config(name_or_config)
+    cfg, config_notes = resolve_pooling(get_model_config(name_or_config))
     if pretrained is None:
         model = build_model(cfg, force_image_size=force_image_size, deploy=deploy)
         attach_report(model, None)
+        for note in config_notes:
+            _logger.info("model config: %s", note)
     else:
         model = _build_and_load(cfg, pretrained, strict=strict, force_image_size=force_image_size,
-                                deploy=deploy)
+                                deploy=deploy, allow_nonfinite=allow_nonfinite,
+                                config_notes=config_notes)
     model.unirepclip_name = config_name(name_or_config)
     model.eval()
     model.to(device)
@@ -242,10 +276,12 @@ def create_model_and_transforms(
         force_image_size: Optional[int] = None,
         strict: bool = True,
         deploy: bool = False,
+        allow_nonfinite: bool = False,
 ) -> Tuple[CLIP, Any, Any]:
     """``(model, preprocess_train, preprocess_val)`` in open_clip's manner."""
     model = create_model(name_or_config, pretrained, device=device, precision=precision,
-                         force_image_size=force_image_size, strict=strict, deploy=deploy)
+                         force_image_size=force_image_size, strict=strict, deploy=deploy,
+                         allow_nonfinite=allow_nonfinite)
     pp = PreprocessCfg(**open_clip.get_model_preprocess_cfg(model))
     return model, image_transform_v2(pp, is_train=True), image_transform_v2(pp, is_train=False)
 

@@ -15,8 +15,8 @@ from torch import nn
 
 from unirepclip.models.factory import build_model, get_model_config, list_models
 from unirepclip.models.loading import (CheckpointError, Layout, _canonicalize, compare_to_model,
-                                       detect_layout, read_checkpoint, resolve_path,
-                                       unwrap_state_dict)
+                                       detect_layout, nonfinite_tensors, read_checkpoint,
+                                       resolve_path, unwrap_state_dict)
 from unirepclip.utils import file_sha256
 
 __all__ = ["CheckpointReport", "inspect_checkpoint", "is_inference_form"]
@@ -48,6 +48,7 @@ class CheckpointReport:
     matching_configs: List[str]
     config_checks: Dict[str, str]
     notes: List[str]
+    nonfinite: List[str] = dataclasses.field(default_factory=list)
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -68,6 +69,9 @@ class CheckpointReport:
         lines.append("dtypes       " + ", ".join(f"{k}: {v}" for k, v in self.dtypes.items()))
         for name, verdict in self.config_checks.items():
             lines.append(f"config       {name}: {verdict}")
+        if self.nonfinite:
+            lines.append(f"NON-FINITE   {len(self.nonfinite)} tensor(s) hold NaN or infinite "
+                         f"values: {self.nonfinite[:10]}")
         for n in self.notes:
             lines.append(f"note         {n}")
         return "\n".join(lines)
@@ -104,6 +108,7 @@ def inspect_checkpoint(path: Union[str, os.PathLike], model: Optional[str] = Non
             str(v.dtype).replace("torch.", ""), 0) + 1
     names = [model] if model else list_models()
     checks = {n: _config_check(n, layout, csd) for n in names}
+    nonfinite = nonfinite_tensors(sd)
     matching = [n for n, v in checks.items() if v.startswith("matches")]
     if layout.kind == "tower":
         notes.append("no text tower in the file: text-dependent evaluation is unavailable")
@@ -112,7 +117,7 @@ def inspect_checkpoint(path: Union[str, os.PathLike], model: Optional[str] = Non
         layout=layout.kind, form=layout.form, projection=layout.projection,
         n_tensors=len(csd), n_params=sum(v.numel() for v in csd.values()),
         params_by_part=by_part, dtypes=dtypes, matching_configs=matching, config_checks=checks,
-        notes=notes)
+        notes=notes, nonfinite=nonfinite)
 
 
 def is_inference_form(model: nn.Module) -> bool:

@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import pickle
+import re
 import struct
 import zipfile
 from pathlib import Path
@@ -38,8 +39,9 @@ import torch
 
 _logger = logging.getLogger(__name__)
 
+# The dicts a training script wraps its weights in; the DDP / torch.compile key prefixes
+# (module., _orig_mod.) are timm's clean_state_dict's business.
 WRAPPER_KEYS = ("state_dict", "model", "module", "ema", "model_ema", "state_dict_ema", "params")
-STRIP_PREFIXES = ("module.", "_orig_mod.")
 TEXT_KEYS = ("token_embedding.weight", "positional_embedding", "text_projection", "ln_final.weight")
 HF_CANDIDATE_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin",
                       "model.safetensors", "pytorch_model.bin",
@@ -84,15 +86,46 @@ def resolve_path(spec: Union[str, os.PathLike]) -> Path:
     offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
     errors = []
     if not offline:
+        endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+        unreachable = _unreachable(endpoint)
+        if unreachable:
+            # huggingface_hub retries a refused connection with back-off for ~25 s per file;
+            # without a network that is two minutes of waiting for the same answer
+            raise CheckpointError(
+                f"{s}: not in the Hugging Face cache ({cache_dir or 'default cache'}; tried "
+                f"{list(candidates)}) and the hub at {endpoint} cannot be reached "
+                f"({unreachable}). Without a network, pass a local checkpoint file, or fill the "
+                f"hub cache elsewhere (huggingface-cli download {repo_id}) and point HF_HUB_CACHE "
+                f"at it, with HF_HUB_OFFLINE=1 to stay offline.")
         for name in candidates:
             try:
-                return Path(hf_hub_download(repo_id, name, cache_dir=cache_dir))
+                return Path(hf_hub_download(repo_id, name, cache_dir=cache_dir,
+                                            endpoint=endpoint))
             except Exception as e:  # noqa: BLE001 - each candidate may be absent
                 errors.append(f"{name}: {type(e).__name__}")
     raise CheckpointError(
         f"{s}: no checkpoint found in the Hugging Face cache ({cache_dir or 'default cache'}); "
         f"tried {list(candidates)}" + ("; offline (HF_HUB_OFFLINE=1)" if offline else
                                        f"; downloads failed: {errors}"))
+
+
+def _unreachable(endpoint: str, timeout: float = 3.0) -> str:
+    """Why a TCP connection to ``endpoint`` (or to the proxy that would carry it) fails within
+    ``timeout`` seconds, or ``""`` when it opens: one attempt, no retries."""
+    import socket
+    import urllib.parse
+    import urllib.request
+
+    url = urllib.parse.urlsplit(endpoint)
+    proxy = urllib.request.getproxies().get(url.scheme)
+    if proxy and not urllib.request.proxy_bypass(url.hostname or ""):
+        url = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=timeout).close()
+    except OSError as e:
+        return f"{url.hostname}:{port}: {type(e).__name__}: {e}"
+    return ""
 
 
 def _sniff(path: Path) -> str:
@@ -134,17 +167,21 @@ def read_checkpoint(path: Union[str, os.PathLike], mmap: bool = True) -> Tuple[D
             raise CheckpointError(f"checkpoint {p} is a corrupt or truncated safetensors file: "
                                   f"{e}") from None
     if fmt in ("torch-zip", "torch-legacy"):
-        if fmt == "torch-zip" and not zipfile.is_zipfile(p):
-            raise CheckpointError(f"checkpoint {p} is a truncated or corrupt torch zip archive")
+        if fmt == "torch-zip":
+            _check_zip(p)
         try:
-            obj = torch.load(p, map_location="cpu", weights_only=True,
-                             mmap=mmap and fmt == "torch-zip")
+            obj = _torch_load(p, mmap=mmap and fmt == "torch-zip")
         except pickle.UnpicklingError as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            unsafe = _unsafe_globals(p) if fmt == "torch-zip" else []
+            if not unsafe and not _REFUSED_GLOBAL.search(str(e)):
+                raise CheckpointError(f"checkpoint {p} is damaged: its pickle could not be read "
+                                      f"({first})") from None
             raise CheckpointError(
                 f"checkpoint {p} was refused: it is a pickle that holds objects other than "
-                f"tensors and plain containers, which could run code when loaded ({first}). "
-                f"Only load it with weights_only=False if you trust its source.") from None
+                f"tensors and plain containers, which could run code when loaded "
+                f"({', '.join(unsafe) or first}). Only load it with weights_only=False if you "
+                f"trust its source.") from None
         except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
             raise CheckpointError(f"checkpoint {p} is truncated or corrupt and could not be read "
                                   f"({type(e).__name__}: {str(e).strip()[:200]})") from None
@@ -153,11 +190,57 @@ def read_checkpoint(path: Union[str, os.PathLike], mmap: bool = True) -> Tuple[D
                           f"(unrecognized header {open(p, 'rb').read(8)!r})")
 
 
-def unwrap_state_dict(obj: Any, source: str = "checkpoint") -> Tuple[Dict[str, torch.Tensor], List[str]]:
-    """Find the state dict inside wrapper dicts and strip ``module.`` style prefixes.
+# What torch's weights-only unpickler says when it meets a global it does not allow (a damaged
+# pickle fails on other things: unknown opcodes, truncated data)
+_REFUSED_GLOBAL = re.compile(r"Unsupported global|not an allowed global|GLOBAL |"
+                             r"Trying to call reduce", re.IGNORECASE)
 
-    Returns ``(state_dict, notes)``.
+
+def _check_zip(p: Path) -> None:
+    """Every member of a torch zip against its CRC-32: zeroed or flipped bytes in a tensor are
+    otherwise read as weights, in silence. Streams the file (nothing is kept in memory)."""
+    try:
+        with zipfile.ZipFile(p) as zf:
+            bad = zf.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {p} is a truncated or corrupt torch zip archive "
+                              f"({type(e).__name__}: {e})") from None
+    if bad is not None:
+        raise CheckpointError(f"checkpoint {p} is damaged: zip member {bad!r} fails its CRC-32 "
+                              f"check (bytes changed after it was written)")
+
+
+def _torch_load(p: Path, mmap: bool) -> Any:
+    """``torch.load`` by content: torch dispatches a path named ``*.safetensors`` to safetensors
+    whatever it holds, so such a file goes in as an open file (which cannot be memory-mapped)."""
+    kwargs: Dict[str, Any] = dict(map_location="cpu", weights_only=True)
+    if p.name.endswith(".safetensors"):
+        with open(p, "rb") as f:
+            return torch.load(f, **kwargs)
+    return torch.load(p, mmap=mmap, **kwargs)
+
+
+def _unsafe_globals(p: Path) -> List[str]:
+    try:
+        return list(torch.serialization.get_unsafe_globals_in_checkpoint(str(p)))
+    except Exception:  # noqa: BLE001 - a pickle too damaged to scan has no globals to report
+        return []
+
+
+def nonfinite_tensors(sd: Mapping[str, torch.Tensor]) -> List[str]:
+    """The names of the floating-point tensors that hold a NaN or an infinity."""
+    return [k for k, v in sd.items()
+            if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
+def unwrap_state_dict(obj: Any, source: str = "checkpoint") -> Tuple[Dict[str, torch.Tensor], List[str]]:
+    """Find the state dict inside wrapper dicts (:data:`WRAPPER_KEYS`, else the one entry that
+    holds tensors) and strip ``module.`` / ``_orig_mod.`` prefixes (timm's ``clean_state_dict``).
+
+    Returns ``(state_dict, notes)``: the tensors only, and what was done.
     """
+    from timm.models import clean_state_dict
+
     notes = []
     for _ in range(4):
         if not isinstance(obj, Mapping):
@@ -173,14 +256,7 @@ def unwrap_state_dict(obj: Any, source: str = "checkpoint") -> Tuple[Dict[str, t
                                   f"{list(obj)[:10]})")
         notes.append(f"unwrapped '{key}'")
         obj = obj[key]
-    sd = {}
-    for k, v in obj.items():
-        if not isinstance(v, torch.Tensor):
-            continue
-        for prefix in STRIP_PREFIXES:
-            while k.startswith(prefix):
-                k = k[len(prefix):]
-        sd[k] = v
+    sd = clean_state_dict({k: v for k, v in obj.items() if isinstance(v, torch.Tensor)})
     if len(sd) < len(obj):
         notes.append(f"ignored {len(obj) - len(sd)} non-tensor entries")
     return sd, notes
@@ -360,13 +436,21 @@ class PreparedCheckpoint:
     notes: List[str]
 
 
-def prepare_checkpoint(pretrained: Union[str, os.PathLike], cfg: Dict[str, Any]) -> PreparedCheckpoint:
+def prepare_checkpoint(pretrained: Union[str, os.PathLike], cfg: Dict[str, Any], *,
+                       allow_nonfinite: bool = False) -> PreparedCheckpoint:
     """Read ``pretrained`` (a path or ``hf-hub:``), unwrap it, detect its layout and map its
-    projection onto ``cfg``'s form."""
+    projection onto ``cfg``'s form. A NaN or infinity in any weight is refused with the tensors'
+    names (it would surface far away, as a NaN score) unless ``allow_nonfinite``."""
     path = resolve_path(pretrained)
     source = f"checkpoint {pretrained}"
     obj, fmt = read_checkpoint(path)
     sd, notes = unwrap_state_dict(obj, source)
+    bad = nonfinite_tensors(sd)
+    if bad and not allow_nonfinite:
+        raise CheckpointError(f"{source}: {len(bad)} tensor(s) hold NaN or infinite values: "
+                              f"{bad[:10]}; pass allow_nonfinite=True to load it anyway")
+    if bad:
+        notes.append(f"{len(bad)} tensor(s) hold NaN or infinite values (allowed): {bad[:10]}")
     layout, sd = detect_layout(sd, source)
     sd, conv_notes, layout = _canonicalize(layout, sd, cfg)
     return PreparedCheckpoint(str(pretrained), source, fmt, layout, sd, notes + conv_notes)

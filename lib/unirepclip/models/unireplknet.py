@@ -36,6 +36,8 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint_seq
 
+from unirepclip.models.loading import detect_layout, unwrap_state_dict
+
 __all__ = [
     "UniRepLKNet",
     "UniRepLKNetBlock",
@@ -606,18 +608,14 @@ class UniRepLKNet(nn.Module):
 
 def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: UniRepLKNet
                          ) -> Dict[str, torch.Tensor]:
-    """Map foreign layouts onto the model's own names: unwrap and drop common prefixes."""
-    for wrapper in ("state_dict", "model", "module", "state_dict_ema", "model_ema"):
-        if wrapper in state_dict and isinstance(state_dict[wrapper], dict):
-            state_dict = state_dict[wrapper]
-            break
-    out = {}
-    for k, v in state_dict.items():
-        for prefix in ("module.", "visual.trunk.", "trunk."):
-            if k.startswith(prefix):
-                k = k[len(prefix):]
-        out[k] = v
-    return out
+    """Map foreign layouts onto the tower's own names, through the package's one checkpoint
+    mapping (:mod:`unirepclip.models.loading`: wrapper dicts, ``module.`` prefixes, a whole
+    open_clip CLIP or a bare tower); keys outside the trunk (a text tower, a bias-free CLIP
+    projection) are left out."""
+    sd, _ = unwrap_state_dict(state_dict)
+    _, canonical = detect_layout(sd)
+    prefix = "visual.trunk."
+    return {k[len(prefix):]: v for k, v in canonical.items() if k.startswith(prefix)}
 
 
 def _create_unireplknet(variant: str, pretrained: bool = False, **kwargs) -> UniRepLKNet:
