@@ -4,6 +4,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import randomize_reparam_state
+from unirepclip.cli import main
+
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(os.environ.get("UNIREPCLIP_FIXTURES", REPO.parent / "shared" / "fixtures"))
 
@@ -24,9 +27,14 @@ def _seed():
 def ci_reports(tmp_path_factory):
     """Every real notebook run once on the `ci` profile (the demo checkpoint, counts shrunk):
     ``(exit code, reports/ci folder)``. Shared by the schema, figure and browser tests."""
-    from unirepclip.cli import main
-
     out = tmp_path_factory.mktemp("reports")
     code = main(["run", "--profile", "ci", "--notebooks-dir", str(REPO / "notebooks"),
                  "--output-dir", str(out), "--no-progress", "-q"])
     return code, out / "ci"
+
+
+@pytest.fixture(scope="session")
+def reparam_state():
+    """``randomize_reparam_state(model, seed=0, *, scale=0.3, depthwise_std=None)`` from
+    tests/helpers.py: non-trivial BN statistics, GRN and layer scales, in place."""
+    return randomize_reparam_state

@@ -1,4 +1,5 @@
-"""ERF measurement and analysis against analytic cases."""
+"""ERF measurement and analysis against analytic cases (unirepclip.analysis.erf), notebook 03's
+steps, and the figures and tables of unirepclip.viz.erf."""
 import copy
 
 import matplotlib
@@ -9,8 +10,12 @@ import torch
 import torch.nn as nn
 
 import unirepclip  # noqa: F401  (registers the towers)
+from helpers import randomize_reparam_state
 from unirepclip.analysis.erf import (PUBLISHED_AREA_RATIOS, area_ratios, compute_erf, normalize_erf,
-                            plot_erf, stage_feature_fn)
+                                     stage_feature_fn)
+from unirepclip.utils import max_relative_difference
+from unirepclip.viz.erf import (area_ratio_table, plot_erf, plot_erf_grid, plot_square_shares,
+                                stage_table, stage_tables)
 
 matplotlib.use("Agg")
 
@@ -100,12 +105,6 @@ def test_area_ratios_rejects_bad_input():
         area_ratios(np.ones(4))
 
 
-def test_published_table_is_monotone_fractions():
-    for name, row in PUBLISHED_AREA_RATIOS.items():
-        values = [row[k] for k in ("t20", "t30", "t50", "t99")]
-        assert values == sorted(values) and 0 < values[0] and values[-1] < 1, name
-
-
 def test_nan_images_are_skipped_and_counted():
     conv = ones_depthwise(3)
 
@@ -123,29 +122,11 @@ def test_nan_images_are_skipped_and_counted():
         compute_erf(feature_fn, x[[1]], progress=False)
 
 
-def _randomize_reparam_state(trunk: nn.Module, gen: torch.Generator) -> None:
-    """Non-trivial BN statistics, GRN and layer scale, so re-parameterization has work to do."""
-    with torch.no_grad():
-        for m in trunk.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.2, generator=gen)
-                m.running_var.uniform_(0.5, 2.0, generator=gen)
-                m.weight.normal_(1, 0.3, generator=gen)
-                m.bias.normal_(0, 0.2, generator=gen)
-            elif isinstance(m, unirepclip.models.unireplknet.GRNwithNHWC):
-                m.gamma.normal_(0, 0.3, generator=gen)
-                m.beta.normal_(0, 0.3, generator=gen)
-            elif isinstance(m, unirepclip.models.unireplknet.UniRepLKNetBlock) and m.gamma is not None:
-                m.gamma.normal_(1, 0.3, generator=gen)
-            elif isinstance(m, nn.Conv2d) and m.groups > 1:
-                m.weight.normal_(0, 0.1, generator=gen)  # depthwise kernels large enough to matter
-
-
 @pytest.fixture(scope="module")
 def demo_trunks():
     torch.manual_seed(0)
     train = timm.create_model("unireplknet_demo", num_classes=0).eval()
-    _randomize_reparam_state(train, torch.Generator().manual_seed(1))
+    randomize_reparam_state(train, seed=1, depthwise_std=0.1)
     deploy = copy.deepcopy(train).reparameterize()
     assert deploy.deploy and not any(isinstance(m, nn.BatchNorm2d) for m in deploy.modules())
     return train, deploy
@@ -233,9 +214,10 @@ def test_plot_erf_labels_axes_and_colour_bar():
 
 # --- the notebook's building blocks ------------------------------------------------------------
 
-from unirepclip.analysis.erf import (area_ratio_table, erf_images, erf_records, inference_form,  # noqa: E402
-                            initialized_trunk, max_relative_difference, plot_erf_grid,
-                            plot_square_shares, square_shares, stage_erfs)
+from unirepclip.analysis.erf import (control_records, erf_image_sets, erf_images,  # noqa: E402
+                                     erf_records, erf_records_by_resolution, erfs_by_resolution,
+                                     inference_form, initialized_trunk, reparam_check,
+                                     square_shares, stage_erfs, tower_comparison)
 
 
 def test_square_shares_hand_computed():
@@ -347,14 +329,6 @@ def test_inference_form_is_a_reparameterized_copy(demo_trunks):
     assert max_relative_difference(a, b) < 1e-5
 
 
-def test_max_relative_difference_hand_computed():
-    assert max_relative_difference(np.array([2.0, -4.0]), np.array([2.5, -4.0])) == 0.125
-    with pytest.raises(ValueError, match="shapes"):
-        max_relative_difference(np.ones(2), np.ones(3))
-    with pytest.raises(ValueError, match="zero"):
-        max_relative_difference(np.zeros(2), np.ones(2))
-
-
 def test_area_ratio_table_rows():
     box = compute_erf(ones_depthwise(7), positive_images(1), progress=False)
     table = area_ratio_table({"box k=7": box, "given": {"t20": 0.5, "t30": 0.6, "t50": 0.7,
@@ -397,8 +371,6 @@ def test_plot_erf_grid_and_square_shares():
 
 
 def test_stage_table_cells():
-    from unirepclip.analysis.erf import stage_table
-
     box5 = compute_erf(ones_depthwise(5), positive_images(1, 32), progress=False)
     box9 = compute_erf(ones_depthwise(9), positive_images(1, 32), progress=False)
     lines = stage_table({"a": {"stage0": box5, "stage1": box9}, "b": {"stage1": box5}},
@@ -410,8 +382,6 @@ def test_stage_table_cells():
 
 
 def test_erf_records_by_resolution():
-    from unirepclip.analysis.erf import erf_records_by_resolution
-
     a = {"stage0": compute_erf(ones_depthwise(7), positive_images(1), progress=False)}
     b = {"stage0": compute_erf(ones_depthwise(3), positive_images(1, 32), progress=False)}
     rec = erf_records_by_resolution({64: a, 32: b}, "m")
@@ -456,3 +426,86 @@ def test_comparison_towers_labels_keys_and_kernels():
                                                                    "demo at init, layer scale 1"]
     with pytest.raises(ValueError, match="control_key"):
         comparison_towers("UniRepLKNet-Demo", "demo", control_model_name="UniRepLKNet-Demo")
+
+
+def test_stage_tables_one_block_per_resolution_and_threshold():
+    box5 = compute_erf(ones_depthwise(5), positive_images(1, 32), progress=False)
+    box9 = compute_erf(ones_depthwise(9), positive_images(1, 64), progress=False)
+    rows = {32: {"a": {"stage0": box5}}, 64: {"a": {"stage0": box9}}}
+    blocks = stage_tables(rows, (0.2, 0.99)).split("\n\n")
+    assert blocks[0::2] == ["**32 px**", "**32 px**", "**64 px**", "**64 px**"]
+    assert blocks[1::2] == [stage_table(rows[32], 0.2), stage_table(rows[32], 0.99),
+                            stage_table(rows[64], 0.2), stage_table(rows[64], 0.99)]
+
+
+# --- notebook 03's steps ------------------------------------------------------------------------
+
+def test_reparam_check_reports_the_worst_stage(demo_trunks):
+    train, _ = demo_trunks
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(8))
+    # A stand-in "inference form" that differs from the trained tower in its last stage only:
+    # stages 0-2 agree exactly, stage 3 does not, so the maximum and the minimum differ.
+    other = copy.deepcopy(train)
+    with torch.no_grad():
+        other.stages[3][0].pwconv1[1].weight.mul_(1.5)
+    check = reparam_check(train, x, [0, 1, 2, 3], inference=other, progress=False)
+    truth = {f"stage{s}": max_relative_difference(
+        compute_erf(stage_feature_fn(train, s), x, progress=False),
+        compute_erf(stage_feature_fn(other, s), x, progress=False)) for s in range(4)}
+    assert check["per_stage"] == truth
+    assert truth["stage0"] == truth["stage1"] == truth["stage2"] == 0.0 < truth["stage3"]
+    assert check["max_rel_diff"] == truth["stage3"]
+    # the real inference form (the default): every stage agrees to round-off
+    real = reparam_check(train, x, [1, 3], progress=False)
+    assert list(real["per_stage"]) == ["stage1", "stage3"]
+    assert real["max_rel_diff"] == max(real["per_stage"].values()) < 1e-5
+
+
+def test_erf_image_sets_and_erfs_by_resolution(demo_trunks):
+    train, _ = demo_trunks
+    images = erf_image_sets("synthetic", 2, [32, 64], seed=1)
+    assert list(images) == [32, 64]
+    for r, x in images.items():
+        torch.testing.assert_close(x, erf_images("synthetic", 2, r, seed=1), rtol=0, atol=0)
+    erfs = erfs_by_resolution(train, images, [0, 2], progress=False)
+    assert list(erfs) == [32, 64] and erfs[64]["stage2"].shape == (64, 64)
+    np.testing.assert_array_equal(erfs[32]["stage2"],
+                                  compute_erf(stage_feature_fn(train, 2), images[32],
+                                              progress=False))
+    with pytest.raises(ValueError, match="resolutions"):
+        erf_image_sets("synthetic", 2, [])
+    with pytest.raises(ValueError, match="resolutions"):
+        erf_image_sets("synthetic", 2, "64")
+    with pytest.raises(ValueError, match="resolution"):
+        erfs_by_resolution(train, {}, [0])
+
+
+def test_tower_comparison_rows_and_records(demo_trunks):
+    train, deploy = demo_trunks
+    images = {32: torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(9)),
+              64: torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(10))}
+    given = {"measured": {32: {"stage0": np.ones((32, 32))}, 64: {"stage0": np.ones((64, 64))}}}
+    out = tower_comparison({"train": ("m.train", train), "deploy": ("m.deploy", deploy)},
+                           images, [0], leading=given, progress=False)
+    assert list(out["rows"]) == [32, 64]
+    assert list(out["rows"][64]) == ["measured", "train", "deploy"]
+    assert out["rows"][64]["measured"]["stage0"] is given["measured"][64]["stage0"]
+    truth = {name: {r: {"stage0": compute_erf(stage_feature_fn(t, 0), x, progress=False)}
+                    for r, x in images.items()} for name, t in (("train", train), ("deploy", deploy))}
+    for r in images:
+        for name in ("train", "deploy"):
+            np.testing.assert_array_equal(out["rows"][r][name]["stage0"], truth[name][r]["stage0"])
+    expected = {**erf_records_by_resolution(truth["train"], "m.train"),
+                **erf_records_by_resolution(truth["deploy"], "m.deploy")}
+    assert out["records"] == expected  # the leading rows are not recorded again
+    assert "erf.m.train.resolutions.64.stage0.side.t99" in out["records"]
+
+
+def test_control_records():
+    assert control_records("UniRepLKNet-Demo-SmallKernel", "ctl", trained=True) == {
+        "erf.ctl.state": "trained"}
+    assert control_records("UniRepLKNet-Demo-SmallKernel", "ctl", trained=False) == {
+        "erf.ctl.state": "init"}
+    assert control_records("", "ctl", trained=False) == {}
+    with pytest.raises(ValueError, match="control_key"):
+        control_records("UniRepLKNet-Demo-SmallKernel", "", trained=True)

@@ -133,3 +133,33 @@ def test_mcnemar_exact_against_hand_computed_binomials():
     assert mcnemar_exact([1] * 10, [0] * 10)["p_value"] == pytest.approx(2 / 1024, rel=1e-12)
     with pytest.raises(ValueError, match="same test items"):
         mcnemar_exact([1, 0], [1, 0, 1])
+
+
+def test_worst_case_tie_rule_hand_computed():
+    s = np.array([[0.5, 0.5, 0.2], [0.5, 0.5, 0.2], [0.9, 0.5, 0.5]])
+    pos = np.array([[False, True, False], [True, False, False], [False, False, True]])
+    # by index: row 0's positive ties a lower index (rank 1), row 1's is first (rank 0), row 2
+    # has 0.9 ahead and ties index 1 below it (rank 2)
+    np.testing.assert_array_equal(metrics.ranks_of_first_positive(s, pos), [1, 0, 2])
+    # worst case: every tied negative ranks ahead
+    np.testing.assert_array_equal(metrics.ranks_of_first_positive(s, pos, ties="worst"),
+                                  [1, 1, 2])
+    assert metrics.recall_at_k(s, pos, ks=(1, 2), ties="worst") == {"r1": 0.0, "r2": 2 / 3}
+    with pytest.raises(ValueError, match="ties='random'"):
+        metrics.recall_at_k(s, pos, ties="random")
+
+
+def test_worst_case_ranks_do_not_change_when_rows_and_columns_are_permuted():
+    rng = np.random.default_rng(2)
+    s = rng.integers(0, 4, size=(8, 10)).astype(np.float64) / 4  # many exact ties
+    pos = rng.random((8, 10)) < 0.2
+    pos[np.arange(8), rng.integers(0, 10, 8)] = True
+    ref = metrics.recall_at_k(s, pos, ks=(1, 2, 3, 5), ties="worst")
+    by_index_differs = False
+    for seed in range(20):
+        g = np.random.default_rng(seed)
+        r, c = g.permutation(8), g.permutation(10)
+        assert metrics.recall_at_k(s[r][:, c], pos[r][:, c], ks=(1, 2, 3, 5), ties="worst") == ref
+        by_index_differs |= (metrics.recall_at_k(s[r][:, c], pos[r][:, c], ks=(1, 2, 3, 5))
+                             != metrics.recall_at_k(s, pos, ks=(1, 2, 3, 5)))
+    assert by_index_differs  # the matrix does hold ties that the index rule resolves by order

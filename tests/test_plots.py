@@ -119,6 +119,17 @@ def test_resolution_sweep_lines():
         plots.resolution_sweep([1, 2, 3], {"shape": [0.1, 0.2]}, title="s")
 
 
+def test_resolution_sweep_takes_values_keyed_by_size():
+    # keyed in another order than the sizes: each point must land at its own size
+    fig = plots.resolution_sweep([48, 64, 96], {"shape": {"96": 0.7, "48": 0.5, "64": 0.8}},
+                                 title="sweep")
+    line = fig.axes[0].lines[0]
+    np.testing.assert_array_equal(line.get_xdata(), [48, 64, 96])
+    np.testing.assert_array_equal(line.get_ydata(), [0.5, 0.8, 0.7])
+    with pytest.raises(KeyError, match=r"'shape' has no value for size\(s\) \[96\]"):
+        plots.resolution_sweep([48, 96], {"shape": {"48": 0.5}}, title="s")
+
+
 def test_retrieval_recall_and_throughput_bars():
     res = {"image_to_text": {"r1": 0.1, "r5": 0.5, "r10": 0.7},
            "text_to_image": {"r1": 0.2, "r5": 0.6, "r10": 0.8}}

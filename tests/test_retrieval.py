@@ -72,3 +72,74 @@ def test_identical_embeddings_give_perfect_recall():
 def test_bad_input(args, match):
     with pytest.raises(ValueError, match=match):
         retrieval.evaluate(*args)
+
+
+# --- identical texts are one text; ties count against the query (issue 15, section 3) --------
+# img0 and img2 score exactly the same against "a" (each is one unit component of it)
+S = 1 / np.sqrt(2)
+DUP_IMAGES = np.array([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0]])
+DUP_TEXTS = np.array([[S, 0, S], [0, 1.0, 0], [S, 0, S]])  # "a" (img0), "b" (img1), "a" (img2)
+DUP_STRINGS = ["a", "b", "a"]
+DUP_T2I = np.array([0, 1, 2])
+
+
+def test_identical_captions_are_one_text_with_every_image_a_positive():
+    # per caption (CLIP_benchmark, ties by index): img2's own t2 ties img0's t0, which comes
+    # first: rank 1; the query t2 ties its image 2 with image 0, which comes first: rank 1
+    old = retrieval.evaluate(DUP_IMAGES, DUP_TEXTS, DUP_T2I, ks=(1, 2))
+    assert old == {"image_to_text": pytest.approx({"r1": 2 / 3, "r2": 1.0}),
+                   "text_to_image": pytest.approx({"r1": 2 / 3, "r2": 1.0})}
+    # one text "a" describing images 0 and 2: every image finds its text first, and both
+    # queries ("a", "b") find one of their images first
+    new = retrieval.evaluate(DUP_IMAGES, DUP_TEXTS, DUP_T2I, ks=(1, 2), texts=DUP_STRINGS)
+    assert new == {"image_to_text": {"r1": 1.0, "r2": 1.0}, "text_to_image": {"r1": 1.0, "r2": 1.0}}
+    first, group = retrieval.group_identical_texts(["b", "a", "b", "c", "a"])
+    np.testing.assert_array_equal(first, [0, 1, 3])
+    np.testing.assert_array_equal(group, [0, 1, 0, 2, 1])
+    with pytest.raises(ValueError, match="texts has 2 entries"):
+        retrieval.evaluate(DUP_IMAGES, DUP_TEXTS, DUP_T2I, texts=["a", "b"])
+
+
+def test_same_recall_whatever_the_order_of_images_and_captions():
+    # three distinct texts for six images, with exact ties between distinct texts too
+    # (identical embeddings under different strings)
+    rng = np.random.default_rng(5)
+    img = rng.integers(-2, 3, size=(6, 3)).astype(np.float64) + np.eye(6, 3)
+    base = rng.integers(-2, 3, size=(3, 3)).astype(np.float64) + 0.5
+    base[2] = base[1]
+    strings = ["x", "y", "z", "x", "y", "x"]
+    t2i = np.array([0, 1, 2, 3, 4, 5])
+    txt = base[[0, 1, 2, 0, 1, 0]]
+    ref = retrieval.evaluate(img, txt, t2i, ks=(1, 2, 3), texts=strings)
+    orders_differ = False
+    for seed in range(12):
+        g = np.random.default_rng(seed)
+        pi, pt = g.permutation(6), g.permutation(6)
+        inv = np.argsort(pi)  # image pi[k] is now row k
+        got = retrieval.evaluate(img[pi], txt[pt], inv[t2i[pt]], ks=(1, 2, 3),
+                                 texts=[strings[j] for j in pt])
+        assert got == ref
+        orders_differ |= retrieval.evaluate(img[pi], txt[pt], inv[t2i[pt]], ks=(1, 2, 3)) != \
+            retrieval.evaluate(img, txt, t2i, ks=(1, 2, 3))
+    assert orders_differ  # per caption with ties by index, the order does matter here
+
+
+def test_clip_benchmark_protocol_equals_a_brute_force_count():
+    # one caption per image, no repeated string, continuous scores (no ties): both protocols
+    # are CLIP_benchmark's, counted here with a full sort per query
+    rng = np.random.default_rng(7)
+    img = rng.normal(size=(25, 6))
+    order = rng.permutation(25)            # caption j describes image order[j]
+    txt = img[order] + rng.normal(scale=2.5, size=(25, 6))
+    sim = (img / np.linalg.norm(img, axis=1, keepdims=True)) @ \
+        (txt / np.linalg.norm(txt, axis=1, keepdims=True)).T
+    caption_of = np.argsort(order)          # image i's caption
+    i2t = {f"r{k}": np.mean([caption_of[i] in np.argsort(-sim[i])[:k] for i in range(25)])
+           for k in (1, 5, 10)}
+    t2i = {f"r{k}": np.mean([order[j] in np.argsort(-sim[:, j])[:k] for j in range(25)])
+           for k in (1, 5, 10)}
+    strings = [f"caption {j}" for j in range(25)]
+    for texts in (None, strings):
+        r = retrieval.evaluate(img, txt, order, texts=texts)
+        assert r["image_to_text"] == pytest.approx(i2t) and r["text_to_image"] == pytest.approx(t2i)
+    assert 0 < i2t["r1"] < i2t["r10"] < 1  # not a degenerate case

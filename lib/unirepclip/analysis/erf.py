@@ -24,13 +24,13 @@ inside the network. In UniRepLKNet the only cross-image layer is BatchNorm in tr
 its modes afterwards). A plain callable cannot be inspected: its caller must make sure it is in
 eval mode.
 
-Notebook helpers: :func:`stage_erfs` (several stages of one tower), :func:`erf_images` (the images,
-at any resolution), :func:`initialized_trunk` and :func:`comparison_towers` (towers at
+What notebook 03 measures, each step one call: :func:`erf_image_sets` (the images, at each
+resolution), :func:`erfs_by_resolution` (several stages of one tower at each resolution, see
+:func:`stage_erfs`), :func:`reparam_check` (training form vs inference form, see
+:func:`inference_form`), :func:`comparison_towers` / :func:`tower_comparison` (towers at
 initialization, with the residual branches optionally switched on, and the 3x3 control),
-:func:`inference_form` and :func:`max_relative_difference` (the re-parameterization check),
-:func:`erf_records` / :func:`erf_records_by_resolution` (results keys), :func:`area_ratio_table` /
-:func:`stage_table` (Markdown tables), :func:`plot_erf_grid`, :func:`square_shares` /
-:func:`plot_square_shares`.
+:func:`erf_records` / :func:`erf_records_by_resolution` (results keys). The figures and Markdown
+tables of these results are in :mod:`unirepclip.viz.erf`.
 """
 from __future__ import annotations
 
@@ -44,28 +44,29 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from unirepclip.utils import eval_mode
+from unirepclip.utils import (autocast, check_precision, eval_mode, max_relative_difference,
+                             module_device)
 
 __all__ = [
     "compute_erf",
     "stage_feature_fn",
     "StageFeatures",
     "normalize_erf",
+    "threshold_key",
     "area_ratios",
-    "plot_erf",
     "square_shares",
     "stage_erfs",
+    "erfs_by_resolution",
     "erf_records",
     "erf_records_by_resolution",
     "comparison_towers",
+    "tower_comparison",
+    "control_records",
     "erf_images",
+    "erf_image_sets",
     "initialized_trunk",
     "inference_form",
-    "max_relative_difference",
-    "area_ratio_table",
-    "stage_table",
-    "plot_erf_grid",
-    "plot_square_shares",
+    "reparam_check",
     "PUBLISHED_AREA_RATIOS",
     "THRESHOLDS",
 ]
@@ -81,8 +82,6 @@ PUBLISHED_AREA_RATIOS: Dict[str, Dict[str, float]] = {
     "RepLKNet-31": {"t20": 0.150, "t30": 0.234, "t50": 0.414, "t99": 0.986},
 }
 
-_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-PRECISIONS = ("fp32",) + tuple(_AUTOCAST_DTYPES)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -160,14 +159,6 @@ def _iter_batches(images, batch_size: int) -> Iterator[torch.Tensor]:
             yield item[i:i + batch_size]
 
 
-def _module_device(fn) -> Optional[torch.device]:
-    if isinstance(fn, nn.Module):
-        p = next(fn.parameters(), None)
-        if p is not None:
-            return p.device
-    return None
-
-
 def compute_erf(
         feature_fn: Callable[[torch.Tensor], torch.Tensor],
         images: Union[torch.Tensor, np.ndarray, Iterable],
@@ -190,8 +181,8 @@ def compute_erf(
         batch_size: images per forward/backward pass (bounds memory; does not change the result).
         device: where to compute; default the device of ``feature_fn``'s parameters (or CPU).
             The module is not moved: move it yourself.
-        precision: ``"fp32"``, or ``"bf16"`` / ``"fp16"`` for autocast in that dtype (the gradient
-            and the average stay float32 / float64).
+        precision: ``"fp32"``, or ``"bf16"`` for autocast (the gradient and the average stay
+            float32 / float64); see :data:`unirepclip.utils.PRECISIONS`.
         max_images: stop after this many images (counting skipped ones).
         progress: show a tqdm bar.
         return_counts: also return ``(n_used, n_nan)``.
@@ -203,14 +194,13 @@ def compute_erf(
     Raises:
         ValueError: bad arguments, a feature map that is not 4-D, or every image NaN.
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"compute_erf: precision must be one of {PRECISIONS}, got {precision!r}")
+    check_precision(precision, "compute_erf: precision")
     if int(batch_size) < 1:
         raise ValueError(f"compute_erf: batch_size must be >= 1, got {batch_size}")
     if max_images is not None and max_images < 1:
         raise ValueError(f"compute_erf: max_images must be >= 1, got {max_images}")
-    dev = torch.device(device) if device is not None else (_module_device(feature_fn)
-                                                           or torch.device("cpu"))
+    dev = (torch.device(device) if device is not None
+           else module_device(feature_fn, torch.device("cpu")))
     total = None
     if isinstance(images, (torch.Tensor, np.ndarray)):
         total = images.shape[0] if images.ndim == 4 else 1
@@ -233,11 +223,7 @@ def compute_erf(
             if acc is not None and tuple(x.shape[-2:]) != tuple(acc.shape):
                 raise ValueError(f"compute_erf: all images must share one size; got "
                                  f"{tuple(x.shape[-2:])} after {tuple(acc.shape)}")
-            if precision == "fp32":
-                autocast = contextlib.nullcontext()
-            else:
-                autocast = torch.autocast(dev.type, dtype=_AUTOCAST_DTYPES[precision])
-            with torch.enable_grad(), autocast:
+            with torch.enable_grad(), autocast(dev, precision):
                 out = feature_fn(x)
             if not isinstance(out, torch.Tensor) or out.dim() != 4:
                 raise ValueError(f"compute_erf: feature_fn must return a (N, C, h, w) tensor, got "
@@ -287,7 +273,8 @@ def normalize_erf(erf: np.ndarray) -> np.ndarray:
     return a / peak
 
 
-def _key(t: float) -> str:
+def threshold_key(t: float) -> str:
+    """The results key of threshold ``t``: ``0.2 -> "t20"``, ``0.995 -> "t99.5"``."""
     pct = 100 * t
     return f"t{int(round(pct))}" if abs(pct - round(pct)) < 1e-9 else f"t{pct:g}"
 
@@ -349,28 +336,8 @@ def area_ratios(erf: np.ndarray, thresholds: Sequence[float] = THRESHOLDS
     for t in thresholds:
         # small tolerance: a share equal to t up to round-off counts as holding it
         i = int(np.argmax(shares >= t - 1e-12))
-        out[_key(t)] = {"side": int(sides[i]), "area_ratio": float(areas[i]) / (h * w)}
+        out[threshold_key(t)] = {"side": int(sides[i]), "area_ratio": float(areas[i]) / (h * w)}
     return out
-
-
-def plot_erf(ax, erf: np.ndarray, title: Optional[str] = None, *, cmap: str = "RdYlGn",
-             colorbar: bool = True):
-    """Draw the normalized ERF (``log10(x + 1) / max``) on a matplotlib ``ax``.
-
-    Axes are labelled in input pixels, with a colour bar; returns the image artist.
-    """
-    a = normalize_erf(erf)
-    # "none": vector formats embed the map's own pixels instead of resampling it (faster, exact)
-    im = ax.imshow(a, cmap=cmap, vmin=0.0, vmax=1.0, interpolation="none")
-    ax.locator_params(nbins=4)
-    ax.set_xlabel("x (input px)")
-    ax.set_ylabel("y (input px)")
-    if title:
-        ax.set_title(title)
-    if colorbar:
-        cb = ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-        cb.set_label("log10(ERF + 1) / max")
-    return im
 
 
 # ----------------------------------------------------------------------------------------------
@@ -396,6 +363,16 @@ def stage_erfs(
     compute_kwargs.pop("return_counts", None)
     return {f"stage{int(s)}": compute_erf(stage_feature_fn(model, s), images, **compute_kwargs)
             for s in stages}
+
+
+def erfs_by_resolution(model: nn.Module, images: Mapping[int, torch.Tensor],
+                       stages: Sequence[int] = (0, 1, 2, 3), **compute_kwargs: Any
+                       ) -> Dict[int, Dict[str, np.ndarray]]:
+    """:func:`stage_erfs` of one tower on each image set: ``{resolution: {"stage0": map, ...}}``,
+    in the order of ``images`` (see :func:`erf_image_sets`)."""
+    if not images:
+        raise ValueError("erfs_by_resolution: images holds no resolution")
+    return {int(r): stage_erfs(model, x, stages, **compute_kwargs) for r, x in images.items()}
 
 
 def erf_records(erfs: Mapping[str, np.ndarray], model_key: str, *,
@@ -472,7 +449,43 @@ def comparison_towers(model_name: str, model_key: str, *, control_model_name: st
     return towers
 
 
-ERF_DATASETS = ("synthetic", "imagefolder", "skimage")
+def tower_comparison(towers: Mapping[str, Tuple[str, nn.Module]],
+                     images: Mapping[int, torch.Tensor], stages: Sequence[int] = (0, 1, 2, 3), *,
+                     leading: Optional[Mapping[str, Mapping[int, Mapping[str, np.ndarray]]]] = None,
+                     **compute_kwargs: Any) -> Dict[str, Any]:
+    """The ERFs of :func:`comparison_towers`' towers at every resolution of ``images``.
+
+    ``leading`` holds rows measured already (``{label: {resolution: {stage: map}}}``, e.g. the
+    model under study), which come first in each resolution's rows and are not recorded again.
+
+    Returns ``{"rows": {resolution: {label: {stage: map}}}, "records": ...}``: the rows for
+    the tables and figures, and :func:`erf_records_by_resolution` of every tower under its own
+    results key.
+    """
+    rows: Dict[int, Dict[str, Dict[str, np.ndarray]]] = {int(r): {} for r in images}
+    for label, by_res in (leading or {}).items():
+        for r in rows:
+            rows[r][label] = dict(by_res[r])
+    records: Dict[str, Any] = {}
+    for label, (key, tower) in towers.items():
+        by_res = erfs_by_resolution(tower, images, stages, **compute_kwargs)
+        records.update(erf_records_by_resolution(by_res, key))
+        for r in rows:
+            rows[r][label] = by_res[r]
+    return {"rows": rows, "records": records}
+
+
+def control_records(control_model_name: str, control_key: str, *, trained: bool
+                    ) -> Dict[str, str]:
+    """``{"erf.<control_key>.state": "trained" | "init"}``: whether the 3x3 control was measured
+    trained or at initialization only; empty when there is no control (no model name)."""
+    if not control_model_name:
+        return {}
+    if not control_key:
+        raise ValueError("control_records: control_model_name given without control_key")
+    return {f"erf.{control_key}.state": "trained" if trained else "init"}
+
+
 
 
 def erf_images(dataset: str, n: int, resolution: int, *, data_dir: Optional[str] = None,
@@ -495,9 +508,10 @@ def erf_images(dataset: str, n: int, resolution: int, *, data_dir: Optional[str]
     Unreadable files in a folder are skipped and replaced by the next drawn image.
     """
     import open_clip
+    from unirepclip.data.registry import DATASETS, load_dataset
 
-    if dataset not in ERF_DATASETS:
-        raise ValueError(f"erf_images: dataset must be one of {ERF_DATASETS}, got {dataset!r}")
+    if dataset not in DATASETS:
+        raise ValueError(f"erf_images: dataset must be one of {tuple(DATASETS)}, got {dataset!r}")
     for name, value, low in (("n", n, 1), ("resolution", resolution, 8)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
             raise ValueError(f"erf_images: {name} must be an int >= {low}, got {value!r}")
@@ -505,20 +519,17 @@ def erf_images(dataset: str, n: int, resolution: int, *, data_dir: Optional[str]
     mean = tuple(open_clip.OPENAI_DATASET_MEAN if mean is None else mean)
     std = tuple(open_clip.OPENAI_DATASET_STD if std is None else std)
     if dataset == "synthetic":
-        from unirepclip.data import SyntheticWorld
-        pixels = SyntheticWorld(image_size=resolution, seed=int(seed)).render("test", n).images
+        world = load_dataset("synthetic", n=n, image_size=resolution, seed=int(seed))
+        pixels = world.samples.images
         x = torch.from_numpy(pixels).permute(0, 3, 1, 2).float().div_(255.0)
         return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
     transform = open_clip.image_transform(resolution, is_train=False, mean=mean, std=std)
+    # every image of the set, in its order; which n of them is this function's rule
+    ds = load_dataset(dataset, data_dir=data_dir or "", image_size=resolution, seed=int(seed),
+                      transform=transform)
     if dataset == "skimage":
-        from unirepclip.data import SkimagePhotos
-        ds = SkimagePhotos(transform=transform)
         return torch.stack([ds[i][0] for i in range(min(n, len(ds)))])
-    if not data_dir:
-        raise ValueError("erf_images: dataset='imagefolder' needs data_dir (an ImageNet-style "
-                         "folder root/<class>/<image>)")
-    from unirepclip.data import ImageFolderDataset, UnreadableImage
-    ds = ImageFolderDataset(data_dir, transform=transform, verify=False)
+    from unirepclip.data import UnreadableImage
     order = np.random.default_rng(int(seed)).permutation(len(ds))
     out: List[torch.Tensor] = []
     for i in order:
@@ -531,6 +542,17 @@ def erf_images(dataset: str, n: int, resolution: int, *, data_dir: Optional[str]
     if not out:
         raise ValueError(f"erf_images: no readable image in {data_dir}")
     return torch.stack(out)
+
+
+def erf_image_sets(dataset: str, n: int, resolutions: Sequence[int], **kwargs: Any
+                   ) -> Dict[int, torch.Tensor]:
+    """:func:`erf_images` at each of ``resolutions``: ``{resolution: (n, 3, R, R) images}`` (the
+    same seed, so a folder gives the same pictures at every size); ``kwargs`` go to
+    :func:`erf_images`."""
+    if isinstance(resolutions, (str, bytes)) or not list(resolutions):
+        raise ValueError(f"erf_image_sets: resolutions must be a non-empty list of ints, got "
+                         f"{resolutions!r}")
+    return {int(r): erf_images(dataset, n, r, **kwargs) for r in resolutions}
 
 
 def initialized_trunk(model_name: str, *, seed: int = 0, layer_scale: Optional[float] = None,
@@ -572,130 +594,21 @@ def inference_form(model: nn.Module) -> nn.Module:
     return trunk.eval()
 
 
-def max_relative_difference(a: np.ndarray, b: np.ndarray) -> float:
-    """``max |a - b| / max |a|``: how far map ``b`` is from the reference map ``a``."""
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    if a.shape != b.shape:
-        raise ValueError(f"max_relative_difference: shapes differ: {a.shape} and {b.shape}")
-    scale = np.abs(a).max()
-    if scale == 0:
-        raise ValueError("max_relative_difference: the reference map is zero everywhere")
-    return float(np.abs(a - b).max() / scale)
+def reparam_check(model: nn.Module, images: Union[torch.Tensor, np.ndarray, Iterable],
+                  stages: Sequence[int] = (0, 1, 2, 3), *, inference: Optional[nn.Module] = None,
+                  **compute_kwargs: Any) -> Dict[str, Any]:
+    """Do the training form and the inference form of a tower have the same ERF?
 
+    The ERF of each stage is measured on ``images`` with ``model`` and with its inference form
+    (``inference``, default :func:`inference_form` of ``model``); ``compute_kwargs`` go to
+    :func:`compute_erf`. The fold is exact up to float round-off, so a difference beyond ~1e-5
+    is a bug in the conversion.
 
-def area_ratio_table(measured: Mapping[str, Mapping[str, Any]], *,
-                     thresholds: Sequence[float] = THRESHOLDS, published: bool = True,
-                     digits: int = 1) -> str:
-    """A Markdown table of area ratios (in %) per row, with RepLKNet's published rows below.
-
-    ``measured`` maps a row label to either an ERF map (analysed with :func:`area_ratios`), an
-    :func:`area_ratios` result, or a ``{"t20": fraction, ...}`` dict. Measured rows also show the
-    square's side in pixels.
+    Returns ``{"per_stage": {"stage0": max |ERF_inference - ERF_train| / max ERF_train, ...},
+    "max_rel_diff": the largest of them}`` (the worst stage is what a check must report).
     """
-    keys = [_key(float(t)) for t in thresholds]
-    head = "| network | " + " | ".join(f"{k[1:]} %" for k in keys) + " |"
-    lines = [head, "|---|" + "---:|" * len(keys)]
-
-    def cell(v: Any) -> str:
-        if isinstance(v, Mapping):
-            return f"{100 * v['area_ratio']:.{digits}f} ({int(v['side'])} px)"
-        return f"{100 * float(v):.{digits}f}"
-
-    rows = list(measured.items())
-    if published:
-        rows += [(f"{name} (published, 1024 px)", r) for name, r in PUBLISHED_AREA_RATIOS.items()]
-    for label, r in rows:
-        if isinstance(r, np.ndarray):
-            r = area_ratios(r, thresholds)
-        missing = [k for k in keys if k not in r]
-        if missing:
-            raise ValueError(f"area_ratio_table: row {label!r} lacks {missing}")
-        lines.append(f"| {label} | " + " | ".join(cell(r[k]) for k in keys) + " |")
-    return "\n".join(lines)
-
-
-def stage_table(rows: Mapping[str, Mapping[str, np.ndarray]], threshold: float = 0.5, *,
-                digits: int = 1) -> str:
-    """A Markdown table of one threshold's area ratio (in %) and side, networks by stages.
-
-    ``rows`` maps a row label to ``{"stage0": map, ...}``; a stage a row lacks shows as "-".
-    """
-    key = _key(float(threshold))
-    stages = sorted({s for r in rows.values() for s in r})
-    lines = [f"| network (t = {key[1:]} %) | " + " | ".join(stages) + " |",
-             "|---|" + "---:|" * len(stages)]
-    for label, erfs in rows.items():
-        cells = []
-        for s in stages:
-            if s not in erfs:
-                cells.append("-")
-                continue
-            v = area_ratios(erfs[s], (threshold,))[key]
-            cells.append(f"{100 * v['area_ratio']:.{digits}f} ({v['side']} px)")
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def plot_erf_grid(rows: Mapping[str, Mapping[str, np.ndarray]], *, width: Union[str, float] = "two",
-                  cmap: str = "viridis", suptitle: Optional[str] = None):
-    """A grid of normalized ERF heat maps: one row per network, one column per stage.
-
-    ``rows`` maps a row label (say ``"demo (trained), 64 px"``) to ``{"stage0": map, ...}``.
-    Columns are titled with the stage, rows labelled on the left with the row label (", " starts
-    a new line); one shared colour bar (the maps are all normalized to [0, 1]). Returns the figure.
-    """
-    from unirepclip.viz import style as figures
-
-    if not rows:
-        raise ValueError("plot_erf_grid: no rows")
-    stages = sorted({s for r in rows.values() for s in r})
-    n_rows, n_cols = len(rows), len(stages)
-    fig, axes = figures.subplots(n_rows, n_cols, width=width,
-                                 aspect=(0.88 * n_rows / n_cols) + 0.1, squeeze=False)
-    im = None
-    for i, (label, erfs) in enumerate(rows.items()):
-        for j, stage in enumerate(stages):
-            ax = axes[i, j]
-            if stage not in erfs:
-                ax.set_axis_off()
-                continue
-            im = plot_erf(ax, erfs[stage], title=stage if i == 0 else None, cmap=cmap,
-                          colorbar=False)
-            # axes are labelled once, under the bottom row and left of the first column; inner
-            # panels keep their tick marks but no tick labels (the maps share one pixel grid)
-            if i < n_rows - 1:
-                ax.set_xlabel("")
-                ax.tick_params(labelbottom=False)
-            if j == 0:
-                ax.set_ylabel(label.replace(", ", ",\n") + "\ny (input px)", fontsize=7)
-            else:
-                ax.set_ylabel("")
-                ax.tick_params(labelleft=False)
-    cb = fig.colorbar(im, ax=axes, fraction=0.025, pad=0.02)
-    cb.set_label("log10(ERF + 1) / max")
-    if suptitle:
-        fig.suptitle(suptitle)
-    return fig
-
-
-def plot_square_shares(ax, erfs: Mapping[str, np.ndarray], *,
-                       thresholds: Sequence[float] = THRESHOLDS, title: Optional[str] = None):
-    """Share of the normalized ERF inside a centred square against the square's area ratio.
-
-    One curve per map (``{label: map}``); the thresholds are drawn as dotted lines, so the area
-    ratios of :func:`area_ratios` are read where a curve crosses them.
-    """
-    for label, erf in erfs.items():
-        _, shares, areas = square_shares(erf)
-        ax.plot(areas / float(np.size(erf)), shares, label=label)
-    for t in thresholds:
-        ax.axhline(t, color="0.6", lw=0.6, ls=":")
-    ax.set_xscale("log")
-    ax.set_xlabel("centred square area / input area")
-    ax.set_ylabel("share of normalized ERF")
-    ax.set_ylim(0, 1.02)
-    if title:
-        ax.set_title(title)
-    ax.legend(loc="upper left")  # curves rise late and to the right: the top left is free
-    return ax
+    deploy = inference_form(model) if inference is None else inference
+    train = stage_erfs(model, images, stages, **compute_kwargs)
+    infer = stage_erfs(deploy, images, stages, **compute_kwargs)
+    per_stage = {s: max_relative_difference(train[s], infer[s]) for s in train}
+    return {"per_stage": per_stage, "max_rel_diff": max(per_stage.values())}

@@ -9,7 +9,10 @@ Rates are fractions in [0, 1].
 Ties. Scores that tie are ranked by index (lower index first), the order a stable descending
 sort gives and the choice ``argmax`` makes. Top-1 accuracy therefore always agrees with
 ``scores.argmax(1)``, and every metric here is a deterministic function of its inputs (top-k
-routines that leave tie order to the implementation do not give that guarantee).
+routines that leave tie order to the implementation do not give that guarantee). Retrieval can
+ask for ``ties="worst"`` instead: a negative that ties a query's best positive ranks ahead of it
+(the worst case over every order of the tied candidates), so no reordering of the candidates or
+queries changes the figures.
 
 Inputs may be NumPy arrays or torch tensors (on any device); results are Python floats or NumPy
 arrays.
@@ -21,12 +24,15 @@ from typing import Dict, Iterable, Optional, Sequence, Union
 import numpy as np
 from sklearn.metrics import confusion_matrix as _sk_confusion_matrix
 
+from unirepclip.utils import l2_normalize
+
 ArrayLike = Union[np.ndarray, "torch.Tensor", Sequence]  # noqa: F821
 
 __all__ = [
     "to_numpy",
     "check_features",
     "mcnemar_exact",
+    "TIE_RULES",
     "ranks_of_first_positive",
     "topk_accuracy",
     "confusion_matrix",
@@ -64,11 +70,7 @@ def check_features(x: ArrayLike, name: str = "features", normalize: bool = False
     if not np.isfinite(f).all():
         raise ValueError(f"{name} contains NaN or inf")
     if normalize:
-        norm = np.linalg.norm(f, axis=1, keepdims=True)
-        if (norm == 0).any():
-            raise ValueError(f"{name}: row {int(np.flatnonzero(norm[:, 0] == 0)[0])} is all "
-                             "zeros and cannot be L2-normalized")
-        f = f / norm
+        f = l2_normalize(f, name)
     return f
 
 
@@ -102,20 +104,31 @@ def _labels_1d(labels: ArrayLike, name: str, n: Optional[int] = None,
     return y
 
 
+TIE_RULES = ("index", "worst")
+
+
+def _check_ties(ties: str) -> None:
+    if ties not in TIE_RULES:
+        raise ValueError(f"ties={ties!r} is not one of {', '.join(TIE_RULES)}")
+
+
 def ranks_of_first_positive(scores: ArrayLike, positives: ArrayLike,
-                            chunk_size: int = 1024) -> np.ndarray:
-    """0-based rank of each query's best-ranked positive under the module's tie rule.
+                            chunk_size: int = 1024, ties: str = "index") -> np.ndarray:
+    """0-based rank of each query's best-ranked positive.
 
     Args:
         scores: (Q, N) similarity of each query to each candidate; higher ranks first.
         positives: (Q, N) boolean mask of the candidates that count as correct for each query.
         chunk_size: queries handled at once (bounds memory to ``chunk_size * N``).
+        ties: ``"index"``: of equal scores the lower index ranks first; ``"worst"``: every
+            negative that ties the best positive ranks ahead of it (independent of order).
 
     Returns:
         (Q,) int64 array. The rank counts the negatives that sort before the first positive:
-        those with a higher score, plus those with an equal score and a lower index. No sort
-        is needed, so the cost is O(Q N).
+        those with a higher score, plus those with an equal score that the tie rule puts
+        ahead. No sort is needed, so the cost is O(Q N).
     """
+    _check_ties(ties)
     s = _scores_2d(scores, "scores")
     pos = to_numpy(positives, "positives")
     if pos.shape != s.shape:
@@ -131,9 +144,13 @@ def ranks_of_first_positive(scores: ArrayLike, positives: ArrayLike,
     for a in range(0, s.shape[0], chunk_size):
         sc, pc = s[a:a + chunk_size], pos[a:a + chunk_size]
         best = np.where(pc, sc, -np.inf).max(axis=1, keepdims=True)
-        # the first positive in sorted order: the lowest index among positives at the best score
-        first = np.where(pc & (sc == best), idx, n).min(axis=1, keepdims=True)
-        ahead = (sc > best) | ((sc == best) & (idx < first))
+        if ties == "worst":
+            ahead = ~pc & (sc >= best)
+        else:
+            # the first positive in sorted order: the lowest index among positives at the best
+            # score
+            first = np.where(pc & (sc == best), idx, n).min(axis=1, keepdims=True)
+            ahead = (sc > best) | ((sc == best) & (idx < first))
         # every candidate ahead of the first positive is a negative by construction
         out[a:a + chunk_size] = ahead.sum(axis=1)
     return out
@@ -191,8 +208,8 @@ def mean_per_class_recall(labels: ArrayLike, predictions: ArrayLike,
     return float(np.nanmean(per_class_accuracy(y, p, num_classes)))
 
 
-def recall_at_k(scores: ArrayLike, positives: ArrayLike, ks: Iterable[int] = (1, 5, 10)
-                ) -> Dict[str, float]:
+def recall_at_k(scores: ArrayLike, positives: ArrayLike, ks: Iterable[int] = (1, 5, 10),
+                ties: str = "index") -> Dict[str, float]:
     """Retrieval recall@k keyed ``r{k}``: the fraction of queries with a positive in their top k.
 
     Args:
@@ -200,12 +217,13 @@ def recall_at_k(scores: ArrayLike, positives: ArrayLike, ks: Iterable[int] = (1,
         positives: (Q, N) boolean mask; a query may have several positives (an image with five
             captions) and scores at k when any of them ranks within the first k.
         ks: the cut-offs; a k larger than N counts every query as a hit.
+        ties: the tie rule (see :func:`ranks_of_first_positive`).
     """
     ks = list(ks)
     for k in ks:
         if int(k) != k or k < 1:
             raise ValueError(f"ks: every k must be a positive integer, got {k!r}")
-    rank = ranks_of_first_positive(scores, positives)
+    rank = ranks_of_first_positive(scores, positives, ties=ties)
     if rank.size == 0:
         raise ValueError("scores: no queries to score")
     return {f"r{int(k)}": float(np.mean(rank < int(k))) for k in ks}

@@ -1,20 +1,29 @@
-"""Zero-shot image-text retrieval: recall@k in both directions (CLIP_benchmark's protocol).
+"""Zero-shot image-text retrieval: recall@k in both directions.
 
-Each caption belongs to exactly one image; an image may have several captions (COCO and Flickr
-have five). Image -> text: a query image scores at k when any of its captions is among the k
-texts most similar to it. Text -> image: a caption scores when its one image is among the top k.
-Similarity is the dot product of L2-normalized embeddings (cosine), as in CLIP. Ties are ranked
-by index, see :mod:`unirepclip.metrics`.
+Similarity is the dot product of L2-normalized embeddings (cosine), as in CLIP. Two protocols:
+
+* **CLIP_benchmark's** (``texts=None``): each caption belongs to exactly one image; an image may
+  have several captions (COCO and Flickr have five). Image -> text: a query image scores at k
+  when any of its captions is among the k texts most similar to it. Text -> image: a caption
+  scores when its one image is among the top k. Ties are ranked by index (see
+  :mod:`unirepclip.eval.metrics`), so where two captions are the same string (equal embeddings)
+  the figures depend on which comes first.
+* **Identical texts are one text** (``texts=`` the caption strings): captions with the same
+  string are merged into one candidate (and one text -> image query), and every image any of
+  them describes is a positive of it. Ties count against the query: a negative that scores
+  exactly as high as the query's best positive ranks ahead of it. No reordering of the images
+  or the captions changes the figures. Without repeated strings and without exact ties this
+  equals CLIP_benchmark's protocol.
 """
 from __future__ import annotations
 
-from typing import Dict, Iterable
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from unirepclip.eval.metrics import ArrayLike, check_features, recall_at_k, to_numpy
 
-__all__ = ["positives_mask", "similarity", "evaluate"]
+__all__ = ["positives_mask", "similarity", "group_identical_texts", "evaluate"]
 
 
 def positives_mask(text_to_image: ArrayLike, num_images: int) -> np.ndarray:
@@ -50,10 +59,27 @@ def similarity(image_features: ArrayLike, text_features: ArrayLike, normalize: b
     return img @ txt.T
 
 
+def group_identical_texts(texts: Sequence[str]) -> Tuple[np.ndarray, np.ndarray]:
+    """``(first, group)`` for the distinct strings of ``texts``, in order of first appearance:
+    ``first[u]`` is the position of the u-th distinct string's first occurrence and
+    ``group[j]`` the distinct string caption j is (``texts[j] == texts[first[group[j]]]``)."""
+    index: Dict[str, int] = {}
+    first: List[int] = []
+    group = np.empty(len(texts), dtype=np.int64)
+    for j, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise TypeError(f"texts[{j}] is a {type(t).__name__}, not a caption string")
+        if t not in index:
+            index[t] = len(first)
+            first.append(j)
+        group[j] = index[t]
+    return np.asarray(first, dtype=np.int64), group
+
+
 def evaluate(image_features: ArrayLike, text_features: ArrayLike, text_to_image: ArrayLike,
-             ks: Iterable[int] = (1, 5, 10), normalize: bool = True
-             ) -> Dict[str, Dict[str, float]]:
-    """Recall@k in both directions from embeddings.
+             ks: Iterable[int] = (1, 5, 10), normalize: bool = True, *,
+             texts: Optional[Sequence[str]] = None) -> Dict[str, Dict[str, float]]:
+    """Recall@k in both directions from embeddings (the protocols in the module doc).
 
     Args:
         image_features: (I, D) image embeddings (cached features are fine).
@@ -61,6 +87,9 @@ def evaluate(image_features: ArrayLike, text_features: ArrayLike, text_to_image:
         text_to_image: (T,) index of the image each caption describes.
         ks: the cut-offs, reported as ``r{k}``.
         normalize: L2-normalize both sides first (harmless when they already are).
+        texts: the (T,) caption strings: identical strings are one text whose positives are all
+            the images they describe, and ties count against the query. ``None``: every caption
+            is its own text and ties go by index (CLIP_benchmark).
 
     Returns:
         ``{"image_to_text": {"r1": ..., "r5": ..., "r10": ...}, "text_to_image": {...}}``.
@@ -71,7 +100,20 @@ def evaluate(image_features: ArrayLike, text_features: ArrayLike, text_to_image:
     if mask.shape[1] != sim.shape[1]:
         raise ValueError(f"text_to_image has {mask.shape[1]} entries, text_features has "
                          f"{sim.shape[1]} rows")
+    if texts is None:
+        return {
+            "image_to_text": recall_at_k(sim, mask, ks),
+            "text_to_image": recall_at_k(sim.T, mask.T, ks),
+        }
+    if len(texts) != sim.shape[1]:
+        raise ValueError(f"texts has {len(texts)} entries, text_features has {sim.shape[1]} rows")
+    first, group = group_identical_texts(texts)
+    # one column per distinct string, scored by its first occurrence's embedding (equal strings
+    # have equal embeddings up to batch rounding); its positives are the union of the images
+    merged = np.zeros((sim.shape[0], len(first)), dtype=bool)
+    merged[to_numpy(text_to_image, "text_to_image"), group] = True
+    sim = sim[:, first]
     return {
-        "image_to_text": recall_at_k(sim, mask, ks),
-        "text_to_image": recall_at_k(sim.T, mask.T, ks),
+        "image_to_text": recall_at_k(sim, merged, ks, ties="worst"),
+        "text_to_image": recall_at_k(sim.T, merged.T, ks, ties="worst"),
     }

@@ -13,9 +13,10 @@ What the recipe does, and why:
 * the model: the registered ``UniRepLKNet-Demo`` config, large dilated kernels kept in stages 1-3
   (``--model UniRepLKNet-Demo-SmallKernel`` trains the 3x3 control of notebook 03 the same way);
 * the loss: CLIP's symmetric InfoNCE (open_clip's ``ClipLoss``) with a learnable temperature;
-* the optimizer: AdamW, linear warm-up then cosine decay, no weight decay on norms, biases, layer
-  scales and GRN parameters, a fixed number of steps (not a time budget) so that a rerun with the
-  same seed on the same machine gives the same weights;
+* the optimizer: AdamW, linear warm-up then cosine decay (torch's ``LinearLR`` then
+  ``CosineAnnealingLR``), no weight decay on norms, biases, layer scales and GRN parameters (timm's
+  ``param_groups_weight_decay``), a fixed number of steps (not a time budget) so that a rerun with
+  the same seed on the same machine gives the same weights;
 * the checkpoint: open_clip's layout in ``.safetensors`` (fp16 to keep it small), with a JSON of the
   recipe, data seed, package version and the figures measured on the *stored* (fp16-rounded) weights.
 """
@@ -29,15 +30,24 @@ import platform
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
+from open_clip.loss import ClipLoss
+from open_clip.zero_shot_classifier import build_zero_shot_classifier
+from safetensors.torch import save_file
+from timm.optim import param_groups_weight_decay
+from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, LRScheduler, SequentialLR
 from tqdm.auto import tqdm
 
-from unirepclip.utils import file_sha256, normalize_images
+from unirepclip import __version__
+from unirepclip.data import SyntheticWorld, zeroshot_task
+from unirepclip.eval import retrieval
+from unirepclip.models.factory import build_model, create_model, get_model_config, get_tokenizer
 from unirepclip.models.pretrained import (CONTROL_MODEL_NAME, MODEL_NAME, WEIGHTS_DIR,
                                           checkpoint_name, demo_checkpoint_path, demo_metadata)
+from unirepclip.utils import file_sha256, normalize_images
 
 
 @dataclasses.dataclass
@@ -60,25 +70,35 @@ class Recipe:
     eval_every: int = 1000  # > 0: print zero-shot figures on 500 test images every N steps (monitoring only)
 
 
-def _param_groups(model: torch.nn.Module, weight_decay: float):
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        if p.ndim <= 1 or name.endswith(("gamma", "beta")) or "positional_embedding" in name \
-                or "logit_scale" in name:
-            no_decay.append(p)
-        else:
-            decay.append(p)
-    return [{"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0}]
+def no_weight_decay_names(model: torch.nn.Module) -> List[str]:
+    """Parameters of more than one dimension that take no weight decay: GRN's gamma and beta
+    (shape (1, 1, 1, C)), the text tower's positional embedding and the temperature. timm leaves
+    out every 1-d parameter (norms, biases, layer scales) by itself."""
+    return [name for name, p in model.named_parameters()
+            if p.ndim > 1 and (name.endswith(("gamma", "beta")) or "positional_embedding" in name
+                               or "logit_scale" in name)]
 
 
-def _lr_at(step: int, r: Recipe) -> float:
-    if step < r.warmup_steps:
-        return r.lr * (step + 1) / r.warmup_steps
-    t = (step - r.warmup_steps) / max(1, r.steps - r.warmup_steps)
-    return r.lr * (r.min_lr_ratio + (1 - r.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
+def param_groups(model: torch.nn.Module, weight_decay: float) -> List[Dict[str, Any]]:
+    """AdamW's parameter groups: ``weight_decay`` on the weights, none on the parameters that
+    only scale or shift (timm's ``param_groups_weight_decay``)."""
+    return param_groups_weight_decay(model, weight_decay,
+                                     no_weight_decay_list=no_weight_decay_names(model))
+
+
+def lr_scheduler(optimizer: torch.optim.Optimizer, recipe: Recipe) -> LRScheduler:
+    """Linear warm-up from ``lr / warmup_steps`` to ``lr`` over ``warmup_steps`` steps, then a
+    cosine from ``lr`` to ``lr * min_lr_ratio`` over the remaining steps; ``step()`` once per
+    optimizer step. The optimizer's groups must start at ``recipe.lr``."""
+    r = recipe
+    cosine = CosineAnnealingLR(optimizer, T_max=max(1, r.steps - r.warmup_steps),
+                               eta_min=r.lr * r.min_lr_ratio)
+    if r.warmup_steps == 0:
+        return cosine
+    # step i of the warm-up is at (i + 1) / warmup_steps of lr: the last one reaches lr
+    warmup = LinearLR(optimizer, start_factor=1.0 / r.warmup_steps, end_factor=1.0,
+                      total_iters=max(1, r.warmup_steps - 1))
+    return SequentialLR(optimizer, [warmup, cosine], milestones=[r.warmup_steps])
 
 
 @torch.no_grad()
@@ -86,11 +106,6 @@ def evaluate(model, tokenizer, *, data_seed: int = 0, image_size: int = 64,
              object_scale=(0.3, 0.55), test_size: int = 2000, batch_size: int = 250
              ) -> Dict[str, Any]:
     """Zero-shot shape / colour top-1 and caption retrieval on the synthetic test split."""
-    from open_clip.zero_shot_classifier import build_zero_shot_classifier
-
-    from unirepclip.data import SyntheticWorld, zeroshot_task
-    from unirepclip.eval import retrieval
-
     model.eval()
     world = SyntheticWorld(image_size=image_size, object_scale=tuple(object_scale), seed=data_seed)
     s = world.render("test", n=test_size)
@@ -108,7 +123,10 @@ def evaluate(model, tokenizer, *, data_seed: int = 0, image_size: int = 64,
     tok = tokenizer(list(s.captions))
     tfeats = torch.cat([model.encode_text(tok[i:i + batch_size], normalize=True)
                         for i in range(0, len(tok), batch_size)])
-    r = retrieval.evaluate(feats.numpy(), tfeats.numpy(), np.arange(len(tfeats)), ks=(1, 5, 10))
+    # identical caption strings are one text with every image they describe as a positive, and
+    # ties count against the query: the figures do not depend on tie order (eval/retrieval.py)
+    r = retrieval.evaluate(feats.numpy(), tfeats.numpy(), np.arange(len(tfeats)), ks=(1, 5, 10),
+                           texts=list(s.captions))
     out["retrieval_image_to_text_r5"] = r["image_to_text"]["r5"]
     out["retrieval_text_to_image_r5"] = r["text_to_image"]["r5"]
     out["retrieval_image_to_text_r1"] = r["image_to_text"]["r1"]
@@ -122,12 +140,14 @@ def train(recipe: Recipe, out_dir: Optional[Path] = None, progress: bool = True,
 
     Returns the metadata dict (recipe, losses, figures, wall time).
     """
-    from open_clip.loss import ClipLoss
-
-    from unirepclip import __version__
-    from unirepclip.data import SyntheticWorld
-    from unirepclip.models.factory import build_model, get_model_config, get_tokenizer
-
+    # A recipe that trains nothing would still write a "demo" checkpoint (random weights).
+    bad = [f"{k}={getattr(recipe, k)!r}" for k in ("steps", "batch_size", "train_size",
+                                                    "test_size", "eval_batch_size")
+           if getattr(recipe, k) < 1]
+    bad += [] if recipe.lr > 0 and math.isfinite(recipe.lr) else [f"lr={recipe.lr!r}"]
+    if bad:
+        raise ValueError(f"the recipe trains nothing: {', '.join(bad)} (counts must be >= 1, "
+                         "lr > 0)")
     t0 = time.time()
     torch.set_num_threads(recipe.threads)
     torch.manual_seed(recipe.seed)
@@ -141,8 +161,9 @@ def train(recipe: Recipe, out_dir: Optional[Path] = None, progress: bool = True,
     tokens = tokenizer(list(data.captions))
     model = build_model(get_model_config(recipe.model))
     model.train()
-    opt = torch.optim.AdamW(_param_groups(model, recipe.weight_decay), lr=recipe.lr,
+    opt = torch.optim.AdamW(param_groups(model, recipe.weight_decay), lr=recipe.lr,
                             betas=(0.9, 0.98), eps=1e-6)
+    schedule = lr_scheduler(opt, recipe)
     loss_fn = ClipLoss()
     gen = torch.Generator().manual_seed(recipe.seed)
     order = torch.randperm(len(images), generator=gen)
@@ -156,13 +177,12 @@ def train(recipe: Recipe, out_dir: Optional[Path] = None, progress: bool = True,
         idx = order[pos:pos + recipe.batch_size]
         pos += recipe.batch_size
         x = normalize_images(images[idx].numpy())
-        for g in opt.param_groups:
-            g["lr"] = _lr_at(step, recipe)
         img_f, txt_f, scale = model(x, tokens[idx])
         loss = loss_fn(img_f, txt_f, scale)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        schedule.step()
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))
         losses.append(float(loss.detach()))
@@ -197,7 +217,6 @@ def train(recipe: Recipe, out_dir: Optional[Path] = None, progress: bool = True,
         ckpt = out_dir / checkpoint_name(recipe.model)
         save_checkpoint(model, ckpt, model_name=recipe.model)
         # figures on the weights as stored (fp16-rounded), so a reload reproduces them exactly
-        from unirepclip.models.factory import create_model
         model = create_model(recipe.model, pretrained=str(ckpt))
         meta["sha256"] = file_sha256(ckpt)
     meta["figures"] = evaluate(model, tokenizer, data_seed=recipe.data_seed,
@@ -212,7 +231,6 @@ def train(recipe: Recipe, out_dir: Optional[Path] = None, progress: bool = True,
 def save_checkpoint(model: torch.nn.Module, path: Path, dtype=torch.float16,
                     model_name: str = MODEL_NAME) -> None:
     """open_clip layout, floating tensors in ``dtype``; atomic write."""
-    from safetensors.torch import save_file
     sd = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous()
           for k, v in model.state_dict().items()}
     tmp = path.with_suffix(".tmp")
@@ -242,7 +260,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(json.dumps(meta["figures"], indent=2))
         print(f"wall time {meta['total_wall_seconds']} s; wrote {args.out}")
         return 0
-    from unirepclip.models.factory import create_model, get_tokenizer
     ckpt = args.checkpoint or str(demo_checkpoint_path(args.model))
     model = create_model(args.model, pretrained=ckpt)
     print(json.dumps(evaluate(model, get_tokenizer(args.model), test_size=args.test_size),

@@ -1,8 +1,8 @@
-"""Figures for model evaluation, in the workbook's style (:mod:`unirepclip.figures`).
+"""Figures for model evaluation, in the workbook's style (:mod:`unirepclip.viz.style`).
 
 Each function returns a ``matplotlib.figure.Figure`` sized for a paper column, with labelled axes,
 a title naming what is shown, and colours from the colour-blind-safe palette; save it with
-``figures.save(fig, name)``. Class names come from data and are used as plain text (matplotlib's
+``style.save(fig, name)``. Class names come from data and are used as plain text (matplotlib's
 mathtext is switched off for them, so a ``$`` in a name prints as a dollar).
 """
 from __future__ import annotations
@@ -210,14 +210,24 @@ def template_accuracies(tasks: Mapping[str, Any], *, title: str, xlabel: str = "
     return fig
 
 
-def resolution_sweep(sizes: Sequence[int], series: Mapping[str, Sequence[float]], *, title: str,
-                     native: Optional[int] = None, ylabel: str = "top-1 accuracy"):
-    """Accuracy against input resolution, one line per task; ``native`` marks the training size."""
+def resolution_sweep(sizes: Sequence[int],
+                     series: Mapping[str, Union[Sequence[float], Mapping[str, float]]], *,
+                     title: str, native: Optional[int] = None, ylabel: str = "top-1 accuracy"):
+    """Accuracy against input resolution, one line per task; ``native`` marks the training size.
+
+    ``series[task]`` is one value per size, in the order of ``sizes``, or a mapping from the size
+    (as ``str``, the form :func:`unirepclip.eval.zeroshot.resolution_sweep` returns) to the value.
+    """
     sizes = list(sizes)
     if not series:
         raise ValueError("resolution_sweep: no series")
     fig, ax = subplots(width="one")
     for k, (name, values) in enumerate(series.items()):
+        if isinstance(values, Mapping):
+            absent = [s for s in sizes if str(s) not in values]
+            if absent:
+                raise KeyError(f"resolution_sweep: {name!r} has no value for size(s) {absent}")
+            values = [values[str(s)] for s in sizes]
         if len(values) != len(sizes):
             raise ValueError(f"resolution_sweep: {len(sizes)} sizes but {len(values)} values "
                              f"for {name!r}")

@@ -1,0 +1,84 @@
+"""Which trunk stage for Grad-CAM? Score each against the masks and take the best.
+
+The last stage is the textbook choice, but at small inputs it is tiny (2 x 2 at 64 px), far
+coarser than the objects. :func:`gradcam_stage_scores` scores every stage by the two mask metrics
+(the mean of their ratios to chance), :func:`best_gradcam_stage` picks the best and
+:func:`resolve_gradcam_stage` turns the notebook's ``gradcam_stage`` (``"auto"`` or a stage) into
+the stage used.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from unirepclip.analysis.attribution.metrics import mask_metrics
+from unirepclip.analysis.attribution.methods import attribute, trunk_of
+from unirepclip.utils import eval_mode
+
+__all__ = ["gradcam_stage_scores", "best_gradcam_stage", "resolve_gradcam_stage"]
+
+ArrayLike = Union[np.ndarray, torch.Tensor]
+
+
+@torch.no_grad()
+def _stage_map_sizes(model: nn.Module, image: torch.Tensor,
+                     device: Union[str, torch.device, None]) -> Dict[int, Tuple[int, int]]:
+    """(h, w) of each stage's output for one image, read by forward hooks."""
+    stages = trunk_of(model).stages
+    sizes: Dict[int, Tuple[int, int]] = {}
+    hooks = [stage.register_forward_hook(
+        lambda m, i, o, s=s: sizes.__setitem__(s, tuple(int(v) for v in o.shape[-2:])))
+        for s, stage in enumerate(stages)]
+    param = next(model.parameters())
+    dev = torch.device(device) if device is not None else param.device
+    try:
+        with eval_mode(model):
+            model.encode_image(image.to(dev, param.dtype))
+    finally:
+        for h in hooks:
+            h.remove()
+    return sizes
+
+
+def gradcam_stage_scores(model: nn.Module, images: ArrayLike, text_embeddings: ArrayLike,
+                         masks: ArrayLike, stages: Optional[Sequence[int]] = None,
+                         **common: Any) -> Dict[int, Dict[str, Any]]:
+    """:func:`mask_metrics` of Grad-CAM on each stage, with ``score``: the mean of the two
+    metrics over their chance level (what :func:`best_gradcam_stage` maximizes), and
+    ``map_size``: the stage's (h, w) at these images' size. ``common`` are :func:`attribute`'s
+    shared arguments."""
+    if stages is None:
+        stages = range(len(trunk_of(model).stages))
+    x = torch.as_tensor(images)
+    sizes = _stage_map_sizes(model, x[:1], common.get("device"))
+    out: Dict[int, Dict[str, Any]] = {}
+    for s in stages:
+        maps = attribute("gradcam", model, x, text_embeddings, stage=int(s), **common)
+        r: Dict[str, Any] = mask_metrics(maps, masks)
+        r["score"] = 0.5 * (r["mass_in_mask"] + r["pointing_game"]) / r["chance"]
+        r["map_size"] = sizes[int(s)]
+        out[int(s)] = r
+    return out
+
+
+def best_gradcam_stage(scores: Mapping[int, Mapping[str, float]]) -> int:
+    """The stage with the highest ``score`` (ties: the later stage, the textbook choice)."""
+    if not scores:
+        raise ValueError("best_gradcam_stage: no scores")
+    return max(scores, key=lambda s: (np.nan_to_num(scores[s]["score"], nan=-np.inf), s))
+
+
+def resolve_gradcam_stage(gradcam_stage: Union[int, str],
+                          scores: Mapping[int, Mapping[str, float]]) -> int:
+    """The stage to use: ``"auto"`` is the measured best (:func:`best_gradcam_stage`), a stage
+    number is taken as given (it must be one of the measured stages)."""
+    if gradcam_stage == "auto":
+        return best_gradcam_stage(scores)
+    if isinstance(gradcam_stage, bool) or not isinstance(gradcam_stage, (int, np.integer)) \
+            or int(gradcam_stage) not in scores:
+        raise ValueError(f"gradcam_stage must be 'auto' or one of the stages {sorted(scores)}, "
+                         f"got {gradcam_stage!r}")
+    return int(gradcam_stage)
