@@ -61,3 +61,18 @@ def test_module_entry_point_runs():
     r = subprocess.run([sys.executable, "-m", "unirepclip", "run", "--list-profiles"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "imagenet-l" in r.stdout
+
+
+def test_user_errors_are_one_line_and_exit_2_tracebacks_only_with_debug(tmp_path, capsys):
+    out = tmp_path / "demo_out"
+    assert main(["train-demo", "--out", str(out), "--steps", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: ValueError: the recipe trains nothing: steps=0 (counts must be >= 1, "
+                   "lr > 0)"]
+    assert not out.exists()  # no random "demo" checkpoint written
+    with pytest.raises(ValueError, match="trains nothing"):
+        main(["train-demo", "--out", str(out), "--steps", "0", "--debug"])
+    assert main(["extract", "--model", "UniRepLKNet-Demo", "--dataset", "synthetic",
+                 "--checkpoint", str(tmp_path / "none.pt"), "--cache-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "none.pt" in err[0] and "Traceback" not in err[0]

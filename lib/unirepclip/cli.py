@@ -12,6 +12,9 @@ Commands:
   ``train-demo --help``).
 * ``kernel``: register the Jupyter kernel ``unirepclip`` for this environment (``make lab`` does it).
 
+Every command answers a user error with one line and exit status 2 (``--debug``: the traceback).
+``run`` exits 128 + the signal's number (130, 143) when SIGINT/SIGTERM stopped it.
+
 Heavy modules are imported only by the command that needs them.
 """
 from __future__ import annotations
@@ -34,6 +37,15 @@ examples:
       -p data_dir=/data/imagenet/val -p 02_zeroshot.captions_file=/data/coco.csv \\
       -p 05_linear_probe.data_dir=/data/imagenet-probe --hide-code
   python -m unirepclip run --dry-run -p batch_size=16   # validate and show the parameters only
+
+sweeps: `--sweep key=v1,v2` runs the profile once per value (several flags: every combination),
+each setting into OUTPUT_DIR/PROFILE/<slug>/, then writes OUTPUT_DIR/PROFILE/index.html comparing
+the settings' headline figures (see unirepclip.workbook.sweep; a profile's `sweep:` section does the
+same). `--jobs N` runs N settings at once (one GPU each, or the CPU threads shared).
+  python -m unirepclip run --profile demo-sweep --only 02       # the demo vs its 3x3 control
+  python -m unirepclip run --only 02 --sweep seed=0,1,2 --sweep 02_zeroshot.n_images=200,1000
+  python -m unirepclip run --profile paper-zeroshot -p checkpoint=/data/ckpt.pt \
+      -p data_dir=/data/clip_benchmark/{dataset}
 """
 
 
@@ -73,6 +85,20 @@ def _build_parser() -> argparse.ArgumentParser:
     r.add_argument("--list-profiles", action="store_true", help="list the shipped profiles and exit")
     r.add_argument("--no-progress", action="store_true", help="no per-cell progress bars")
     r.add_argument("-q", "--quiet", action="store_true", help="print only errors and the index path")
+    r.add_argument("--wait", action="store_true",
+                   help="wait for another run that writes the same report folder (default: refuse)")
+    r.add_argument("--resume", action="store_true",
+                   help="rerun only the notebooks whose outputs are missing, failed, interrupted or "
+                        "made with other parameters, checkpoint, notebook file or code (in a "
+                        "sweep: per setting)")
+    r.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2",
+                   help="run once per value (YAML scalars; NN_name.key too); several flags make "
+                        "a grid; replaces the profile's sweep axis of the same key")
+    r.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="sweep settings run at once (default 1): one GPU each on CUDA "
+                        "(CUDA_VISIBLE_DEVICES), else the CPU threads split (num_threads)")
+    # One setting of a sweep run by `--jobs` in its own process: {"slug", "values", "sources"}.
+    r.add_argument("--sweep-setting", default=None, help=argparse.SUPPRESS)
 
     i = sub.add_parser("inspect", help="report what a checkpoint file holds and how it loads",
                        description="Inspect a checkpoint (.pt/.pth/.bin/.safetensors): key layout, "
@@ -98,18 +124,33 @@ def _cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
     if args.list_profiles:
         for name, desc in runner.list_profiles().items():
-            print(f"{name:12s} {desc}")
+            print(f"{name:15s} {desc}")
         return 0
+    setting = None
     try:
+        if args.sweep_setting is None and (args.sweep or runner.load_profile(args.profile)["sweep"]):
+            return _cmd_sweep(args, argv)
+        if args.sweep_setting is not None:
+            import json
+            setting = json.loads(args.sweep_setting)
         res = runner.run(
             profile=args.profile, overrides=args.params, only=args.only,
             output_dir=args.output_dir, notebooks_dir=args.notebooks_dir, hide_code=args.hide_code,
             kernel=args.kernel, progress=not (args.no_progress or args.quiet),
             cell_timeout=args.cell_timeout, dry_run=args.dry_run, quiet=args.quiet,
-            command=["python", "-m", "unirepclip", *argv])
-    except (runner.ParameterError, FileNotFoundError) as e:
+            command=["python", "-m", "unirepclip", *argv], wait=args.wait, resume=args.resume,
+            setting=None if setting is None else setting["values"],
+            setting_sources=None if setting is None else setting["sources"],
+            folder_name=None if setting is None else setting["slug"])
+    except (runner.ParameterError, runner.RunLocked, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if res.interrupted:
+        import signal
+        print(res.index)
+        print(f"error: interrupted by {res.interrupted}; `run --resume` completes the run",
+              file=sys.stderr)
+        return 128 + int(getattr(signal, res.interrupted, signal.SIGINT))
     if args.dry_run:
         import json
         print(json.dumps(res.manifest["parameters"], indent=2))
@@ -118,6 +159,40 @@ def _cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     print(res.index)
     if failed:
         print(f"error: {len(failed)} notebook(s) failed: {', '.join(failed)} (see {res.index})",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_sweep(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    import json
+    import signal
+
+    from unirepclip.workbook import runner, sweep
+
+    try:
+        res = sweep.run_sweep(
+            profile=args.profile, sweep=args.sweep, overrides=args.params, only=args.only,
+            output_dir=args.output_dir, notebooks_dir=args.notebooks_dir, hide_code=args.hide_code,
+            kernel=args.kernel, progress=not (args.no_progress or args.quiet),
+            cell_timeout=args.cell_timeout, dry_run=args.dry_run, quiet=args.quiet,
+            command=["python", "-m", "unirepclip", *argv], wait=args.wait, resume=args.resume,
+            jobs=args.jobs)
+    except (runner.ParameterError, runner.RunLocked, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        print(json.dumps({s["slug"]: {"values": s["values"], "parameters": s["parameters"]}
+                          for s in res.doc["settings"]}, indent=2))
+        return 0
+    print(res.index)
+    if res.interrupted:
+        print(f"error: interrupted by {res.interrupted}; `run --resume` with the same sweep "
+              "completes it", file=sys.stderr)
+        return 128 + int(getattr(signal, res.interrupted, signal.SIGINT))
+    bad = [s["slug"] for s in res.doc["settings"] if s["status"] != "ok"]
+    if bad:
+        print(f"error: {len(bad)} setting(s) did not complete: {', '.join(bad)} (see {res.index})",
               file=sys.stderr)
         return 1
     return 0
@@ -136,15 +211,38 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point of ``python -m unirepclip``; returns the exit status."""
+    """Entry point of ``python -m unirepclip``; returns the exit status. A user error (a bad
+    value, a missing or unreadable file) is one line on stderr and exit status 2; ``--debug``
+    anywhere on the command line shows the traceback instead."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    try:
+        return _main(argv)
+    except (ValueError, OSError, LookupError) as e:
+        if debug:
+            raise
+        text = str(e).strip().splitlines() or [""]
+        print(f"error: {type(e).__name__}: {text[0]}" + (" (--debug for more)"
+                                                         if len(text) > 1 else ""),
+              file=sys.stderr)
+        return 2
+
+
+def _main(argv: List[str]) -> int:
     # These hand everything after the command to their own parsers (their --help included).
-    if argv and argv[0] in ("train-demo", "evaluate-demo"):
-        from unirepclip.training import demo
-        return int(demo.main([argv[0].split("-")[0], *argv[1:]]) or 0)
-    if argv and argv[0] == "extract":
-        from unirepclip.features import distributed
-        return int(distributed.main(argv[1:]) or 0)
+    try:
+        if argv and argv[0] in ("train-demo", "evaluate-demo"):
+            from unirepclip.training import demo
+            return int(demo.main([argv[0].split("-")[0], *argv[1:]]) or 0)
+        if argv and argv[0] == "extract":
+            from unirepclip.features import distributed
+            return int(distributed.main(argv[1:]) or 0)
+    except SystemExit as e:
+        if isinstance(e.code, str):  # a command's own one-line refusal: a user error
+            print(e.code, file=sys.stderr)
+            return 2
+        raise
     parser = _build_parser()
     args = parser.parse_args(argv)
     if args.command == "run":

@@ -40,7 +40,7 @@ from unirepclip.workbook import results as _results
 __all__ = [
     "PACKAGES", "package_versions", "git_state", "device_info", "build_manifest", "clean_html",
     "export_html",
-    "render_index", "write_index", "format_value",
+    "render_index", "write_index", "format_value", "render_sweep_index",
 ]
 
 #: Distributions whose versions the manifest records: shown name -> distribution name.
@@ -136,7 +136,10 @@ def build_manifest(*, profile: Mapping[str, Any], overrides: Mapping[str, Any],
                    parameters: Mapping[str, Mapping[str, Any]],
                    injected: Mapping[str, Mapping[str, Any]], runs: Sequence[Mapping[str, Any]],
                    merged_results: Mapping[str, Any], repo: os.PathLike, started: str,
-                   finished: str, command: Sequence[str]) -> Dict[str, Any]:
+                   finished: Optional[str], command: Sequence[str], status: Optional[str] = None,
+                   interrupted: Optional[Mapping[str, Any]] = None,
+                   code: Optional[Mapping[str, Any]] = None,
+                   setting: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
     """The run manifest: what ran, with what, where and when.
 
     Keys: ``profile`` (name, file), ``command``, ``started``/``finished`` (ISO 8601) and
@@ -145,8 +148,13 @@ def build_manifest(*, profile: Mapping[str, Any], overrides: Mapping[str, Any],
     ``overrides`` (from ``-p``),
     ``seed`` (the ``seed`` parameter: one value, or per notebook where they differ), ``git``
     (commit, dirty), ``versions`` (:func:`package_versions`), ``device`` (:func:`device_info`),
-    ``checkpoint`` (``sha256`` from the results' ``checkpoint.sha256``, plus ``path``/``model``
-    parameters where the notebooks take them) and ``notebooks`` (name, status, duration, error).
+    ``checkpoint`` (this run's: ``path`` and ``sha256`` from its notebooks' records, else the
+    ``checkpoint`` parameter and the results' ``checkpoint.sha256``; ``model`` from
+    ``model_name``), ``checkpoints`` (every distinct checkpoint in the folder with the notebooks
+    that used it), ``status`` (``running``, ``complete``, ``failed``, ``interrupted``),
+    ``interrupted`` (signal and time, or why) and ``notebooks`` (name, status, duration, error
+    and each one's provenance: parameters, checkpoint, model name, seed, notebook sha256, code);
+    ``setting`` (slug and values) when the folder is one setting of a sweep.
     """
     seeds = {nb: p["seed"] for nb, p in parameters.items() if "seed" in p}
     seed: Any = None
@@ -154,38 +162,70 @@ def build_manifest(*, profile: Mapping[str, Any], overrides: Mapping[str, Any],
         distinct = {json.dumps(v) for v in seeds.values()}
         seed = next(iter(seeds.values())) if len(distinct) == 1 else dict(seeds)
 
-    def first(name: str) -> Any:
-        for p in parameters.values():
-            if p.get(name) is not None:
-                return p[name]
+    # This run's own notebooks speak for it; the others were carried over from earlier runs.
+    own = [r for r in runs if not r.get("earlier")] or list(runs)
+    own_params = [parameters[r["name"]] for r in own if r.get("name") in parameters] or list(
+        parameters.values())
+
+    def first(*names: str) -> Any:
+        for p in own_params:
+            for name in names:
+                if p.get(name) is not None:
+                    return p[name]
         return None
 
-    try:
-        sha = _results.get_path(merged_results, "checkpoint.sha256")
-    except KeyError:
-        sha = None
+    ck_path, sha = first("checkpoint"), None
+    for r in own:
+        ck = r.get("checkpoint") or {}
+        if ck.get("path") is not None or ck.get("sha256") is not None:
+            ck_path, sha = ck.get("path"), ck.get("sha256")
+            break
+    if sha is None:
+        try:
+            sha = _results.get_path(merged_results, "checkpoint.sha256")
+        except KeyError:
+            sha = None
+    checkpoints: List[Dict[str, Any]] = []
+    for r in runs:
+        ck = r.get("checkpoint") or {}
+        p = parameters.get(r.get("name"), {})
+        entry = {"path": ck.get("path", p.get("checkpoint")), "sha256": ck.get("sha256"),
+                 "model": r.get("model_name") or p.get("model_name") or p.get("model")}
+        if entry["path"] is None and entry["sha256"] is None:
+            continue
+        for c in checkpoints:
+            if all(c[k] == entry[k] for k in entry):
+                c["notebooks"].append(r.get("name"))
+                break
+        else:
+            checkpoints.append({**entry, "notebooks": [r.get("name")]})
     try:
         t0 = _dt.datetime.fromisoformat(started)
-        t1 = _dt.datetime.fromisoformat(finished)
+        t1 = _dt.datetime.fromisoformat(finished or "")
         duration = round((t1 - t0).total_seconds(), 1)
-    except ValueError:
+    except (ValueError, TypeError):
         duration = None
     return {
         "format": "unirepclip.manifest/1",
+        "status": status,
+        "interrupted": dict(interrupted) if interrupted else None,
         "profile": {"name": profile.get("name"), "file": str(profile.get("path") or "")},
         "command": list(command),
         "started": started,
         "finished": finished,
         "duration_s": duration,
         "seed": seed,
-        "git": git_state(repo),
+        "git": {k: code[k] for k in ("commit", "dirty")} if code else git_state(repo),
+        "source_sha256": (code or {}).get("source_sha256"),
         "versions": package_versions(),
         "device": device_info(p.get("device") for p in parameters.values()),
-        "checkpoint": {"sha256": sha, "path": first("checkpoint"), "model": first("model")},
+        "checkpoint": {"sha256": sha, "path": ck_path, "model": first("model_name", "model")},
+        "checkpoints": checkpoints,
         "overrides": dict(overrides),
         "parameters": {nb: dict(p) for nb, p in parameters.items()},
         "injected": {nb: dict(p) for nb, p in injected.items()},
         "notebooks": [dict(r) for r in runs],
+        **({"setting": dict(setting)} if setting else {}),
     }
 
 
@@ -334,6 +374,9 @@ code, .mono { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monosp
 .status.ok { color: var(--ok); }
 .status.failed { color: var(--fail); }
 .status.not-run { color: var(--muted); }
+.status.interrupted { color: var(--fail); border-style: dashed; }
+.banner { border: 1px solid var(--fail); color: var(--fail); padding: .5rem .75rem;
+          border-radius: .25rem; margin: .5rem 0 1rem; }
 .error { color: var(--fail); font-size: .9em; margin-top: .25rem; white-space: pre-wrap; }
 .headline { margin: 0; padding: 0; list-style: none; }
 .headline li { margin: 0; }
@@ -371,6 +414,22 @@ def _params_table(params: Mapping[str, Any]) -> str:
     return f'<table class="compact"><tr><th>parameter</th><th>value</th></tr>{rows}</table>'
 
 
+def _banner(m: Mapping[str, Any]) -> str:
+    """A line above the table when the run did not finish (or is still going)."""
+    status, intr = m.get("status"), m.get("interrupted") or {}
+    if status == "interrupted":
+        how = f" by {intr['signal']}" if intr.get("signal") else ""
+        at = f" at {intr['at']}" if intr.get("at") else ""
+        why = f" ({intr['reason']})" if intr.get("reason") else ""
+        return (f'<p class="banner">This run was interrupted{_esc(how)}{_esc(at)}{_esc(why)}: '
+                "the notebooks marked interrupted or not run have no new outputs; "
+                "<code>run --resume</code> completes it.</p>")
+    if status == "running":
+        return ('<p class="banner">This run is still going: notebooks marked pending have not '
+                "run yet.</p>")
+    return ""
+
+
 def render_index(manifest: Mapping[str, Any], docs: Mapping[str, Optional[Mapping[str, Any]]],
                  title: str = "unirepclip reports") -> str:
     """The index page as an HTML string.
@@ -383,21 +442,33 @@ def render_index(manifest: Mapping[str, Any], docs: Mapping[str, Optional[Mappin
     runs = manifest.get("notebooks", [])
     n_ok = sum(r.get("status") == "ok" for r in runs)
     n_failed = sum(r.get("status") == "failed" for r in runs)
+    others = {}
+    for r in runs:
+        if r.get("status") not in ("ok", "failed"):
+            others[r.get("status") or "not run"] = others.get(r.get("status") or "not run", 0) + 1
     profile = manifest.get("profile", {}).get("name")
+    run_status = manifest.get("status")
+    run_ck = manifest.get("checkpoint") or {}
+    own = [r for r in runs if not r.get("earlier")] or list(runs)
+    run_seed = next((r.get("seed") for r in own if r.get("seed") is not None), None)
     out = ['<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
            '<meta name="viewport" content="width=device-width, initial-scale=1">',
            f"<title>{_esc(title)} · {_esc(profile)}</title><style>{_CSS}</style></head><body>",
            f"<h1>{_esc(title)}</h1>",
            f'<p class="summary">profile <strong>{_esc(profile)}</strong> · {len(runs)} notebooks: '
-           f'{n_ok} ok, {n_failed} failed · started {_esc(manifest.get("started"))} · '
+           f'{n_ok} ok, {n_failed} failed'
+           + "".join(f", {n} {_esc(k)}" for k, n in others.items())
+           + (f' · run {_esc(run_status)}' if run_status else "")
+           + f' · started {_esc(manifest.get("started"))} · '
            f'{_esc(_fmt_duration(manifest.get("duration_s")))} · '
            f'<a href="results.json">results.json</a> · <a href="manifest.json">manifest.json</a></p>',
+           _banner(manifest),
            "<h2>Notebooks</h2>",
            "<table><tr><th>notebook</th><th>status</th><th>duration</th>"
            "<th>headline results</th><th>files</th></tr>"]
     for r in runs:
         status = r.get("status") or "not run"
-        css = {"ok": "ok", "failed": "failed"}.get(status, "not-run")
+        css = {"ok": "ok", "failed": "failed", "interrupted": "interrupted"}.get(status, "not-run")
         name = r.get("name", "")
         title_cell = (f'<a href="{_href(r["html"])}">{_esc(name)}</a>' if r.get("html")
                       else _esc(name))
@@ -408,6 +479,15 @@ def render_index(manifest: Mapping[str, Any], docs: Mapping[str, Optional[Mappin
                            if anchor else f'<div class="error">{err}</div>')
         if r.get("earlier"):
             title_cell += f'<div class="note">from an earlier run ({_esc(r.get("finished"))})</div>'
+        if r.get("kept"):
+            title_cell += f'<div class="note">{_esc(r["kept"])}</div>'
+        ck = r.get("checkpoint") or {}
+        if ck and (ck.get("path"), ck.get("sha256")) != (run_ck.get("path"), run_ck.get("sha256")):
+            title_cell += (f'<div class="note">checkpoint <code>{_esc(ck.get("path"))}</code> '
+                           f'(sha256 <code>{_esc(ck.get("sha256") or "not recorded")}</code>)'
+                           "</div>")
+        if r.get("seed") is not None and r.get("seed") != run_seed:
+            title_cell += f'<div class="note">seed {_esc(json.dumps(r.get("seed")))}</div>'
         files = " · ".join(f'<a href="{_href(r[k])}">{k}</a>' for k in ("html", "ipynb") if r.get(k))
         out.append(
             f"<tr><td>{title_cell}</td><td><span class=\"status {css}\">{_esc(status)}</span></td>"
@@ -450,6 +530,12 @@ def render_index(manifest: Mapping[str, Any], docs: Mapping[str, Optional[Mappin
                    f'GPUs: {", ".join(dev.get("gpus") or []) or "none"} · {dev.get("platform")}'),
         ("checkpoint", f'{ck.get("path") or "–"} · model {ck.get("model") or "–"}'),
         ("checkpoint sha256", ck.get("sha256") or "not recorded"),
+        *[("other checkpoint", f'{c.get("path") or "–"} · sha256 {c.get("sha256") or "not recorded"}'
+                               f' · model {c.get("model") or "–"} · {", ".join(c.get("notebooks") or [])}')
+          for c in m.get("checkpoints") or []
+          if (c.get("path"), c.get("sha256")) != (ck.get("path"), ck.get("sha256"))],
+        ("status", m.get("status") or "–"),
+        ("source sha256", m.get("source_sha256") or "–"),
         ("overrides (-p)", json.dumps(m.get("overrides", {}), ensure_ascii=False)),
     ]
     out.append("<h2>Run manifest</h2><table>")
@@ -474,3 +560,114 @@ def write_index(folder: os.PathLike, manifest: Mapping[str, Any],
     path = folder / "index.html"
     path.write_text(render_index(manifest, docs), encoding="utf-8")
     return path
+
+
+def _fmt_number(v: Any, digits: int = 1, signed: bool = False) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return format(v, f"{'+' if signed else ''}.{digits}f")
+    return str(v)
+
+
+def render_sweep_index(doc: Mapping[str, Any], title: str = "unirepclip sweep") -> str:
+    """The index page of a sweep's folder, from its ``sweep.json`` document
+    (:mod:`unirepclip.workbook.sweep`): the settings (slug, values, status, link to each one's
+    own index), the comparison table of their figures, published vs measured where a reference
+    is given, and the comparison figure. Self-contained, escaped like :func:`render_index`."""
+    settings = doc.get("settings", [])
+    comp = doc.get("comparison") or {"columns": [], "rows": [], "reference": None}
+    profile = (doc.get("profile") or {}).get("name")
+    counts: Dict[str, int] = {}
+    for st in settings:
+        counts[st.get("status") or "not run"] = counts.get(st.get("status") or "not run", 0) + 1
+    keys = []
+    for st in settings:
+        for k in st.get("values", {}):
+            if k not in keys:
+                keys.append(k)
+    out = ['<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
+           '<meta name="viewport" content="width=device-width, initial-scale=1">',
+           f"<title>{_esc(title)} · {_esc(profile)}</title><style>{_CSS}</style></head><body>",
+           f"<h1>{_esc(title)}</h1>",
+           f'<p class="summary">profile <strong>{_esc(profile)}</strong> · {len(settings)} settings: '
+           + ", ".join(f"{n} {_esc(k)}" for k, n in counts.items())
+           + f' · sweep {_esc(doc.get("status"))} · started {_esc(doc.get("started"))}'
+           + (f' · finished {_esc(doc.get("finished"))}' if doc.get("finished") else "")
+           + f' · {_esc(doc.get("jobs"))} at a time · <a href="sweep.json">sweep.json</a></p>']
+    intr = doc.get("interrupted") or {}
+    if doc.get("status") == "interrupted":
+        out.append(f'<p class="banner">This sweep was interrupted by {_esc(intr.get("signal"))} at '
+                   f'{_esc(intr.get("at"))}: the settings marked interrupted or not run have no '
+                   "new outputs; <code>run --resume</code> with the same sweep completes it.</p>")
+    out.append("<h2>Settings</h2><table><tr><th>setting (folder)</th>"
+               + "".join(f"<th><code>{_esc(k)}</code></th>" for k in keys)
+               + "<th>status</th><th>duration</th></tr>")
+    for st in settings:
+        status = st.get("status") or "not run"
+        css = {"ok": "ok", "failed": "failed", "interrupted": "interrupted"}.get(status, "not-run")
+        slug = st.get("slug", "")
+        cell = (f'<a href="{_href(st["index"])}">{_esc(slug)}</a>' if st.get("index")
+                else _esc(slug))
+        if st.get("kept"):
+            cell += f'<div class="note">kept by --resume: {_esc(", ".join(st["kept"]))}</div>'
+        for err in st.get("errors") or []:
+            cell += f'<div class="error">{_esc(err)}</div>'
+        vals = "".join(
+            f"<td><code>{_esc(json.dumps(st.get('values', {}).get(k), ensure_ascii=False))}"
+            f"</code></td>" if k in st.get("values", {}) else "<td>–</td>" for k in keys)
+        out.append(f"<tr><td>{cell}</td>{vals}<td><span class=\"status {css}\">{_esc(status)}"
+                   f'</span></td><td class="num">{_esc(_fmt_duration(st.get("duration_s")))}'
+                   "</td></tr>")
+    out.append("</table>")
+    cols = comp.get("columns") or []
+    out.append("<h2>Comparison</h2>")
+    if cols:
+        out.append("<table class=\"compact comparison\"><tr><th>setting</th>"
+                   + "".join(f"<th>{_esc(c.get('label') or c['key'])}</th>" for c in cols)
+                   + "</tr>")
+        for row in comp.get("rows", []):
+            cells = []
+            for c in cols:
+                kid = c["key"] if isinstance(c["key"], str) else json.dumps(c["key"])
+                v = row["cells"].get(kid)
+                cells.append(f'<td class="num" data-key="{_esc(kid)}">'
+                             f'{_esc("–" if v is None else format_value(v, c.get("fmt")))}</td>')
+            out.append(f"<tr><td>{_esc(row['slug'])}</td>{''.join(cells)}</tr>")
+        out.append("</table>")
+    else:
+        out.append('<p class="note">No figures yet: no setting has recorded a headline.</p>')
+    ref = comp.get("reference")
+    if ref is not None:
+        meta = doc.get("reference") or {}
+        unit = " (%)" if meta.get("unit") == "%" else ""
+        out.append(f"<h3>{_esc(meta.get('label') or 'published')} vs measured{_esc(unit)}</h3>"
+                   '<table class="compact reference"><tr><th>setting</th><th>metric</th>'
+                   "<th>published</th><th>measured</th><th>difference</th><th>source</th></tr>")
+        digits = 1 if meta.get("unit") == "%" else 3
+        for r in ref:
+            pub = "not published" if r.get("published") is None else _fmt_number(r["published"], digits)
+            out.append(f"<tr><td>{_esc(r['slug'])}</td><td>{_esc(r.get('metric') or r['key'])}</td>"
+                       f'<td class="num">{_esc(pub)}</td>'
+                       f'<td class="num">{_esc(_fmt_number(r.get("measured"), digits))}</td>'
+                       f'<td class="num">{_esc(_fmt_number(r.get("difference"), digits, True))}</td>'
+                       f'<td class="note">{_esc(r.get("source"))}</td></tr>')
+        out.append("</table>")
+    fig = doc.get("figure") or {}
+    if fig.get("png"):
+        links = " · ".join(f'<a href="{_href(v)}">{_esc(k)}</a>' for k, v in fig.items())
+        out.append(f'<figure style="max-width:100%"><img src="{_href(fig["png"])}" '
+                   f'alt="sweep comparison"><figcaption>each setting\'s figures ({links})'
+                   "</figcaption></figure>")
+    elif doc.get("figure_error"):
+        out.append(f'<p class="note">The comparison figure failed: {_esc(doc["figure_error"])}</p>')
+    out.append("<h2>Sweep</h2><table>")
+    rows = [("command", " ".join(map(str, doc.get("command") or []))),
+            ("profile", f'{profile} ({(doc.get("profile") or {}).get("file")})'),
+            ("axes", json.dumps(doc.get("axes") or {}, ensure_ascii=False)),
+            ("notebooks", ", ".join(doc.get("only") or []) or "all"),
+            ("overrides (-p)", " ".join(doc.get("overrides") or []) or "–")]
+    out.extend(f'<tr><th>{_esc(k)}</th><td class="mono">{_esc(v)}</td></tr>' for k, v in rows)
+    out.append('</table><p class="note">Each setting\'s folder has its own index, manifest '
+               "(provenance) and results.json.</p></body></html>\n")
+    return "\n".join(out)

@@ -247,12 +247,22 @@ def _write() -> None:
     dump_json(doc, path)
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it: put it straight back
+    os.umask(mask)
+    return mask
+
+
 def dump_json(doc: Any, path: PathLike) -> None:
-    """Write ``doc`` as indented JSON to ``path`` atomically (a reader never sees half a file)."""
+    """Write ``doc`` as strict, indented JSON to ``path`` atomically (a reader never sees half a
+    file; NaN and infinity are refused), with the permissions the process umask gives."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp makes the file 0600; a report file is as readable as any other file written
+        # here (the process umask decides, as for the HTML).
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(doc, f, indent=2, allow_nan=False, ensure_ascii=False)
             f.write("\n")

@@ -25,6 +25,17 @@
    exits non-zero when a notebook failed. With ``--only``, the other notebooks keep their last
    results and appear on the index marked "from an earlier run".
 
+A run is a transaction on its report folder: it holds a lock (``filelock``) on
+``<out>/.run.lock`` so a second run into the folder refuses (``RunLocked``, naming the holder's
+command, pid and start time) or waits (``wait=True``, ``--wait``); the manifest and index are
+written at the start with each notebook ``pending`` and rewritten as each ends; each notebook runs
+into ``<out>/.partial/<NN_name>/`` and its outputs replace the old ones only once complete; its
+kernel's connection file and IPC sockets live in a private temporary folder removed on every exit;
+SIGINT/SIGTERM mark the run and the notebook ``interrupted`` (signal, time) and end its kernel.
+``--resume`` keeps what :func:`_stale_reason` finds current. Each parameter's range (beyond its
+type) is declared in :data:`RANGES` by name and checked with the types; relative paths resolve
+against the caller's folder (``-p``) or the profile file's folder.
+
 A notebook written for the runner has one cell tagged ``parameters`` whose defaults are the demo
 profile's values, one ``name = value`` or ``name: type = value`` per line (a trailing comment is
 its help), and declares the two reserved parameters when it records results or saves figures::
@@ -64,7 +75,9 @@ from __future__ import annotations
 
 import ast
 import difflib
+import hashlib
 import json
+import math
 import os
 import re
 import sys
@@ -82,7 +95,9 @@ __all__ = [
     "KERNEL_NAME", "RESERVED", "PROFILES_DIR", "ParameterError", "Parameter", "Notebook",
     "NotebookRun", "RunResult", "YamlLoader", "parse_value", "parse_override", "list_profiles",
     "load_profile", "discover_notebooks", "inspect_notebook", "select", "resolve_parameters",
-    "ensure_kernel", "run",
+    "ensure_kernel", "run", "Range", "RANGES", "parameter_range", "check_folder_name",
+    "report_folder", "RunLocked", "RunInterrupted", "STATUSES", "folder_locked", "read_manifest",
+    "source_sha256",
 ]
 
 KERNEL_NAME = "unirepclip"
@@ -91,7 +106,7 @@ RESERVED = ("output_dir", "results_path")
 PROFILES_DIR = Path(__file__).parent / "profiles"
 NOTEBOOK_RE = re.compile(r"^\d\d_[A-Za-z0-9_\-]+$")
 PLACEHOLDER_PREFIX = "/path/to/"
-PROFILE_KEYS = ("description", "extends", "common", "notebooks")
+PROFILE_KEYS = ("description", "extends", "common", "notebooks", "sweep")
 
 
 class ParameterError(ValueError):
@@ -163,8 +178,10 @@ def _profile_file(name_or_path: Union[str, os.PathLike]) -> Path:
 
 def load_profile(name_or_path: Union[str, os.PathLike], _seen: Tuple[str, ...] = ()) -> Dict[str, Any]:
     """A profile with ``extends`` applied: ``{"name", "path", "description", "common", "notebooks",
-    "sources"}`` where ``sources`` maps ``"common.key"`` / ``"NN_name.key"`` to the file that set
-    it (for error messages)."""
+    "sources", "sweep", "sweep_path"}`` where ``sources`` maps ``"common.key"`` / ``"NN_name.key"``
+    to the file that set it (for error messages); ``sweep`` is the nearest profile's ``sweep:``
+    section as written (None when none has one; :mod:`unirepclip.workbook.sweep` reads it) and
+    ``sweep_path`` the file it came from."""
     path = _profile_file(name_or_path)
     if str(path.resolve()) in _seen:
         raise ParameterError([f"profile {path}: 'extends' loops ({' -> '.join(_seen)})"])
@@ -187,13 +204,19 @@ def load_profile(name_or_path: Union[str, os.PathLike], _seen: Tuple[str, ...] =
     if not isinstance(notebooks, dict) or not all(isinstance(v, dict) or v is None
                                                    for v in notebooks.values()):
         problems.append(f"profile {path}: 'notebooks' must map notebook names to mappings")
+    if doc.get("sweep") is not None and not isinstance(doc.get("sweep"), dict):
+        problems.append(f"profile {path}: 'sweep' must be a mapping (grid, cases, reference, ...)")
     if problems:
         raise ParameterError(problems)
     name = path.stem
+    bad = check_folder_name(name)
+    if bad:
+        raise ParameterError([f"profile {path}: its name {name!r} (the file name less .yaml) "
+                              f"becomes the report folder's name, and {bad}; rename the file"])
     if doc.get("extends"):
         base = load_profile(doc["extends"], _seen + (str(path.resolve()),))
     else:
-        base = {"common": {}, "notebooks": {}, "sources": {}}
+        base = {"common": {}, "notebooks": {}, "sources": {}, "sweep": None, "sweep_path": None}
     merged_common = dict(base["common"])
     sources = dict(base["sources"])
     for k, v in common.items():
@@ -204,8 +227,40 @@ def load_profile(name_or_path: Union[str, os.PathLike], _seen: Tuple[str, ...] =
         merged_nbs.setdefault(str(nb), {}).update(values or {})
         for k in values or {}:
             sources[f"{nb}.{k}"] = str(path)
+    # A sweep is one table: a profile's own section replaces its base's whole.
+    sweep, sweep_path = base["sweep"], base["sweep_path"]
+    if doc.get("sweep") is not None:
+        sweep, sweep_path = doc["sweep"], path
     return {"name": name, "path": path, "description": str(doc.get("description", "")),
-            "common": merged_common, "notebooks": merged_nbs, "sources": sources}
+            "common": merged_common, "notebooks": merged_nbs, "sources": sources,
+            "sweep": sweep, "sweep_path": sweep_path}
+
+
+def check_folder_name(name: str) -> Optional[str]:
+    """None if ``name`` can be one folder's name, else why not (empty, ``.``/``..``, a path
+    separator or a NUL in it)."""
+    if not name or not name.strip():
+        return "it is empty"
+    if name in (".", ".."):
+        return f"{name!r} names no folder of its own"
+    for sep in {"/", "\\", os.sep, os.altsep or "/", "\0"}:
+        if sep in name:
+            return f"it holds {sep!r}"
+    return None
+
+
+def report_folder(root: Union[str, os.PathLike], name: str) -> Path:
+    """``<root>/<name>``, resolved, checked to lie strictly inside ``root`` (a symlink or a name
+    that climbs out is a :class:`ParameterError`)."""
+    bad = check_folder_name(name)
+    if bad:
+        raise ParameterError([f"report folder name {name!r}: {bad}"])
+    root_r = Path(root).resolve()
+    out = (root_r / name).resolve()
+    if out == root_r or not out.is_relative_to(root_r):
+        raise ParameterError([f"report folder {root_r / name} resolves to {out}, outside "
+                              f"--output-dir {root_r}"])
+    return out
 
 
 # -- notebooks ------------------------------------------------------------------------------------
@@ -267,6 +322,143 @@ class Parameter:
         return value
 
 
+# -- ranges ---------------------------------------------------------------------------------------
+# A parameter's range is declared here, by name, for every notebook that has the name (the
+# workbook's parameters share one vocabulary); tests/test_runner_faults.py checks that every
+# number or list a shipped notebook declares has an entry, so a new one cannot slip in unranged.
+
+@dataclass(frozen=True)
+class Range:
+    """What values a parameter may take beyond its type: ints ``>= low`` (and ``<= high``), one
+    of ``choices``, or (``items``) a non-empty list of such ints. ``path`` marks a file or folder
+    parameter whose relative values resolve against where they were given; ``special`` are the
+    values of a path parameter that name no file (``demo``, ``""``), ``path_suffix`` limits the
+    path reading to values with that ending (a ``model_name`` is a path only as ``*.json``)."""
+
+    low: Optional[int] = None
+    high: Optional[int] = None
+    choices: Optional[Tuple[str, ...]] = None
+    items: bool = False
+    path: bool = False
+    special: Tuple[str, ...] = ("",)
+    path_suffix: Optional[str] = None
+    pattern: Optional[str] = None  # also accepted, besides ``choices`` (a regex, full match)
+
+    def describe(self) -> str:
+        if self.choices is not None:
+            return "one of " + ", ".join(self.choices) + (" (or cuda:N)" if self.pattern else "")
+        what = "a non-empty list of ints" if self.items else "an int"
+        if self.low is not None and self.high is not None:
+            return f"{what} from {self.low} to {self.high}"
+        if self.low is not None:
+            return f"{what} >= {self.low}"
+        return what
+
+    def check(self, value: Any) -> Optional[str]:
+        """None if ``value`` is in range, else what was expected and what came."""
+        if value is None or self.path or self == UNRANGED:
+            return None
+        if self.choices is not None:
+            if isinstance(value, str) and (value in self.choices or (
+                    self.pattern and re.fullmatch(self.pattern, value))):
+                return None
+            return f"must be {self.describe()}, got {value!r}"
+        values = value if self.items else [value]
+        if self.items and (not isinstance(value, (list, tuple)) or not value):
+            return f"must be {self.describe()}, got {value!r}"
+        for v in values:
+            if not isinstance(v, int) or isinstance(v, bool) or (
+                    self.low is not None and v < self.low) or (
+                    self.high is not None and v > self.high):
+                return f"must be {self.describe()}, got {value!r}"
+        return None
+
+
+COUNT = Range(low=0)      # how many (0 means none, or all where the notebook says so)
+SIZE = Range(low=1)       # a size, a batch, a number of steps: at least one
+SIZES = Range(low=1, items=True)
+CHECKPOINT = Range(path=True, special=("", "demo"))
+UNRANGED = Range()        # declared on purpose: any value of the type
+
+
+def _precisions() -> Tuple[str, ...]:
+    from unirepclip.utils import PRECISIONS  # one vocabulary, shared with the notebooks' code
+    return tuple(PRECISIONS)
+
+
+#: Parameter name -> :class:`Range` (``device`` and ``precision`` are filled in on first use).
+RANGES: Dict[str, Range] = {
+    "seed": COUNT, "batch_size": SIZE, "num_workers": COUNT, "num_threads": COUNT,
+    "n_jobs": SIZE,
+    # 01_checkpoint
+    "mac_resolutions": SIZES, "n_samples": COUNT, "n_timing_images": SIZE, "timing_repeats": SIZE,
+    "n_templates": COUNT,
+    # 02_zeroshot
+    "n_images": COUNT, "n_mistakes": COUNT, "sweep_sizes": SIZES, "n_sweep": SIZE,
+    # 03_erf
+    "n_erf_images": SIZE, "erf_batch_size": SIZE, "resolutions": SIZES,
+    "stages": Range(low=0, high=3, items=True), "n_reparam_images": SIZE,
+    # 04_attribution
+    "n_attr_images": SIZE, "n_grid_images": COUNT, "n_check_images": COUNT,
+    "n_random_images": COUNT, "n_photos": COUNT, "attr_batch_size": SIZE,
+    "internal_batch_size": SIZE, "ig_steps": SIZE, "randomization_ig_steps": SIZE,
+    "nt_samples": SIZE, "occlusion_window": SIZE, "occlusion_stride": SIZE,
+    "gradcam_stage": UNRANGED,  # its meaning is another notebook section's to define
+    # 05_linear_probe
+    "pixel_size": COUNT, "max_iter": SIZE, "knn_k": SIZE, "shots": SIZES, "n_train": COUNT,
+    "n_val": COUNT, "n_test": COUNT, "n_kshot_seeds": SIZE,
+    "extra_datasets": UNRANGED, "zeroshot_datasets": UNRANGED, "kshot_spaces": UNRANGED,
+    # 06_explore
+    "top_k": SIZE, "query_index": COUNT, "erf_stage": Range(low=0, high=3), "erf_resolution": SIZE,
+    # files and folders (relative values resolve against the caller's or the profile's folder)
+    "checkpoint": CHECKPOINT, "control_checkpoint": CHECKPOINT,
+    "model_name": Range(path=True, path_suffix=".json"),
+    "data_dir": Range(path=True),
+    "captions_file": Range(path=True, special=("", "mscoco_captions", "flickr30k")),
+    "classnames_file": Range(path=True, special=("", "imagenet")), "cache_dir": Range(path=True),
+}
+
+
+def parameter_range(name: str) -> Optional[Range]:
+    """The declared :class:`Range` of a parameter name, or None."""
+    if name == "device":
+        return Range(choices=("cpu", "cuda", "auto"), pattern=r"cuda:\d+")
+    if name == "precision":
+        return Range(choices=_precisions())
+    return RANGES.get(name)
+
+
+def _finite(value: Any) -> bool:
+    """False for a NaN or infinity anywhere in ``value`` (strict JSON has no spelling for them)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, (list, tuple)):
+        return all(_finite(v) for v in value)
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    return True
+
+
+def _range_problem(name: str, value: Any) -> Optional[str]:
+    if not _finite(value):
+        return f"must be a finite number, got {value!r}"
+    rng = parameter_range(name)
+    return rng.check(value) if rng is not None else None
+
+
+def _resolve_path(rng: Optional[Range], value: Any, base: Path) -> Any:
+    """A relative path value made absolute against ``base`` (where it was written)."""
+    if rng is None or not rng.path or not isinstance(value, str) or value in rng.special:
+        return value
+    if rng.path_suffix and not value.endswith(rng.path_suffix):
+        return value
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", value) or value.startswith("~"):
+        return os.path.expanduser(value)  # hf-hub:..., a URL, or ~user: not relative to a folder
+    if os.path.isabs(value) or value.startswith(PLACEHOLDER_PREFIX):
+        return value
+    return str((base / value).resolve())
+
+
 @dataclass
 class Notebook:
     """A notebook of the workbook: its name (file stem), path and declared parameters."""
@@ -293,8 +485,28 @@ def _literal_type(src: str) -> Optional[str]:
     return "NoneType" if v is None else type(v).__name__
 
 
+_INSPECTED: Dict[Tuple[str, int, int], Notebook] = {}
+
+
 def inspect_notebook(path: Union[str, os.PathLike]) -> Notebook:
-    """Read a notebook's parameters (names, types, defaults) without running it."""
+    """Read a notebook's parameters (names, types, defaults) without running it. Remembered per
+    file version (path, size, mtime): a sweep validates every setting against the same files."""
+    path = Path(path)
+    try:
+        st = path.stat()
+        key: Optional[Tuple[str, int, int]] = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    except OSError:
+        key = None
+    if key is not None and key in _INSPECTED:
+        hit = _INSPECTED[key]
+        return Notebook(hit.name, hit.path, dict(hit.parameters), list(hit.problems))
+    nb_info = _inspect_notebook(path)
+    if key is not None:
+        _INSPECTED[key] = nb_info
+    return Notebook(nb_info.name, nb_info.path, dict(nb_info.parameters), list(nb_info.problems))
+
+
+def _inspect_notebook(path: Path) -> Notebook:
     import nbformat
     import papermill
 
@@ -383,15 +595,37 @@ def _unknown(key: str, known: Sequence[str]) -> str:
     return f" (did you mean {', '.join(close)}?)" if close else ""
 
 
+_FIELD_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def expand_fields(value: Any, fields: Mapping[str, Any]) -> Any:
+    """``value`` with each ``{name}`` whose name is in ``fields`` replaced by that value (strings
+    only; other braces stay): ``data_dir: /data/{dataset}`` follows a swept ``dataset``, as
+    CLIP_benchmark's ``--dataset_root`` does."""
+    if not isinstance(value, str) or "{" not in value:
+        return value
+    return _FIELD_RE.sub(lambda m: str(fields[m.group(1)]) if m.group(1) in fields
+                         else m.group(0), value)
+
+
 def resolve_parameters(notebooks: Sequence[Notebook], profile: Mapping[str, Any],
                        overrides: Sequence[str] = (),
                        selected: Optional[Sequence[Notebook]] = None,
-                       check_placeholders: bool = True) -> Dict[str, Dict[str, Any]]:
+                       check_placeholders: bool = True,
+                       setting: Optional[Mapping[str, Any]] = None,
+                       setting_sources: Optional[Mapping[str, str]] = None
+                       ) -> Dict[str, Dict[str, Any]]:
     """Every selected notebook's parameters from the profile and ``-p`` overrides, validated
     (see the module docstring). Returns ``{notebook: {name: value}}`` holding the values the
     profile or ``-p`` set (the notebook's own defaults apply to the rest); raises
     :class:`ParameterError` listing every problem. ``check_placeholders=False`` lets
-    ``/path/to/...`` values through (to check a profile's shape before a user fills it in)."""
+    ``/path/to/...`` values through (to check a profile's shape before a user fills it in).
+
+    ``setting`` is one setting of a sweep (:mod:`unirepclip.workbook.sweep`): ``{"key": value,
+    "NN_name.key": value}``, over the profile and under nothing (a key also given by ``-p`` is a
+    problem: one of the two would be silently lost); ``setting_sources`` says where each key was
+    written (``--sweep``, else a profile file, against whose folder relative paths resolve).
+    String values of every layer may name a setting's scalar keys as ``{key}`` fields."""
     selected = list(notebooks) if selected is None else list(selected)
     by_name = {nb.name: nb for nb in notebooks}
     declared = sorted({p for nb in notebooks for p in nb.parameters})
@@ -446,6 +680,34 @@ def resolve_parameters(notebooks: Sequence[Notebook], profile: Mapping[str, Any]
         else:
             cli_nb.setdefault(scope, {})[k] = v
 
+    sw_all: Dict[str, Any] = {}
+    sw_nb: Dict[str, Dict[str, Any]] = {}
+    sw_src: Dict[str, str] = {}
+    for item, v in (setting or {}).items():
+        where = (setting_sources or {}).get(item, "--sweep")
+        label = f"--sweep {item}" if where == "--sweep" else f"{where}: sweep {item}"
+        scope, _, k = item.rpartition(".")
+        if k in RESERVED:
+            problems.append(f"{label}: set by the runner and cannot be swept")
+        elif not scope:
+            if k not in declared:
+                problems.append(f"{label}: no notebook has a parameter {k!r}" + _unknown(k, declared))
+            elif k in cli_all or any(k in d for d in cli_nb.values()):
+                problems.append(f"{label}: -p {k} is given too; a swept parameter takes its values "
+                                "from the sweep only")
+            sw_all[k] = v
+        elif scope not in by_name:
+            problems.append(f"{label}: no notebook {scope!r}" + _unknown(scope, list(by_name)))
+        elif k not in by_name[scope].parameters:
+            problems.append(f"{label}: {scope} has no parameter {k!r}"
+                            + _unknown(k, list(by_name[scope].parameters)))
+        elif k in cli_all or k in cli_nb.get(scope, {}):
+            problems.append(f"{label}: -p {k} is given too; a swept parameter takes its values "
+                            "from the sweep only")
+        else:
+            sw_nb.setdefault(scope, {})[k] = v
+        sw_src[item] = label
+
     resolved: Dict[str, Dict[str, Any]] = {}
     for nb in selected:
         values: Dict[str, Tuple[Any, str]] = {}
@@ -453,6 +715,13 @@ def resolve_parameters(notebooks: Sequence[Notebook], profile: Mapping[str, Any]
             values[k] = (v, sources.get(f"common.{k}", pfile))
         for k, v in per_nb.get(nb.name, {}).items():
             values[k] = (v, sources.get(f"{nb.name}.{k}", pfile))
+        for k, v in sw_all.items():
+            values[k] = (v, sw_src[k])
+        for k, v in sw_nb.get(nb.name, {}).items():
+            values[k] = (v, sw_src[f"{nb.name}.{k}"])
+        fields = {k: v for k, (v, _) in values.items()
+                  if (k in sw_all or k in sw_nb.get(nb.name, {}))
+                  and isinstance(v, (str, int, float)) and not isinstance(v, bool)}
         for k, v in cli_all.items():
             values[k] = (v, f"-p {k}")
         for k, v in cli_nb.get(nb.name, {}).items():
@@ -462,6 +731,7 @@ def resolve_parameters(notebooks: Sequence[Notebook], profile: Mapping[str, Any]
             p = nb.parameters.get(k)
             if p is None or k in RESERVED:
                 continue  # a common/-p key another notebook declares
+            v = expand_fields(v, fields)
             msg = p.check(v)
             if msg:
                 problems.append(f"{nb.name}: parameter {k!r} {msg} (from {src})")
@@ -470,7 +740,26 @@ def resolve_parameters(notebooks: Sequence[Notebook], profile: Mapping[str, Any]
                 problems.append(f"{nb.name}: parameter {k!r} is still the placeholder {v!r} "
                                 f"(from {src}); edit the profile or pass -p {k}=...")
                 continue
-            out[k] = p.coerce(v)
+            msg = _range_problem(k, v)
+            if msg:
+                problems.append(f"{nb.name}: parameter {k!r} {msg} (from {src})")
+                continue
+            # -p and --sweep paths are the caller's (the shell's folder), a profile's its file's.
+            if src.startswith(("-p ", "--sweep ")):
+                base = Path.cwd()
+            else:
+                base = Path(src.split(": sweep ")[0]).parent
+            out[k] = _resolve_path(parameter_range(k), p.coerce(v), base)
+        for k, p in nb.parameters.items():  # the notebook's own defaults, where literal
+            if k in values or k in RESERVED:
+                continue
+            try:
+                default = ast.literal_eval(p.default)
+            except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+                continue
+            msg = _range_problem(k, default)
+            if msg:
+                problems.append(f"{nb.name}: parameter {k!r} {msg} (the notebook's default)")
         resolved[nb.name] = out
     if problems:
         # De-duplicate, keeping order (a bad -p value shows once per notebook that has it).
@@ -518,35 +807,69 @@ def ensure_kernel(name: str = KERNEL_NAME) -> str:
 
 # -- running --------------------------------------------------------------------------------------
 
+#: A notebook's status in the manifest: ``pending`` (this run will run it), ``running``, ``ok``,
+#: ``failed``, ``interrupted`` (stopped by a signal, or its run died), ``not run``.
+STATUSES = ("pending", "running", "ok", "failed", "interrupted", "not run")
+LOCK_FILE = ".run.lock"        # held (filelock) for as long as a run writes the folder
+HOLDER_FILE = ".run-holder.json"  # who holds it: command, pid, start time
+PARTIAL_DIR = ".partial"       # a notebook's new outputs, until they are complete
+SWEEP_FILE = "sweep.json"      # in <output-dir>/<profile>/ when that folder is a sweep's
+
+
+class RunLocked(RuntimeError):
+    """Another run holds the report folder (see :func:`run`'s ``wait``)."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM reached the runner; ``signal`` is its name."""
+
+    def __init__(self, signal_name: str):
+        super().__init__(signal_name)
+        self.signal = signal_name
+
+
 @dataclass
 class NotebookRun:
-    """One notebook's outcome. ``html``/``ipynb`` are file names in the report folder."""
+    """One notebook's outcome and provenance. ``html``/``ipynb`` are file names in the report
+    folder; ``parameters`` every parameter's value (reserved ones aside); ``checkpoint`` its path
+    and sha256; ``code`` the git state and package source hash it ran with."""
 
     name: str
-    status: str  # "ok", "failed" or "not run"
+    status: str  # one of STATUSES
     duration_s: Optional[float]
     started: Optional[str] = None
     finished: Optional[str] = None
     error: Optional[str] = None
     html: Optional[str] = None
     ipynb: Optional[str] = None
-    earlier: bool = False  # carried over from an earlier run (not selected by --only)
+    earlier: bool = False  # carried over from an earlier run (not run by this one)
+    kept: Optional[str] = None  # why --resume kept it, or what the outputs shown are
+    rerun_because: Optional[str] = None  # why --resume ran it again
+    parameters: Optional[Dict[str, Any]] = None
+    checkpoint: Optional[Dict[str, Any]] = None
+    model_name: Optional[str] = None
+    seed: Any = None
+    notebook_sha256: Optional[str] = None
+    code: Optional[Dict[str, Any]] = None
 
 
 @dataclass
 class RunResult:
-    """What :func:`run` did: the report folder, each notebook's outcome and the manifest."""
+    """What :func:`run` did: the report folder, each notebook's outcome and the manifest.
+    ``interrupted`` names the signal that stopped the run (None when it finished)."""
 
     profile: str
     output_dir: Path
     notebooks: List[NotebookRun]
     manifest: Dict[str, Any]
     results: Dict[str, Any]
+    interrupted: Optional[str] = None
 
     @property
     def ok(self) -> bool:
-        """True when no notebook of this run failed."""
-        return all(r.status != "failed" for r in self.notebooks if not r.earlier)
+        """True when no notebook of this run failed and the run was not interrupted."""
+        return self.interrupted is None and all(
+            r.status not in ("failed", "interrupted") for r in self.notebooks if not r.earlier)
 
     @property
     def index(self) -> Path:
@@ -566,22 +889,121 @@ def _log(msg: str, quiet: bool) -> None:
         print(msg, file=sys.stderr, flush=True)
 
 
-def _clean_previous(out: Path, name: str) -> None:
-    """Remove what an earlier run of ``name`` left, so a failure now never shows old results."""
-    res = out / "results" / f"{name}.json"
-    if res.exists():
-        try:
-            for f in _results.load(res).get("figures", []):
-                for rel in f.get("files", {}).values():
-                    p = out / rel
-                    if p.is_file() and p.resolve().is_relative_to(out.resolve()):
-                        p.unlink()
-        except ValueError:
-            pass
-        res.unlink()
-    for suffix in (".ipynb", ".html"):
-        (out / f"{name}{suffix}").unlink(missing_ok=True)
+# -- provenance -----------------------------------------------------------------------------------
 
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 24), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def source_sha256(root: Optional[Path] = None) -> str:
+    """sha256 over the package's files (relative names and contents, ``__pycache__`` aside): what
+    the notebooks' code was, with or without git."""
+    root = Path(__file__).resolve().parents[1] if root is None else Path(root)
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc":
+            h.update(p.relative_to(root).as_posix().encode() + b"\0")
+            h.update(_sha256(p).encode() + b"\0")
+    return h.hexdigest()
+
+
+def _checkpoint_record(params: Mapping[str, Any], cache: Dict[str, Optional[str]]) -> Dict[str, Any]:
+    """``{"path", "sha256"}`` of a notebook's ``checkpoint``; sha256 where it is a file (the
+    shipped ``demo`` weights are part of the package source hash)."""
+    path = params.get("checkpoint")
+    sha = None
+    if isinstance(path, str) and path and os.path.isfile(path):
+        if path not in cache:
+            cache[path] = _sha256(Path(path))
+        sha = cache[path]
+    return {"path": path, "sha256": sha}
+
+
+def _stale_reason(prev: Mapping[str, Any], now: Mapping[str, Any], out: Path) -> Optional[str]:
+    """Why an earlier run's record of a notebook cannot stand for a run now (None: it can)."""
+    if prev.get("status") != "ok":
+        return f"it was {prev.get('status') or 'not recorded'}"
+    for f in (prev.get("html"), prev.get("ipynb"), f"results/{prev.get('name')}.json"):
+        if not f or not (out / f).is_file():
+            return f"its output {f or '(none)'} is missing"
+    if prev.get("parameters") != now["parameters"]:
+        a, b = prev.get("parameters") or {}, now["parameters"]
+        diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+        return "other parameters (" + ", ".join(diff) + ")"
+    if (prev.get("checkpoint") or {}).get("sha256") != now["checkpoint"]["sha256"]:
+        return "another checkpoint sha256"
+    if prev.get("notebook_sha256") != now["notebook_sha256"]:
+        return "the notebook file changed"
+    pc, nc = prev.get("code") or {}, now["code"]
+    if pc.get("source_sha256") != nc["source_sha256"] or pc.get("commit") != nc["commit"]:
+        return "other code (git commit or package source)"
+    return None
+
+
+# -- the folder: lock, state ----------------------------------------------------------------------
+
+def _lock(out: Path):
+    from filelock import FileLock
+    return FileLock(str(out / LOCK_FILE))
+
+
+def _holder(out: Path) -> str:
+    try:
+        h = json.loads((out / HOLDER_FILE).read_text())
+        return (f"pid {h.get('pid')}, started {h.get('started')}: "
+                f"{' '.join(map(str, h.get('command') or []))}")
+    except (OSError, ValueError, AttributeError):
+        return "its details are not recorded yet"
+
+
+def folder_locked(out: Union[str, os.PathLike]) -> bool:
+    """True while a run holds the report folder ``out``."""
+    from filelock import Timeout
+    out = Path(out)
+    if not (out / LOCK_FILE).exists():
+        return False
+    lock = _lock(out)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return True
+    lock.release()
+    return False
+
+
+def _mark_dead(m: Dict[str, Any], why: str, at: Optional[str]) -> Dict[str, Any]:
+    m["status"] = "interrupted"
+    m.setdefault("interrupted", {"signal": None, "at": at, "reason": why})
+    for r in m.get("notebooks", []):
+        if r.get("status") == "running":
+            r["status"] = "interrupted"
+        elif r.get("status") == "pending":
+            r["status"] = "not run"
+    return m
+
+
+def read_manifest(folder: Union[str, os.PathLike]) -> Optional[Dict[str, Any]]:
+    """A report folder's ``manifest.json`` (None if there is none or it is unreadable); one left
+    ``running`` by a process that no longer holds the folder's lock (killed, power lost) reads
+    as ``interrupted``."""
+    folder = Path(folder)
+    try:
+        m = json.loads((folder / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(m, dict):
+        return None
+    if m.get("status") == "running" and not folder_locked(folder):
+        _mark_dead(m, "the process that ran it stopped without finishing (it no longer holds "
+                      "the folder's lock)", None)
+    return m
+
+
+# -- one notebook ---------------------------------------------------------------------------------
 
 def _error_notebook(path: Path, message: str):
     """The notebook at ``path`` with an error cell on top, for a run that papermill could not
@@ -595,27 +1017,88 @@ def _error_notebook(path: Path, message: str):
     return doc
 
 
+_KERNELS: List[Any] = []  # the kernel managers of this process's runs, until their kernel ends
+_KM_CLASS: List[type] = []
+
+
+def _kernel_manager_class() -> type:
+    """jupyter_client's kernel manager, remembering each kernel it starts: when a signal stops
+    the run inside papermill, nobody else shuts that kernel down."""
+    if not _KM_CLASS:
+        from jupyter_client.manager import AsyncKernelManager
+
+        class RunKernelManager(AsyncKernelManager):
+            async def _async_launch_kernel(self, kernel_cmd, **kw):
+                await super()._async_launch_kernel(kernel_cmd, **kw)
+                _KERNELS.append(self)
+
+        _KM_CLASS.append(RunKernelManager)
+    return _KM_CLASS[0]
+
+
+def _stop_kernels(grace_s: float = 3.0) -> None:
+    """End the kernels still running (SIGTERM to each kernel's own process group, then SIGKILL)."""
+    import signal
+    procs = []
+    for km in _KERNELS:
+        prov = getattr(km, "provisioner", None)
+        proc = getattr(prov, "process", None)
+        if proc is None or proc.poll() is not None:
+            continue
+        pgid = getattr(prov, "pgid", None)
+        procs.append((proc, pgid if pgid and pgid != os.getpgrp() else None))
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for proc, pgid in procs:
+            try:
+                if pgid:
+                    os.killpg(pgid, sig)
+                elif proc.poll() is None:
+                    proc.send_signal(sig)
+            except OSError:
+                pass
+        deadline = time.time() + grace_s
+        for proc, _ in procs:
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.time()))
+            except Exception:  # still alive: the next signal
+                pass
+        if all(proc.poll() is not None for proc, _ in procs):
+            break
+    _KERNELS.clear()
+
+
 def _execute(nb: Notebook, params: Dict[str, Any], out_ipynb: Path, kernel: str,
-             progress: bool, cell_timeout: Optional[int]) -> Optional[str]:
-    """Run one notebook with papermill; return None on success or a one-line error."""
+             progress: bool, cell_timeout: Optional[int],
+             runtime_dir: Optional[Path] = None) -> Optional[str]:
+    """Run one notebook with papermill; return None on success or a one-line error. The kernel's
+    connection file and IPC sockets go to ``runtime_dir`` (private to this run)."""
     import nbformat
     import papermill
     from papermill.exceptions import PapermillExecutionError
     from traitlets.config import Config
 
     # IPC sockets (files only this user can open) rather than localhost TCP, where the kernel
-    # warns about unencrypted traffic; Windows has no IPC transport.
+    # warns about unencrypted traffic; Windows has no IPC transport. Without a folder of their
+    # own the sockets are ./kernel-ipc-N in the kernel's cwd, shared by every run from there.
     transport = "ipc" if os.name == "posix" else "tcp"
+    km: Dict[str, Any] = {"transport": transport}
+    if runtime_dir is not None:
+        km["connection_file"] = str(runtime_dir / f"kernel-{nb.name}.json")
+        if transport == "ipc":
+            km["ip"] = str(runtime_dir / f"{nb.name}-ipc")
     # The kernel inherits this environment. tqdm.auto warns in every kernel without ipywidgets
     # and then draws text bars, which is what a static report wants: drop the warning there.
-    saved = os.environ.get("PYTHONWARNINGS")
-    os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [saved, "ignore:IProgress not found"]))
+    saved = {k: os.environ.get(k) for k in ("PYTHONWARNINGS", "JUPYTER_RUNTIME_DIR")}
+    os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [saved["PYTHONWARNINGS"],
+                                                          "ignore:IProgress not found"]))
+    if runtime_dir is not None:
+        os.environ["JUPYTER_RUNTIME_DIR"] = str(runtime_dir)
     try:
         papermill.execute_notebook(
             str(nb.path), str(out_ipynb), parameters=params, kernel_name=kernel,
             language="python", cwd=str(nb.path.parent), progress_bar=progress, log_output=False,
-            execution_timeout=cell_timeout,
-            config=Config({"KernelManager": {"transport": transport}}))
+            execution_timeout=cell_timeout, config=Config({"KernelManager": km}),
+            kernel_manager_class=_kernel_manager_class())
         return None
     except PapermillExecutionError as e:
         first = str(e.evalue).strip().splitlines()
@@ -626,10 +1109,156 @@ def _execute(nb: Notebook, params: Dict[str, Any], out_ipynb: Path, kernel: str,
         nbformat.write(_error_notebook(partial, msg), str(out_ipynb))
         return msg.splitlines()[0]
     finally:
-        if saved is None:
-            os.environ.pop("PYTHONWARNINGS", None)
+        _KERNELS[:] = [k for k in _KERNELS if getattr(getattr(getattr(
+            k, "provisioner", None), "process", None), "poll", lambda: 0)() is None]
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _figure_files(results_file: Path) -> List[str]:
+    try:
+        return [rel for f in _results.load(results_file).get("figures", [])
+                for rel in f.get("files", {}).values()]
+    except (OSError, ValueError):
+        return []
+
+
+def _commit(out: Path, stage: Path, name: str) -> None:
+    """Move a notebook's complete new outputs from ``stage`` into ``out``, replacing its old ones
+    (figures the old results listed, its results file, ipynb and HTML)."""
+    old = out / "results" / f"{name}.json"
+    new_figs = set(_figure_files(stage / "results" / f"{name}.json"))
+    for rel in _figure_files(old):
+        p = out / rel
+        if rel not in new_figs and p.is_file() and p.resolve().is_relative_to(out.resolve()):
+            p.unlink()
+    for rel in sorted(new_figs):
+        src = stage / rel
+        if src.is_file() and src.resolve().is_relative_to(stage.resolve()):
+            (out / rel).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(src, out / rel)
+    staged = stage / "results" / f"{name}.json"
+    if staged.is_file():
+        os.replace(staged, old)
+    else:
+        old.unlink(missing_ok=True)
+    for suffix in (".ipynb", ".html"):
+        src = stage / f"{name}{suffix}"
+        if src.is_file():
+            os.replace(src, out / f"{name}{suffix}")
         else:
-            os.environ["PYTHONWARNINGS"] = saved
+            (out / f"{name}{suffix}").unlink(missing_ok=True)
+
+
+def _unstage_paths(ipynb: Path, stage: Path, out: Path) -> None:
+    """The executed notebook names the final folder, not the staging one, in its injected
+    parameters (what a reader can rerun)."""
+    import nbformat
+    doc = nbformat.read(str(ipynb), as_version=4)
+    for cell in doc.cells:
+        if "injected-parameters" in cell.get("metadata", {}).get("tags", []):
+            cell.source = cell.source.replace(str(stage), str(out))
+    nbformat.write(doc, str(ipynb))
+
+
+# -- the run --------------------------------------------------------------------------------------
+
+class _Folder:
+    """The report folder's manifest, index and results.json, rewritten as the run goes."""
+
+    def __init__(self, out: Path, prof: Dict[str, Any], cli_overrides: Dict[str, Any],
+                 notebooks: Sequence[Notebook], nb_dir: Path, command: List[str], started: str,
+                 code: Dict[str, Any]):
+        self.out, self.prof, self.cli_overrides = out, prof, cli_overrides
+        self.notebooks, self.nb_dir, self.command, self.started = notebooks, nb_dir, command, started
+        self.code = code
+        self.runs: Dict[str, NotebookRun] = {}
+        self.injected: Dict[str, Dict[str, Any]] = {}
+        self.status = "running"
+        self.interrupted: Optional[Dict[str, Any]] = None
+        self.manifest: Dict[str, Any] = {}
+        self.merged: Dict[str, Any] = {}
+        self.setting: Optional[Dict[str, Any]] = None  # the sweep setting this folder is
+
+    def write(self, quiet: bool = True) -> None:
+        runs = [self.runs[nb.name] for nb in self.notebooks if nb.name in self.runs]
+        docs: Dict[str, Optional[Dict[str, Any]]] = {}
+        merged: Dict[str, Any] = {}
+        for r in runs:
+            f = self.out / "results" / f"{r.name}.json"
+            docs[r.name] = None
+            if f.exists():
+                try:
+                    docs[r.name] = _results.load(f)
+                except ValueError as e:
+                    _log(f"warning: {e}", quiet)
+                    continue
+                _results.merge(merged, docs[r.name]["results"])
+            if r.checkpoint is not None and r.checkpoint.get("sha256") is None and docs[r.name]:
+                try:  # the notebook's own record, where the runner could not hash a file
+                    r.checkpoint["sha256"] = _results.get_path(docs[r.name]["results"],
+                                                               "checkpoint.sha256")
+                except KeyError:
+                    pass
+        _results.dump_json(merged, self.out / "results.json")
+        self.manifest = _report.build_manifest(
+            profile=self.prof, overrides=self.cli_overrides,
+            parameters={r.name: r.parameters or {} for r in runs},
+            injected=self.injected, runs=[asdict(r) for r in runs], merged_results=merged,
+            repo=self.nb_dir, started=self.started,
+            finished=None if self.status == "running" else _report.now(),
+            command=self.command, status=self.status, interrupted=self.interrupted,
+            code=self.code, setting=self.setting)
+        _report.write_index(self.out, self.manifest, docs)
+        self.merged = merged
+
+
+_guard: Dict[str, Any] = {"depth": 0, "pending": None}
+
+
+class _Atomic:
+    """A block a signal must not cut in two (moving outputs into place, writing the index): a
+    SIGINT/SIGTERM that comes meanwhile is raised when the block ends."""
+
+    def __enter__(self) -> None:
+        _guard["depth"] += 1
+
+    def __exit__(self, *exc: Any) -> None:
+        _guard["depth"] -= 1
+        if _guard["depth"] == 0 and _guard["pending"] and exc[0] is None:
+            name, _guard["pending"] = _guard["pending"], None
+            raise RunInterrupted(name)
+
+
+def _install_handlers() -> Dict[int, Any]:
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}  # signals reach only the main thread; a run from a thread cannot catch them
+
+    def stop(signum, frame):
+        name = signal.Signals(signum).name
+        if _guard["depth"]:
+            _guard["pending"] = name
+            return
+        raise RunInterrupted(name)
+
+    _guard.update(depth=0, pending=None)
+
+    saved = {}
+    for s in (signal.SIGINT, signal.SIGTERM):
+        saved[s] = signal.signal(s, stop)
+    return saved
+
+
+def _restore_handlers(saved: Dict[int, Any]) -> None:
+    import signal
+    for s, h in saved.items():
+        signal.signal(s, h)
 
 
 def run(profile: Union[str, os.PathLike] = "demo", overrides: Sequence[str] = (),
@@ -637,14 +1266,28 @@ def run(profile: Union[str, os.PathLike] = "demo", overrides: Sequence[str] = ()
         notebooks_dir: Optional[Union[str, os.PathLike]] = None, hide_code: bool = False,
         kernel: Optional[str] = None, progress: bool = True, cell_timeout: Optional[int] = None,
         dry_run: bool = False, quiet: bool = False,
-        command: Optional[Sequence[str]] = None) -> RunResult:
+        command: Optional[Sequence[str]] = None, wait: bool = False,
+        resume: bool = False, setting: Optional[Mapping[str, Any]] = None,
+        setting_sources: Optional[Mapping[str, str]] = None,
+        folder_name: Optional[str] = None) -> RunResult:
     """Run the notebooks into ``<output_dir>/<profile>/`` (see the module docstring).
 
     ``output_dir`` defaults to ``reports/`` beside ``notebooks_dir`` (itself
     :func:`default_notebooks_dir`); ``only`` picks notebooks; ``hide_code`` renders HTML without code
     cells; ``kernel`` names a Jupyter kernel instead of this interpreter's; ``cell_timeout``
     (seconds) bounds each cell; ``dry_run`` validates and returns without running anything.
-    Raises :class:`ParameterError` before any work for bad parameters.
+    ``wait`` waits for another run that holds the folder instead of raising :class:`RunLocked`;
+    ``resume`` keeps each selected notebook whose outputs in the folder were made, complete, with
+    the same parameters, checkpoint, notebook file and code, and runs the rest.
+    Raises :class:`ParameterError` before any work for bad parameters. SIGINT/SIGTERM stop the
+    run: the manifest and index say ``interrupted`` (signal, time), the result's ``interrupted``
+    names the signal.
+
+    One setting of a sweep (:func:`unirepclip.workbook.sweep.run_sweep`) passes ``setting`` and
+    ``setting_sources`` (see :func:`resolve_parameters`) and ``folder_name`` (its slug): the report
+    folder is then ``<output_dir>/<folder_name>`` and the manifest records the setting. A plain run
+    refuses a folder that holds a sweep (its ``sweep.json``): their index pages would overwrite
+    each other.
     """
     t_start = _report.now()
     nb_dir = Path(notebooks_dir) if notebooks_dir is not None else default_notebooks_dir()
@@ -654,9 +1297,14 @@ def run(profile: Union[str, os.PathLike] = "demo", overrides: Sequence[str] = ()
     prof = load_profile(profile)
     notebooks = [inspect_notebook(p) for p in paths]
     chosen = select(notebooks, only)
-    params = resolve_parameters(notebooks, prof, overrides, chosen)
-    out = Path(output_dir) if output_dir is not None else nb_dir.parent / "reports"
-    out = (out / prof["name"]).resolve()
+    params = resolve_parameters(notebooks, prof, overrides, chosen, setting=setting,
+                                setting_sources=setting_sources)
+    root = Path(output_dir) if output_dir is not None else nb_dir.parent / "reports"
+    out = report_folder(root, folder_name if folder_name is not None else prof["name"])
+    if folder_name is None and (out / SWEEP_FILE).exists():
+        raise ParameterError([f"report folder {out} holds a sweep ({out / SWEEP_FILE}); run the "
+                              "sweep again (--sweep or the profile's sweep:) or choose another "
+                              "--output-dir"])
 
     injected: Dict[str, Dict[str, Any]] = {}
     effective: Dict[str, Dict[str, Any]] = {}
@@ -667,7 +1315,8 @@ def run(profile: Union[str, os.PathLike] = "demo", overrides: Sequence[str] = ()
         if "results_path" in nb.parameters:
             p["results_path"] = str(out / "results" / f"{nb.name}.json")
         injected[nb.name] = p
-        effective[nb.name] = {**{k: _default_value(v) for k, v in nb.parameters.items()}, **p}
+        effective[nb.name] = {**{k: _default_value(v) for k, v in nb.parameters.items()
+                                 if k not in RESERVED}, **params[nb.name]}
     cli_overrides = {}
     for item in overrides:
         scope, k, v = parse_override(item)
@@ -677,67 +1326,149 @@ def run(profile: Union[str, os.PathLike] = "demo", overrides: Sequence[str] = ()
                                              for nb in chosen],
                          {"parameters": effective, "injected": injected}, {})
 
+    import shutil
+    import tempfile
+    from filelock import Timeout
+
+    command = list(command) if command is not None else [sys.executable, *sys.argv]
     kernel = kernel or ensure_kernel()
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results").mkdir(exist_ok=True)
-    runs: List[NotebookRun] = []
-    for i, nb in enumerate(chosen, 1):
-        _clean_previous(out, nb.name)
-        _log(f"[{i}/{len(chosen)}] {nb.name} ...", quiet)
-        started, t0 = _report.now(), time.perf_counter()
-        out_ipynb = out / f"{nb.name}.ipynb"
-        error = _execute(nb, injected[nb.name], out_ipynb, kernel, progress, cell_timeout)
-        duration = round(time.perf_counter() - t0, 2)
-        html_name = None
-        try:
-            _report.export_html(out_ipynb, out / f"{nb.name}.html", hide_code=hide_code)
-            html_name = f"{nb.name}.html"
-        except Exception as e:  # a report we cannot render is a failure of the run, not a crash
-            error = error or f"HTML export failed: {type(e).__name__}: {e}"
-        run_ = NotebookRun(nb.name, "failed" if error else "ok", duration, started, _report.now(),
-                           error, html_name, out_ipynb.name if out_ipynb.exists() else None)
-        runs.append(run_)
-        _log(f"[{i}/{len(chosen)}] {nb.name}: {run_.status} ({duration:.1f} s)"
-             + (f": {error}" if error else ""), quiet)
-
-    # Notebooks not selected this time keep their last outcome on the index (marked as earlier).
+    lock = _lock(out)
     try:
-        prev = json.loads((out / "manifest.json").read_text())
-        previous = {r["name"]: r for r in prev["notebooks"]}
-        prev_params = dict(prev.get("parameters", {}))
-    except (OSError, ValueError, KeyError, TypeError):
-        previous, prev_params = {}, {}
-    ran = {r.name: r for r in runs}
-    all_runs: List[NotebookRun] = []
-    for nb in notebooks:
-        if nb.name in ran:
-            all_runs.append(ran[nb.name])
-        elif nb.name in previous:
-            fields = {k: previous[nb.name].get(k) for k in NotebookRun.__dataclass_fields__}
-            fields["earlier"] = True
-            all_runs.append(NotebookRun(**fields))
-            if nb.name in prev_params:
-                effective[nb.name] = prev_params[nb.name]
+        lock.acquire(timeout=0)
+    except Timeout:
+        holder = _holder(out)
+        if not wait:
+            raise RunLocked(f"report folder {out} is in use by another run ({holder}); "
+                            "pass --wait to wait for it, or choose another --output-dir") from None
+        _log(f"waiting for the run that holds {out} ({holder}) ...", quiet)
+        lock.acquire()
+    saved_handlers: Dict[int, Any] = {}
+    runtime: Optional[Path] = None
+    folder: Optional[_Folder] = None
+    try:
+        _results.dump_json({"pid": os.getpid(), "command": command, "started": t_start},
+                           out / HOLDER_FILE)
+        saved_handlers = _install_handlers()
+        runtime = Path(tempfile.mkdtemp(prefix="unirepclip-run-"))
+        (out / "results").mkdir(exist_ok=True)
+        shutil.rmtree(out / PARTIAL_DIR, ignore_errors=True)  # a dead run's unfinished outputs
 
-    docs: Dict[str, Optional[Dict[str, Any]]] = {}
-    merged: Dict[str, Any] = {}
-    for r in all_runs:
-        f = out / "results" / f"{r.name}.json"
-        docs[r.name] = None
-        if f.exists():
-            try:
-                docs[r.name] = _results.load(f)
-            except ValueError as e:
-                _log(f"warning: {e}", quiet)
+        # We hold the lock: a manifest still saying "running" is a run that died.
+        prev = read_manifest(out) or {}
+        if prev.get("status") == "running":
+            _mark_dead(prev, "the process that ran it stopped without finishing", None)
+        previous = {r.get("name"): r for r in prev.get("notebooks", []) if isinstance(r, dict)}
+        code = {**_report.git_state(nb_dir), "source_sha256": source_sha256()}
+        folder = _Folder(out, prof, cli_overrides, notebooks, nb_dir, command, t_start, code)
+        if setting is not None:
+            folder.setting = {"slug": folder_name, "values": dict(setting)}
+
+        sha_cache: Dict[str, Optional[str]] = {}
+        todo: List[Notebook] = []
+        for nb in chosen:
+            rec = NotebookRun(
+                nb.name, "pending", None, parameters=effective[nb.name],
+                checkpoint=_checkpoint_record(effective[nb.name], sha_cache),
+                model_name=effective[nb.name].get("model_name"),
+                seed=effective[nb.name].get("seed"), notebook_sha256=_sha256(nb.path), code=code)
+            old = previous.get(nb.name)
+            why = _stale_reason(old, asdict(rec), out) if (resume and old) else "not resumed"
+            if resume and old and why is None:
+                fields = {k: old.get(k) for k in NotebookRun.__dataclass_fields__}
+                fields.update(earlier=True, kept="kept by --resume: same parameters, checkpoint, "
+                                                 "notebook and code; outputs complete")
+                folder.runs[nb.name] = NotebookRun(**fields)
+                _log(f"{nb.name}: kept (--resume)", quiet)
                 continue
-            _results.merge(merged, docs[r.name]["results"])
-    _results.dump_json(merged, out / "results.json")
-    manifest = _report.build_manifest(
-        profile=prof, overrides=cli_overrides,
-        parameters={r.name: effective.get(r.name, {}) for r in all_runs},
-        injected={r.name: injected.get(r.name, {}) for r in runs},
-        runs=[asdict(r) for r in all_runs], merged_results=merged, repo=nb_dir,
-        started=t_start, finished=_report.now(),
-        command=list(command) if command is not None else [sys.executable, *sys.argv])
-    _report.write_index(out, manifest, docs)
-    return RunResult(prof["name"], out, all_runs, manifest, merged)
+            if resume and old:
+                rec.rerun_because = why
+                _log(f"{nb.name}: rerun (--resume): {why}", quiet)
+            todo.append(nb)
+            folder.runs[nb.name] = rec
+            folder.injected[nb.name] = injected[nb.name]
+        for nb in notebooks:  # the others keep their last record, marked as earlier
+            if nb.name not in folder.runs and nb.name in previous:
+                fields = {k: previous[nb.name].get(k) for k in NotebookRun.__dataclass_fields__}
+                fields["earlier"] = True
+                folder.runs[nb.name] = NotebookRun(**fields)
+        with _Atomic():
+            folder.write(quiet)
+
+        for i, nb in enumerate(todo, 1):
+            rec = folder.runs[nb.name]
+            stage = out / PARTIAL_DIR / nb.name
+            shutil.rmtree(stage, ignore_errors=True)
+            (stage / "results").mkdir(parents=True)
+            staged = dict(injected[nb.name])
+            if "output_dir" in staged:
+                staged["output_dir"] = str(stage)
+            if "results_path" in staged:
+                staged["results_path"] = str(stage / "results" / f"{nb.name}.json")
+            _log(f"[{i}/{len(todo)}] {nb.name} ...", quiet)
+            rec.status, rec.started = "running", _report.now()
+            with _Atomic():
+                folder.write(quiet)
+            t0 = time.perf_counter()
+            try:
+                out_ipynb = stage / f"{nb.name}.ipynb"
+                error = _execute(nb, staged, out_ipynb, kernel, progress, cell_timeout, runtime)
+                html_name = None
+                try:
+                    if out_ipynb.exists():
+                        _unstage_paths(out_ipynb, stage, out)
+                    _report.export_html(out_ipynb, stage / f"{nb.name}.html", hide_code=hide_code)
+                    html_name = f"{nb.name}.html"
+                except Exception as e:  # a report we cannot render is a failure, not a crash
+                    error = error or f"HTML export failed: {type(e).__name__}: {e}"
+                has_ipynb = out_ipynb.exists()
+            except RunInterrupted:
+                rec.status, rec.finished = "interrupted", _report.now()
+                rec.duration_s = round(time.perf_counter() - t0, 2)
+                old = previous.get(nb.name)
+                if old and old.get("html") and (out / old["html"]).is_file():
+                    rec.kept = (f"the outputs shown are the earlier run's "
+                                f"({old.get('status')}, finished {old.get('finished')})")
+                    rec.html, rec.ipynb = old.get("html"), old.get("ipynb")
+                raise
+            with _Atomic():
+                _commit(out, stage, nb.name)
+                rec.duration_s = round(time.perf_counter() - t0, 2)
+                rec.status = "failed" if error else "ok"
+                rec.finished, rec.error = _report.now(), error
+                rec.html, rec.ipynb = html_name, f"{nb.name}.ipynb" if has_ipynb else None
+                folder.write(quiet)
+            shutil.rmtree(stage, ignore_errors=True)
+            _log(f"[{i}/{len(todo)}] {nb.name}: {rec.status} ({rec.duration_s:.1f} s)"
+                 + (f": {error}" if error else ""), quiet)
+        failed = any(folder.runs[nb.name].status == "failed" for nb in todo)
+        folder.status = "failed" if failed else "complete"
+        with _Atomic():
+            folder.write(quiet)
+        return RunResult(prof["name"], out, list(folder.runs[nb.name] for nb in notebooks
+                                                 if nb.name in folder.runs),
+                         folder.manifest, folder.merged)
+    except RunInterrupted as e:
+        _restore_handlers(saved_handlers)
+        saved_handlers = {}
+        if folder is None:
+            raise
+        folder.status = "interrupted"
+        folder.interrupted = {"signal": e.signal, "at": _report.now()}
+        for r in folder.runs.values():
+            if r.status in ("pending", "running"):
+                r.status = "not run" if r.status == "pending" else "interrupted"
+        folder.write(quiet)
+        _log(f"interrupted by {e.signal}: {out / 'index.html'} says so; "
+             "`run --resume` completes it", quiet)
+        return RunResult(prof["name"], out, list(folder.runs[nb.name] for nb in notebooks
+                                                 if nb.name in folder.runs),
+                         folder.manifest, folder.merged, interrupted=e.signal)
+    finally:
+        _restore_handlers(saved_handlers)
+        _stop_kernels()
+        if runtime is not None:
+            shutil.rmtree(runtime, ignore_errors=True)
+        shutil.rmtree(out / PARTIAL_DIR, ignore_errors=True)
+        (out / HOLDER_FILE).unlink(missing_ok=True)
+        lock.release()
