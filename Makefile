@@ -7,12 +7,20 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PROFILE ?= demo
 
-.PHONY: venv reports test test-all lab bench train-demo clean help
+.PHONY: venv reports test test-all browser lab bench train-demo clean help
+
+# The browser tests drive Debian's headless Chromium (tests/test_browser.py finds it the same way:
+# $CHROMIUM / $CHROMEDRIVER, else on the PATH).
+BROWSER_PKGS := chromium chromium-driver
+HAVE_BROWSER = { [ -n "$$CHROMIUM" ] || command -v chromium >/dev/null 2>&1 || \
+                 command -v chromium-browser >/dev/null 2>&1; } && \
+               { [ -n "$$CHROMEDRIVER" ] || command -v chromedriver >/dev/null 2>&1; }
 
 help:
 	@echo "make reports   run every notebook on the embedded demo (PROFILE=$(PROFILE)) -> reports/$(PROFILE)/index.html"
-	@echo "make test      run the test suite (slow checks excluded; make test-all runs them too)"
-	@echo "make lab       open the notebooks in JupyterLab with the project's kernel"
+	@echo "make test      run the test suite (slow checks excluded; make test-all runs them too);"
+	@echo "               installs Debian's chromium + chromium-driver for the browser tests when missing"
+	@echo "make lab       open the interactive explorer (notebooks/06_explore.ipynb) in JupyterLab with the project's kernel"
 	@echo "make bench     run the CPU benchmarks"
 	@echo "make train-demo  retrain the shipped demo checkpoint (about 55 minutes on 2 cores)"
 
@@ -27,18 +35,35 @@ venv: $(STAMP)
 reports: $(STAMP)
 	$(PY) -m unirepclip run --profile $(PROFILE)
 
-test: $(STAMP)
+# Installs Chromium and its driver where they are missing and it can (root, apt); else stops here,
+# before any test runs, with the one command that installs them.
+browser:
+	@if ! ($(HAVE_BROWSER)); then \
+	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	        echo "installing $(BROWSER_PKGS) for the browser tests"; \
+	        apt-get update -qq && \
+	        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BROWSER_PKGS) >/dev/null; \
+	    else \
+	        echo "the browser tests need Chromium and its driver; install them, then rerun:" >&2; \
+	        echo "    sudo apt-get install -y $(BROWSER_PKGS)" >&2; \
+	        exit 1; \
+	    fi; \
+	fi
+
+test: browser $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
-test-all: $(STAMP)
+test-all: browser $(STAMP)
 	$(PY) -m pytest -q
 
 lab: $(STAMP)
 	$(PY) -m ipykernel install --sys-prefix --name unirepclip --display-name "Python (unirepclip)"
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab --MappingKernelManager.default_kernel_name=unirepclip \
+		notebooks/06_explore.ipynb
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_all.py
+	$(PY) benchmarks/bench_data.py
 
 train-demo: $(STAMP)
 	$(PY) -m unirepclip train-demo --out lib/unirepclip/models/weights

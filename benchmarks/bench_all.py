@@ -26,10 +26,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
+from torch.utils.flop_counter import FlopCounterMode
 
 import unirepclip
+from unirepclip.data import ImageFolderDataset
+from unirepclip.features import extract_image_features
 import unirepclip.training.demo
 from unirepclip.models.factory import build_model, get_model_config
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from helpers import randomize_reparam_state  # noqa: E402  (tests/ holds the shared helpers)
 
 KNOWN_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0}
 
@@ -55,7 +62,6 @@ def timed(fn, device, reps, warmup=2):
 
 
 def flops_per_image(model, size):
-    from torch.utils.flop_counter import FlopCounterMode
     with torch.device("meta"):
         meta_model = build_model(model.unirepclip_config, meta=True)
     x = torch.empty(1, 3, size, size, device="meta")
@@ -63,18 +69,6 @@ def flops_per_image(model, size):
     with counter, torch.no_grad():
         meta_model.visual.to("meta")(x)
     return counter.get_total_flops()
-
-
-def randomize_(model, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for n, p in model.visual.trunk.named_parameters():
-            if n.endswith(("gamma", "beta")):
-                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
-    return model
 
 
 def peak_for(device, given):
@@ -89,11 +83,6 @@ def peak_for(device, given):
 
 
 def pipeline_images_per_s(model, size, device, batch, workers, n_images=64):
-    from PIL import Image
-
-    from unirepclip.data import ImageFolderDataset
-    from unirepclip.features import extract_image_features
-
     with tempfile.TemporaryDirectory() as tmp:
         rng = np.random.default_rng(0)
         for c in ("a", "b"):
@@ -118,7 +107,7 @@ def bench_model(key, args, device, peak):
     elif key == "demo" and not args.random_demo:
         model = unirepclip.create_model(name, pretrained=str(unirepclip.training.demo.demo_checkpoint_path()))
     else:
-        model = randomize_(unirepclip.create_model(name))
+        model = randomize_reparam_state(unirepclip.create_model(name), scale=0.1)
     model = model.to(device).eval()
     batch = args.batch if key == "l" else args.batch * 16
     for size in sizes:

@@ -12,26 +12,17 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
+import sys
 import time
+from pathlib import Path
 
+import timm
 import torch
 
 import unirepclip  # noqa: F401  (registers the towers)
-import timm
 
-
-def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Non-trivial BN statistics, GRN and layer scale, as a trained model has."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith(("gamma", "beta")):
-                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
-    return model
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from helpers import randomize_reparam_state  # noqa: E402  (tests/ holds the shared helpers)
 
 
 def time_model(model, x, reps: int, warmup: int = 2) -> float:
@@ -78,7 +69,7 @@ def main(argv=None):
         torch.set_flush_denormal(False)
         del default
 
-    train_form = randomize_(timm.create_model(args.model, num_classes=0)).eval()
+    train_form = randomize_reparam_state(timm.create_model(args.model, num_classes=0), scale=0.1).eval()
     base = time_model(train_form, x, args.reps)
     report("training form", base, None)
     deploy = timm.utils.reparameterize_model(train_form)

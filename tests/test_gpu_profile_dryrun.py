@@ -19,12 +19,17 @@ import pytest
 import torch
 from PIL import Image
 
+from unirepclip.analysis.attribution import BASELINES
 from unirepclip.cli import main
 from unirepclip.data import SyntheticWorld
 from unirepclip.models.factory import build_model, get_model_config
 
 REPO = Path(__file__).resolve().parents[1]
 
+NOTEBOOK_SECTIONS = {"01_checkpoint": ["checkpoint", "model", "errata"],
+                     "02_zeroshot": ["zeroshot", "retrieval"], "03_erf": ["erf"],
+                     "04_attribution": ["attribution"], "05_linear_probe": ["probe"]}
+METHODS = ["integrated_gradients", "smoothgrad", "saliency", "gradcam", "occlusion"]
 WNIDS = ["n01440764", "n01443537", "n01484850", "n01491361"]
 NAMES = ["tench", "goldfish", "great white shark", "tiger shark"]
 
@@ -87,12 +92,41 @@ def test_imagenet_l_profile_runs_every_notebook_on_the_cpu(tmp_path):
     failed = [n["name"] for n in manifest["notebooks"] if n["status"] != "ok"]
     assert code == 0 and not failed, f"failed: {failed}; see {folder}"
     r = json.loads((folder / "results.json").read_text())
-    assert r["checkpoint"]["layout"] == "open_clip"
+    # every notebook recorded its part
+    for nb, sections in NOTEBOOK_SECTIONS.items():
+        part = json.loads((folder / "results" / f"{nb}.json").read_text())
+        assert set(sections) <= set(part) and set(sections) <= set(r), (nb, sorted(part))
+    # 01: the file read as the released one is, and the real architecture's size and cost
+    assert (r["checkpoint"]["layout"], r["checkpoint"]["form"]) == ("open_clip", "training")
+    assert r["checkpoint"]["matches_model"] is True
     assert r["model"]["key"] == "clip_unireplknet_l"
     assert round(r["model"]["params"]["image_tower"] / 1e6, 1) == 218.5
-    assert r["zeroshot"]["n_images"] == 8 and 0.0 <= r["zeroshot"]["acc1"] <= 1.0
-    assert r["retrieval"]["n_images"] == 8
-    assert set(r["erf"]["clip_unireplknet_l"]) >= {"stage0", "stage3"}
-    assert "integrated_gradients" in r["attribution"]
-    assert r["probe"]["imagenet"]["n_test"] == 8
-    assert np.isfinite(r["probe"]["imagenet"]["acc1"])
+    assert r["model"]["gmacs"]["224"] == pytest.approx(35.9, abs=0.05)  # the paper's 35.9 G
+    assert r["model"]["gmacs"]["320"] == pytest.approx(73.2, abs=0.05)
+    assert r["model"]["reparam_max_rel_diff"] < 1e-3  # the inference form is the same function
+    errata = r["errata"]
+    assert errata["image_gmacs_224"]["measured"] == pytest.approx(r["model"]["gmacs"]["224"])
+    assert errata["image_tower_params"]["measured"] == pytest.approx(
+        r["model"]["params"]["image_tower"] / 1e6)
+    for claim, row in errata.items():  # the measured column is the reference architecture's
+        if row["reference"] is not None and claim != "imagenet_zeroshot_top1":
+            assert row["measured"] == pytest.approx(row["reference"], rel=2e-3), claim
+    # 02: on the images given
+    assert r["zeroshot"]["n_images"] == 8 and r["retrieval"]["n_images"] == 8
+    # 03: finite ERF figures that nest (a higher share needs a square at least as big)
+    erf = r["erf"]["clip_unireplknet_l"]
+    stages = sorted(k for k in erf if k.startswith("stage"))
+    assert stages == ["stage0", "stage1", "stage2", "stage3"], sorted(erf)
+    for stage in stages:
+        for kind in ("area_ratio", "side"):
+            values = [erf[stage][kind][t] for t in ("t20", "t30", "t50", "t99")]
+            assert all(v is not None and np.isfinite(v) and v > 0 for v in values), (stage, values)
+            assert values == sorted(values), (stage, kind, values)
+    assert erf["reparam_max_rel_diff"] < 1e-3
+    # 04: every method, and IG's completeness for every baseline
+    assert set(r["attribution"]) == set(METHODS)
+    assert set(r["attribution"]["integrated_gradients"]["completeness_error"]) == set(BASELINES)
+    # 05: the probe on the given splits, with its baselines
+    probe = r["probe"]["imagenet"]
+    assert (probe["n_train"], probe["n_val"], probe["n_test"]) == (8, 8, 8)
+    assert {"random_tower_acc1", "pixel_baseline_acc1", "kshot"} <= set(probe)

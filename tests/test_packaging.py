@@ -11,9 +11,20 @@ The rule (so conda users and pip users get the same project):
   form) equals the set of names in pyproject's ``dependencies`` (test-only tools come through the
   extras of ``-e .[test]``, but may also be named if pyproject lists them in an extra);
 * where environment.yml gives a version specifier, it is pyproject's.
+
+And pyproject declares what the project imports: every top-level import in ``lib/``, the
+notebooks' code cells and ``benchmarks/`` (the standard library and the package aside) comes from a
+distribution in ``dependencies`` (the tests' imports may also come from the ``test`` extra); each
+declared dependency is imported somewhere or named in ``NOT_IMPORTED`` with its reason; and the
+package data globs ship every data file under ``lib/unirepclip`` and match at least one.
 """
+import ast
+import fnmatch
+import json
 import re
+import sys
 import tomllib
+from importlib.metadata import packages_distributions
 from pathlib import Path
 
 import pytest
@@ -25,6 +36,11 @@ from packaging.version import Version
 
 REPO = Path(__file__).resolve().parents[1]
 CONDA_TO_PYPI = {"pytorch": "torch"}
+# Declared, never imported: the reason each is needed anyway.
+NOT_IMPORTED = {
+    "jupyterlab": "`make lab` opens the notebooks in it",
+    "jupyterlab-widgets": "JupyterLab's extension that draws the explorer's ipywidgets (notebook 06)",
+}
 _CONDA_SPEC = re.compile(r"^([A-Za-z0-9_.\-]+)\s*(.*)$")
 
 
@@ -147,3 +163,141 @@ def test_the_rule_catches_drift(good):
     assert any("-e ." in p for p in check_environment(no_project, req, deps, extras))
     old_python = {"dependencies": ["python=3.8", "pip", {"pip": pip}]}
     assert any("requires-python" in p for p in check_environment(old_python, req, deps, extras))
+
+
+# --- what the project imports -------------------------------------------------------------------
+
+def _optional(tree: ast.AST) -> set:
+    """ids of imports under a ``try`` that catches ImportError: optional by construction."""
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Try) and any(
+                isinstance(h.type, ast.Name) and h.type.id in ("ImportError", "ModuleNotFoundError")
+                for h in node.handlers):
+            out |= {id(n) for stmt in node.body for n in ast.walk(stmt)}
+    return out
+
+
+def top_level_imports(source: str) -> set:
+    """Top-level names of the absolute imports in ``source`` (module level and in functions)."""
+    tree = ast.parse(source)
+    skip = _optional(tree)
+    names = set()
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def notebook_code(path: Path) -> str:
+    """The code cells of a notebook, IPython's ``%magic`` and ``!shell`` lines left out."""
+    cells = json.loads(path.read_text())["cells"]
+    lines = [line for c in cells if c["cell_type"] == "code"
+             for line in "".join(c["source"]).splitlines() + [""]
+             if not line.lstrip().startswith(("%", "!"))]
+    return "\n".join(lines)
+
+
+def project_imports(kind: str) -> dict:
+    """``{top-level import: [files]}`` outside the standard library and the package itself."""
+    if kind == "tests":
+        sources = {p: p.read_text() for p in sorted((REPO / "tests").rglob("*.py"))}
+    else:
+        sources = {p: p.read_text() for d in ("lib", "benchmarks")
+                   for p in sorted((REPO / d).rglob("*.py"))}
+        sources.update({p: notebook_code(p) for p in sorted((REPO / "notebooks").glob("*.ipynb"))})
+    # the project's own modules: the package, and the shared helpers the benchmarks import from tests/
+    local = {"unirepclip"} | {p.stem for d in ("tests", "benchmarks") for p in (REPO / d).glob("*.py")}
+    out: dict = {}
+    for path, text in sources.items():
+        for name in top_level_imports(text):
+            if name not in sys.stdlib_module_names and name not in local:
+                out.setdefault(name, []).append(str(path.relative_to(REPO)))
+    return out
+
+
+def undeclared(imports: dict, declared: set, distributions: dict) -> list:
+    """Problems: an import no declared distribution provides, or no installed one."""
+    problems = []
+    for name, files in sorted(imports.items()):
+        dists = {canonicalize_name(d) for d in distributions.get(name, [])}
+        if not dists:
+            problems.append(f"{name} (imported in {files[0]}): no installed distribution provides it")
+        elif not dists & declared:
+            problems.append(f"{name} (imported in {files[0]}): its distribution "
+                            f"{' or '.join(sorted(dists))} is not declared in pyproject.toml")
+    return problems
+
+
+def test_every_import_is_declared():
+    _, deps, extras = _pyproject()
+    distributions = packages_distributions()
+    assert undeclared(project_imports("project"), set(deps), distributions) == []
+    assert undeclared(project_imports("tests"), set(deps) | extras["test"], distributions) == []
+
+
+def test_every_declared_dependency_is_used():
+    _, deps, extras = _pyproject()
+    distributions = packages_distributions()
+    provided = {canonicalize_name(d)
+                for kind in ("project", "tests") for name in project_imports(kind)
+                for d in distributions.get(name, [])}
+    unused = sorted((set(deps) | extras["test"]) - provided - set(NOT_IMPORTED))
+    assert unused == [], f"declared but never imported (or add to NOT_IMPORTED with why): {unused}"
+    assert set(NOT_IMPORTED) <= set(deps), "NOT_IMPORTED names a package pyproject does not declare"
+
+
+def test_the_import_check_catches_an_undeclared_import():
+    source = ("import numpy as np\nfrom scipy.special import softmax\nimport os.path\n"
+              "from . import sibling\n"
+              "try:\n    import tomli\nexcept ImportError:\n    tomli = None\n"
+              "def f():\n    import PIL.Image\n")
+    names = top_level_imports(source)
+    assert names == {"numpy", "scipy", "os", "PIL"}  # function level counted; optional skipped
+    dists = {"numpy": ["numpy"], "scipy": ["scipy"], "PIL": ["Pillow"]}
+    imports = {n: ["x.py"] for n in names - {"os"}}
+    assert undeclared(imports, {"numpy", "scipy", "pillow"}, dists) == []
+    assert undeclared(imports, {"numpy", "pillow"}, dists) == [
+        "scipy (imported in x.py): its distribution scipy is not declared in pyproject.toml"]
+    assert undeclared({"nothere": ["y.py"]}, set(), dists) == [
+        "nothere (imported in y.py): no installed distribution provides it"]
+
+
+def test_notebook_code_drops_magics_and_keeps_every_code_cell(tmp_path):
+    nb = tmp_path / "n.ipynb"
+    nb.write_text(json.dumps({"cells": [
+        {"cell_type": "code", "source": ["%matplotlib inline\n", "import numpy"]},
+        {"cell_type": "markdown", "source": ["import pandas"]},
+        {"cell_type": "code", "source": ["!pip list\n", "from threadpoolctl import x"]}]}))
+    assert top_level_imports(notebook_code(nb)) == {"numpy", "threadpoolctl"}
+
+
+# --- what the wheel ships -----------------------------------------------------------------------
+
+def _data_files() -> list:
+    pkg = REPO / "lib" / "unirepclip"
+    return sorted(p for p in pkg.rglob("*") if p.is_file() and p.suffix not in (".py", ".pyc")
+                  and "__pycache__" not in p.parts)
+
+
+def test_package_data_ships_every_data_file_and_no_glob_is_stale():
+    globs = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    lib = REPO / "lib"
+    files = _data_files()
+    assert files, "no data files found under lib/unirepclip"
+
+    def matches(path: Path, package: str, pattern: str) -> bool:
+        pkg_dir = lib.joinpath(*package.split("."))
+        return pkg_dir in path.parents and fnmatch.fnmatch(
+            path.relative_to(pkg_dir).as_posix(), pattern)
+
+    unshipped = [str(f.relative_to(REPO)) for f in files
+                 if not any(matches(f, pkg, g) for pkg, gs in globs.items() for g in gs)]
+    assert unshipped == [], f"pyproject's package-data leaves these out of the wheel: {unshipped}"
+    stale = [f"{pkg}: {g}" for pkg, gs in globs.items() for g in gs
+             if not any(matches(f, pkg, g) for f in files)]
+    assert stale == [], f"package-data globs that match nothing: {stale}"

@@ -1,16 +1,85 @@
 """The real notebooks, run end to end by the runner on the `ci` profile (the shipped demo CLIP,
 sizes and counts shrunk): every notebook succeeds, results.json follows the documented schema,
 the numbers are those of a trained model (far from chance, above its own random-weight
-baselines), and every figure exists in the three formats a paper needs."""
+baselines), and every figure exists in the three formats a paper needs.
+
+The results schema is held whole: the set of keys in the `ci` run's results.json equals the
+README's "Results schema" table, both ways, and the relations that must hold between the recorded
+figures are checked, so that a wrong *recording* (a swapped or dropped value) fails here. The
+computation behind each figure is tested on its package function, elsewhere."""
+import itertools
 import json
 import math
+import re
 from pathlib import Path
+from typing import Any, Dict, List
 
+import numpy as np
 import pytest
 
+from unirepclip.analysis.attribution import BASELINES, best_gradcam_stage
+from unirepclip.cli import main
 from unirepclip.training import demo
 
-NOTEBOOKS = ["01_checkpoint", "02_zeroshot", "03_erf", "04_attribution", "05_linear_probe"]
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted(p.stem for p in (REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+ERF_SHARES = ("t20", "t30", "t50", "t99")
+
+# -- the README's schema table --------------------------------------------------------------------
+
+# Documented keys that the ci profile cannot produce, by pattern prefix, with the reason.
+NOT_IN_CI = {"erf.<model>.resolutions.": "ci measures the ERF at one resolution (03_erf.resolutions)"}
+
+# a placeholder stands for one key segment; these few are narrower than "any segment"
+PLACEHOLDERS = {"stage": r"stage\d+", "px": r"\d+", "k": r"\d+", "res": r"\d+"}
+
+
+def schema_patterns(readme: str) -> List[str]:
+    """The dotted key patterns of the README's "Results schema" table (its first column), with
+    ``\\|`` unescaped: ``a.b\\|c`` is ``b`` or ``c`` in that segment."""
+    section = readme.split("## Results schema", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    assert rows, "README.md: no rows in the Results schema table"
+    out = []
+    for row in rows:
+        first = re.split(r"(?<!\\)\|", row)[1]
+        out += [p.replace("\\|", "|") for p in re.findall(r"`([^`]+)`", first)]
+    return out
+
+
+def expand(pattern: str) -> List[str]:
+    """One pattern per combination of alternatives: ``x.a|b.c|d`` gives four."""
+    segments = [seg.split("|") for seg in pattern.split(".")]
+    return [".".join(combo) for combo in itertools.product(*segments)]
+
+
+def to_regex(pattern: str) -> "re.Pattern[str]":
+    """A concrete pattern (no alternatives) as a regex: ``<name>`` is one segment (narrower for
+    the names in PLACEHOLDERS), a final ``*`` is one or more segments."""
+    parts = []
+    for seg in pattern.split("."):
+        if seg == "*":
+            parts.append(r"[^.]+(?:\.[^.]+)*")
+        else:
+            parts.append(re.sub(r"<([a-z_]+)>|([^<]+)", lambda m: PLACEHOLDERS.get(m.group(1), r"[^.]+")
+                                if m.group(1) else re.escape(m.group(2)), seg))
+    return re.compile(r"\.".join(parts) + r"\Z")
+
+
+def leaf_keys(d: Dict[str, Any], prefix: str = "") -> List[str]:
+    """Dotted paths to every value that is not a non-empty dict."""
+    out = []
+    for k, v in d.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        out += leaf_keys(v, key) if isinstance(v, dict) and v else [key]
+    return out
+
+
+def schema_mismatch(keys: List[str], patterns: List[str]) -> Dict[str, List[str]]:
+    """``{"undocumented": keys no pattern matches, "absent": expanded patterns no key matches}``."""
+    concrete = [(c, to_regex(c)) for p in patterns for c in expand(p)]
+    return {"undocumented": sorted(k for k in keys if not any(rx.match(k) for _, rx in concrete)),
+            "absent": sorted(c for c, rx in concrete if not any(rx.match(k) for k in keys))}
 
 
 def _get(d, dotted):
@@ -30,12 +99,41 @@ def run(ci_reports):
 
 
 def test_every_notebook_ran_and_rendered(run):
-    folder, manifest, _ = run
+    folder, manifest, r = run
     assert [n["name"] for n in manifest["notebooks"]] == NOTEBOOKS
     for name in NOTEBOOKS:
         assert (folder / f"{name}.ipynb").is_file() and (folder / f"{name}.html").is_file()
     assert manifest["profile"]["name"] == "ci"
-    assert manifest["checkpoint"]  # the manifest names the weights the run used
+    # the manifest names the weights the run used: the shipped demo file, by content
+    assert manifest["checkpoint"]["sha256"] == demo.demo_metadata()["sha256"] == \
+        r["checkpoint"]["sha256"]
+    assert manifest["checkpoint"]["model"] == demo.MODEL_NAME
+
+
+def test_results_keys_are_the_readme_schema_both_ways(run):
+    _, _, r = run
+    patterns = schema_patterns((REPO / "README.md").read_text())
+    mismatch = schema_mismatch(leaf_keys(r), patterns)
+    mismatch["absent"] = [p for p in mismatch["absent"] if not p.startswith(tuple(NOT_IN_CI))]
+    assert mismatch == {"undocumented": [], "absent": []}
+    for prefix in NOT_IN_CI:  # each excuse still names a documented pattern
+        assert any(c.startswith(prefix) for p in patterns for c in expand(p)), prefix
+
+
+def test_the_schema_check_reads_the_table_and_sees_both_directions():
+    readme = ("# x\n## Results schema (`r.json`)\n\n| key | meaning |\n|---|---|\n"
+              "| `a.<task>.acc1\\|acc5`, `b.*` | the `a.b` in the meaning is no key |\n"
+              "| `e.<model>.<stage>.t20\\|t99` | nests |\n\n## Layout\n| `c.d` | not schema |\n")
+    patterns = schema_patterns(readme)
+    assert patterns == ["a.<task>.acc1|acc5", "b.*", "e.<model>.<stage>.t20|t99"]
+    assert expand(patterns[0]) == ["a.<task>.acc1", "a.<task>.acc5"]
+    keys = ["a.shape.acc1", "a.shape.acc5", "b.x.y", "e.demo.stage0.t20", "e.demo.stage0.t99"]
+    assert schema_mismatch(keys, patterns) == {"undocumented": [], "absent": []}
+    assert schema_mismatch(keys + ["a.shape.acc10", "e.demo.head.t20", "b"], patterns) == {
+        "undocumented": ["a.shape.acc10", "b", "e.demo.head.t20"], "absent": []}
+    assert schema_mismatch([k for k in keys if k != "a.shape.acc5"], patterns) == {
+        "undocumented": [], "absent": ["a.<task>.acc5"]}
+    assert leaf_keys({"a": {"b": 1, "c": {}, "d": [1, 2]}}) == ["a.b", "a.c", "a.d"]
 
 
 RATES = [
@@ -114,17 +212,106 @@ def test_every_figure_in_png_pdf_and_svg(run):
 
 
 def test_a_rerun_with_the_same_seed_gives_the_same_numbers(run, tmp_path):
-    import shutil
-
-    from unirepclip.cli import main
-
-    REPO = Path(__file__).resolve().parents[1]
-    folder, _, first = run
-    shutil.copytree(folder, tmp_path / "ci")
+    """Notebook 02 again, into an empty folder: its figures are computed anew, not carried."""
+    _, _, first = run
     code = main(["run", "--profile", "ci", "--only", "02", "--notebooks-dir", str(REPO / "notebooks"),
                  "--output-dir", str(tmp_path), "--no-progress", "-q"])
     assert code == 0
     again = json.loads((tmp_path / "ci" / "results.json").read_text())
+    assert "probe" not in again and "erf" not in again  # nothing came from the first run
     assert again["zeroshot"] == first["zeroshot"]
     assert again["retrieval"] == first["retrieval"]
-    assert again["probe"] == first["probe"]  # kept from the first run (--only 02)
+
+
+def _erf_blocks(erf_model: Dict[str, Any]):
+    """``(where, {stage: {"area_ratio": .., "side": ..}})`` for the trained figures, each further
+    resolution and the at-init variants."""
+    def stages(d):
+        return {k: v for k, v in d.items() if re.fullmatch(r"stage\d+", k)}
+    yield "", stages(erf_model)
+    for px, d in (erf_model.get("resolutions") or {}).items():
+        yield f"resolutions.{px}", stages(d)
+    for variant in ("at_init", "at_init_layer_scale_1"):
+        if variant in erf_model:
+            yield from ((f"{variant}.{w}", s) for w, s in _erf_blocks(erf_model[variant]))
+
+
+def test_recorded_figures_hold_their_relations(run):
+    """What must hold between recorded values whatever the numbers: a swapped, dropped or
+    mis-keyed recording breaks one of these."""
+    _, manifest, r = run
+    params = manifest["parameters"]
+    zs = r["zeroshot"]
+    assert zs["main_task"] in zs["tasks"]
+    for m in ("acc1", "acc5", "mean_per_class_recall"):
+        assert zs[m] == zs["tasks"][zs["main_task"]][m], m
+    for task, t in zs["tasks"].items():
+        assert t["acc1"] <= t["acc5"], task
+        assert t["mean_per_class_recall"] == pytest.approx(np.mean(t["per_class_accuracy"])), task
+        assert round(t["acc1"] * zs["n_images"], 6) == round(t["acc1"] * zs["n_images"]), task
+    for task, t in zs["templates"].items():
+        assert t["single_acc1_worst"] <= t["single_acc1_mean"] <= t["single_acc1_best"], task
+        assert isinstance(t["best_template"], str) and "{}" in t["best_template"], task
+        assert t["n_templates"] >= 2, task
+    assert set(zs["resolution"]) == set(zs["tasks"])
+    for d in ("image_to_text", "text_to_image"):
+        rr = r["retrieval"][d]
+        assert rr["r1"] <= rr["r5"] <= rr["r10"], d
+
+    # the model's parameter counts add up; the two forms agree
+    p = r["model"]["params"]
+    assert p["image"] == p["image_tower"] + p["image_projection"]
+    assert p["total"] == p["image"] + p["text_tower"] + p["logit_scale"]
+    assert r["model"]["params_inference_form"]["image_tower"] < p["image_tower"]  # BN folded
+    for px, g in r["model"]["gmacs"].items():
+        assert g <= r["model"]["gmacs_training_form"][px], px
+    assert r["model"]["reparam_max_rel_diff"] < 1e-3
+    assert r["checkpoint"]["n_params"] > p["total"]  # the parameters and the BN statistics
+    assert r["checkpoint"]["matches_model"] is True
+
+    # ERF: a higher share needs a square at least as big, in every block recorded
+    for model, e in r["erf"].items():
+        if "stage0" not in e:
+            continue
+        assert e.get("reparam_max_rel_diff", 0.0) < 1e-3, model  # recorded for the trained model
+        for where, stages in _erf_blocks(e):
+            assert stages, (model, where)
+            for stage, d in stages.items():
+                for kind in ("area_ratio", "side"):
+                    values = [d[kind][t] for t in ERF_SHARES]
+                    assert values == sorted(values), (model, where, stage, kind, values)
+    states = [e["state"] for e in r["erf"].values() if "state" in e]
+    assert states in (["trained"], ["init"]), states  # the control, and only it
+
+    # attribution: one completeness error per baseline; Grad-CAM on the stage 04 chose
+    a = r["attribution"]
+    assert set(a["integrated_gradients"]["completeness_error"]) == set(BASELINES)
+    assert all(v is None or v >= 0 for v in a["integrated_gradients"]["completeness_error"].values())
+    for method, m in a.items():
+        for k in ("mass_in_mask", "pointing_game", "chance"):
+            assert m[k] is None or 0.0 <= m[k] <= 1.0, (method, k)
+        assert m["insensitive"] in (True, False), method
+    scores = {int(s[len("stage"):]): {"score": v} for s, v in a["gradcam"]["stage_scores"].items()}
+    chosen = params["04_attribution"]["gradcam_stage"]
+    assert a["gradcam"]["stage"] == (best_gradcam_stage(scores) if chosen == "auto" else chosen)
+
+    # probes: the chosen C is the sweep's best, k-shot means are the means of their seeds
+    settings = r["probe"]["settings"]
+    for name, d in r["probe"].items():
+        if name == "settings":
+            continue
+        for prefix in ("", "random_tower_", "pixel_baseline_"):
+            sweep = d[f"{prefix}sweep"]
+            best = max(acc for _, acc in sweep)
+            assert [acc for c, acc in sweep if c == d[f"{prefix}best_C"]] == [best], (name, prefix)
+            test = d[f"{prefix}paired_test"] if prefix else None
+            if test:
+                assert test["main_only"] + test["baseline_only"] <= d["n_test"]
+                assert 0.0 <= test["p_value"] <= 1.0
+        assert round(d["acc1"] * d["n_test"], 6) == round(d["acc1"] * d["n_test"]), name
+        assert d["majority_acc1"] <= d["acc1"], name
+        for k, entry in d["kshot"].items():
+            assert len(entry["accs"]) == len(settings["kshot_seeds"]), (name, k)
+            assert entry["mean"] == pytest.approx(np.mean(entry["accs"])), (name, k)
+            assert entry["std"] == pytest.approx(np.std(entry["accs"]), abs=1e-12) or \
+                entry["std"] == pytest.approx(np.std(entry["accs"], ddof=1)), (name, k)

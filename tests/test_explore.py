@@ -1,0 +1,394 @@
+"""The explorer's panel functions (unirepclip.analysis.explore) and its widgets' handling of input
+(unirepclip.viz.explorer), on hand-made arrays with hand-computed answers and on the demo model
+with known answers: a prompt naming a synthetic image's true class ranks it first, an image's own
+caption finds it in the top k, an attribution map concentrates in the object's mask."""
+import html
+import io
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from unirepclip.analysis import erf
+from unirepclip.analysis import explore as ex
+from unirepclip.data import SHAPES
+
+N = 48
+
+
+@pytest.fixture(scope="module")
+def lm():
+    from unirepclip.workbook.setup import load
+    torch.set_num_threads(1)
+    return load("UniRepLKNet-Demo", "demo", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def gallery():
+    return ex.dataset_gallery("synthetic", n_images=N, image_size=64, seed=0)
+
+
+@pytest.fixture(scope="module")
+def emb(lm, gallery):
+    return ex.embed_gallery(lm.model, gallery, lm.preprocess, progress=False)
+
+
+# -- input boxes -----------------------------------------------------------------------------------
+
+def test_parse_classnames_splits_trims_and_drops_repeats():
+    assert ex.parse_classnames(" star,  red  heart ,,star\ncircle") == ["star", "red heart", "circle"]
+    with pytest.raises(ValueError, match="class list is empty"):
+        ex.parse_classnames(" , ,\n")
+
+
+def test_parse_templates_needs_one_slot_per_line():
+    assert ex.parse_templates("a photo of a {}.\n\n  a {} here ") == ["a photo of a {}.", "a {} here"]
+    with pytest.raises(ValueError, match="template line 2 'no slot' needs one"):
+        ex.parse_templates("a {}\nno slot")
+    with pytest.raises(ValueError, match="line 1"):
+        ex.parse_templates("{} and {}")
+    with pytest.raises(ValueError, match="empty"):
+        ex.parse_templates("\n  \n")
+    with pytest.raises(ValueError, match="not one of"):
+        ex.template_set("nope")
+    assert len(ex.template_set("CLIP ImageNet (80)")) == 80
+
+
+# -- zero-shot -----------------------------------------------------------------------------------
+
+def test_zeroshot_table_is_the_softmax_of_100_cosines():
+    emb = np.array([[1.0, 0.0], [0.6, 0.8]], dtype=np.float32)
+    clf = np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32)  # (D, C): class c is axis c
+    t = ex.zeroshot_table(emb, clf, ["x", "y"], labels=[0, 0])
+    # row 2: logits 60 and 80 -> p(y) = 1 / (1 + e^-20)
+    assert t["probabilities"][1, 1] == pytest.approx(1 / (1 + np.exp(-20.0)), rel=1e-6)
+    assert t["probabilities"][0, 0] == pytest.approx(1 / (1 + np.exp(-100.0)))
+    assert t["predicted"].tolist() == [0, 1] and t["accuracy"] == 0.5
+    assert t["names"] == ["#0", "#1"]
+    with pytest.raises(ValueError, match="3 class names"):
+        ex.zeroshot_table(emb, clf, ["x", "y", "z"])
+    with pytest.raises(ValueError, match="do not fit"):
+        ex.zeroshot_table(emb, clf[:1], ["x", "y"])
+
+
+def test_a_prompt_naming_the_true_class_ranks_it_first(lm, gallery, emb):
+    templates = ex.template_set(next(iter(ex.TEMPLATE_SETS)))
+    clf = ex.text_classifier(lm.model, lm.tokenizer, list(SHAPES), templates)
+    t = ex.zeroshot_table(emb, clf, list(SHAPES), labels=gallery.labels)
+    assert t["accuracy"] > 0.8  # chance is 1/8
+    # one image, its colour and shape typed by hand: the true shape comes first
+    cap = gallery.captions[2]  # 'a rendering of a red square'
+    assert gallery.labels[2] == SHAPES.index("square")
+    clf = ex.text_classifier(lm.model, lm.tokenizer, ["circle", "square", "star"],
+                             ["a rendering of a red {}"])
+    t = ex.zeroshot_table(emb[2:3], clf, ["circle", "square", "star"])
+    assert "square" in cap and t["classnames"][t["predicted"][0]] == "square"
+
+
+# -- search --------------------------------------------------------------------------------------
+
+def test_rank_is_a_stable_descending_sort():
+    s = np.array([0.1, 0.9, 0.5, 0.9, -1.0])
+    hits = ex.rank(s, 3, names=list("abcde"))
+    assert [h["index"] for h in hits] == [1, 3, 2]  # the tie keeps the lower index first
+    assert [h["rank"] for h in hits] == [1, 2, 3] and hits[2]["name"] == "c"
+    assert hits[0]["score"] == 0.9
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=200)
+    assert [h["index"] for h in ex.rank(x, 200)] == list(np.argsort(-x))
+    with pytest.raises(ValueError, match="k=0"):
+        ex.rank(s, 0)
+
+
+def test_search_by_hand_made_embeddings():
+    images = np.eye(3, dtype=np.float32)
+    q = np.array([0.2, 0.0, 0.98], dtype=np.float32)
+    assert [h["index"] for h in ex.search_images(q, images, 2)] == [2, 0]
+    assert len(ex.search_images(q, images, 10)) == 3  # k capped at the gallery's size
+    texts = ["a", "b", "c"]
+    assert ex.search_texts(images[1], images, texts, 1)[0]["name"] == "b"
+    with pytest.raises(ValueError, match="2 texts for 3"):
+        ex.search_texts(images[1], images, texts[:2])
+
+
+def test_an_images_own_caption_finds_it_in_the_top_k(lm, gallery, emb):
+    q, notes = ex.encode_queries(lm.model, lm.tokenizer, gallery.captions)
+    assert notes == [""] * N
+    k = 8
+    for i in range(N):
+        hits = ex.search_images(q[i], emb, k, gallery.names)
+        assert i in [h["index"] for h in hits], (i, gallery.captions[i])
+        assert hits[0]["score"] == pytest.approx(float(np.max(emb @ q[i])), abs=1e-6)
+    # image -> text over the distinct captions: its own caption is among the top k too
+    distinct = list(dict.fromkeys(gallery.captions))
+    cap_emb, _ = ex.encode_queries(lm.model, lm.tokenizer, distinct)
+    for i in range(0, N, 6):
+        hits = ex.search_texts(emb[i], cap_emb, distinct, k)
+        assert gallery.captions[i] in [h["name"] for h in hits], i
+
+
+def test_a_long_query_is_truncated_with_a_note(lm):
+    short = "a picture of a red star"
+    long = " ".join(["red star"] * 30)
+    emb, notes = ex.encode_queries(lm.model, lm.tokenizer, [short, long])
+    assert notes[0] == "" and "62 tokens" in notes[1] and "first 32" in notes[1]
+    assert emb.shape[0] == 2 and np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
+    with pytest.raises(ValueError, match="query is empty"):
+        ex.encode_queries(lm.model, lm.tokenizer, ["   "])
+
+
+# -- explain ---------------------------------------------------------------------------------------
+
+def test_the_attribution_map_concentrates_in_the_mask(lm, gallery):
+    i = 0
+    ans = ex.explain(lm.model, lm.tokenizer, gallery.image(i), gallery.captions[i],
+                     method="integrated_gradients", transform=lm.preprocess,
+                     mask=gallery.masks[i], n_steps=32)
+    assert ans["map"].shape == gallery.masks[i].shape == (64, 64)
+    assert ans["chance"] == pytest.approx(gallery.masks[i].mean())
+    assert ans["mass_in_mask"] > 3 * ans["chance"]
+    # the map is where the model looks: outside the mask it is weaker per pixel than inside
+    pos = np.clip(ans["map"], 0, None)
+    assert pos[gallery.masks[i]].mean() > 5 * pos[~gallery.masks[i]].mean()
+    assert ans["input"].shape == (64, 64, 3) and ans["input"].dtype == np.uint8
+    cam = ex.explain(lm.model, lm.tokenizer, gallery.image(i), gallery.captions[i],
+                     method="gradcam", transform=lm.preprocess, mask=gallery.masks[i], stage=2)
+    assert cam["map"].shape == (64, 64) and cam["map"].min() >= 0  # ReLU'd
+    with pytest.raises(ValueError, match="not one of"):
+        ex.explain(lm.model, lm.tokenizer, gallery.image(i), "x", method="lime",
+                   transform=lm.preprocess)
+    with pytest.raises(TypeError, match="n_steps"):
+        ex.explain(lm.model, lm.tokenizer, gallery.image(i), "x", method="gradcam",
+                   transform=lm.preprocess, n_steps=3)
+    odd = ex.explain(lm.model, lm.tokenizer, gallery.image(i), "x", method="saliency",
+                     transform=lm.preprocess, mask=np.ones((8, 8), bool))
+    assert "does not match" in odd["note"] and "mass_in_mask" not in odd
+
+
+# -- embedding map -----------------------------------------------------------------------------
+
+def test_pca_map_is_the_projection_on_the_top_two_principal_axes():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(40, 6)) * np.array([5, 3, 1, 0.5, 0.2, 0.1])
+    m = ex.embedding_map(x, "pca")
+    xc = x - x.mean(0)
+    u, s, vt = np.linalg.svd(xc, full_matrices=False)
+    want = xc @ vt[:2].T
+    for j in range(2):  # each axis up to its sign
+        assert np.allclose(np.abs(m["coords"][:, j]), np.abs(want[:, j]), atol=1e-8)
+    var = s ** 2 / (s ** 2).sum()
+    assert m["explained_variance_ratio"] == pytest.approx(list(var[:2]))
+    t = ex.embedding_map(x, "tsne", seed=0)
+    assert t["coords"].shape == (40, 2) and np.isfinite(t["coords"]).all()
+    assert t["perplexity"] == pytest.approx(13.0)  # capped below (N - 1) / 3
+    with pytest.raises(ValueError, match="not one of"):
+        ex.embedding_map(x, "umap")
+    with pytest.raises(ValueError, match="at least 3"):
+        ex.embedding_map(x[:2])
+
+
+def test_nearest_neighbours_by_brute_force():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(30, 5))
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    for i in (0, 7, 29):
+        sims = xn @ xn[i]
+        want = [j for j in np.argsort(-sims) if j != i][:4]
+        hits = ex.nearest_neighbours(x, i, 4)
+        assert [h["index"] for h in hits] == want
+        assert hits[0]["score"] == pytest.approx(sims[want[0]], rel=1e-5)
+    with pytest.raises(ValueError, match="not in the gallery"):
+        ex.nearest_neighbours(x, 30)
+    assert ex.nearest_point([[0, 0], [1, 1], [5, 5]], 0.9, 1.2) == 1
+
+
+def test_neighbours_on_the_demo_share_their_class(gallery, emb):
+    same = [np.mean([gallery.labels[h["index"]] == gallery.labels[i]
+                     for h in ex.nearest_neighbours(emb, i, 3)]) for i in range(N)]
+    assert np.mean(same) > 0.6  # 8 shapes: chance about 1/8
+
+
+# -- receptive field -------------------------------------------------------------------------------
+
+def test_receptive_field_of_a_stage(lm):
+    rf = ex.receptive_field(lm.model, 3, 64, n_images=2)
+    assert rf["erf"].shape == (64, 64) and rf["n_images"] == 2 and rf["n_nan"] == 0
+    direct = erf.compute_erf(erf.stage_feature_fn(lm.model, 3),
+                             erf.erf_images("synthetic", 2, 64), progress=False)
+    assert np.allclose(rf["erf"], direct)
+    ratios = [rf["area_ratios"][t]["area_ratio"] for t in ("t20", "t30", "t50", "t99")]
+    assert ratios == sorted(ratios) and 0 < ratios[0] <= ratios[-1] <= 1
+    early = ex.receptive_field(lm.model, 0, 64, n_images=2)
+    assert early["area_ratios"]["t99"]["area_ratio"] <= rf["area_ratios"]["t99"]["area_ratio"]
+    with pytest.raises(ValueError, match="stage"):
+        ex.receptive_field(lm.model, 7, 64, n_images=1)
+
+
+# -- galleries and files -------------------------------------------------------------------------
+
+def _png(colour, size=(20, 12)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, colour).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_folder_gallery_reads_images_and_lists_unreadable_ones(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "a.png").write_bytes(_png("red"))
+    (tmp_path / "sub" / "b.png").write_bytes(_png("blue"))
+    (tmp_path / "broken.jpg").write_bytes(b"not an image")
+    (tmp_path / "notes.txt").write_text("ignored")
+    g = ex.folder_gallery(tmp_path)
+    assert len(g) == 2 and [n.split(" ", 1)[1] for n in g.names] == ["a.png", "sub/b.png"]
+    assert [p for p, _ in g.skipped] == [str(tmp_path / "broken.jpg")]
+    assert g.image(1).getpixel((0, 0)) == (0, 0, 255)
+    ident = g.dataset.identity
+    (tmp_path / "a.png").write_bytes(_png("green", (21, 12)))
+    assert g.dataset.identity != ident  # a changed file is a cache miss
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match="no readable image"):
+        ex.folder_gallery(empty)
+    with pytest.raises(ValueError, match="does not exist"):
+        ex.folder_gallery(tmp_path / "missing")
+
+
+def test_uploaded_file(lm):
+    img = ex.uploaded_image(_png("red"), "x.png")
+    assert img.size == (20, 12) and img.mode == "RGB"
+    with pytest.raises(ValueError, match="'bad.png' is not a readable image"):
+        ex.uploaded_image(b"\x89PNG garbage", "bad.png")
+    with pytest.raises(ValueError, match="empty"):
+        ex.uploaded_image(b"", "e.png")
+    g = ex.single_image_gallery(img, "x.png")
+    assert ex.embed_gallery(lm.model, g, lm.preprocess, progress=False).shape == (1, 64)
+
+
+class _ImageOnly(torch.nn.Module):
+    """A CLIP without its text tower (an image-only checkpoint)."""
+
+    def __init__(self, clip):
+        super().__init__()
+        self.visual = clip.visual
+
+    def encode_image(self, x, normalize=False):
+        f = self.visual(x)
+        return torch.nn.functional.normalize(f, dim=-1) if normalize else f
+
+
+def test_text_tower_problem(lm):
+    assert ex.text_tower_problem(lm.model, lm.tokenizer) is None
+    assert "no text tower" in ex.text_tower_problem(_ImageOnly(lm.model), lm.tokenizer)
+    assert "no tokenizer" in ex.text_tower_problem(lm.model, None)
+
+    class TextStub(_ImageOnly):  # an encode_text left over, with no text weights behind it
+        def encode_text(self, tokens, normalize=False):
+            raise RuntimeError("no text weights")
+    assert "no text tower" in ex.text_tower_problem(TextStub(lm.model), lm.tokenizer)
+
+
+def test_default_queries_record_what_the_answers_say(lm, gallery, emb):
+    out = ex.default_queries(lm.model, lm.tokenizer, gallery, emb, transform=lm.preprocess,
+                             query_index=3, top_k=5, explain_args={"n_steps": 8},
+                             erf_images=1)
+    rec, ans = out["record"], out["answers"]
+    q = ex.encode_queries(lm.model, lm.tokenizer, [gallery.captions[3]])[0][0]
+    brute = list(np.argsort(-(emb @ q), kind="stable"))
+    assert rec["search"]["query"] == gallery.captions[3]
+    assert rec["search"]["own_image_rank"] == brute.index(3) + 1
+    assert [h["index"] for h in ans["hits"]] == brute[:5]
+    assert rec["zeroshot"]["acc1"] == pytest.approx(np.mean(ans["table"]["predicted"] ==
+                                                            gallery.labels))
+    assert rec["zeroshot"]["first_image_class"] == SHAPES[ans["table"]["predicted"][3]]
+    assert rec["explain"]["mass_in_mask"] == ans["explain"]["mass_in_mask"]
+    assert set(rec["erf"]["area_ratio"]) == {"t20", "t30", "t50", "t99"}
+    nb = [gallery.labels[h["index"]] == gallery.labels[3] for h in ans["neighbours"]]
+    assert rec["embedding_map"]["neighbours_same_class"] == pytest.approx(np.mean(nb))
+    with pytest.raises(ValueError, match="query_index=99"):
+        ex.default_queries(lm.model, lm.tokenizer, gallery, emb, transform=lm.preprocess,
+                           query_index=99)
+
+
+# -- the widgets -----------------------------------------------------------------------------------
+
+def test_debouncer_calls_once_with_the_last_arguments():
+    from unirepclip.viz.explorer import Debouncer
+
+    calls, done = [], threading.Event()
+
+    def fn(x):
+        calls.append(x)
+        done.set()
+    d = Debouncer(fn, 0.15)
+    for x in range(5):  # typing faster than the delay
+        d(x)
+        time.sleep(0.01)
+    assert done.wait(2.0)
+    time.sleep(0.3)
+    assert calls == [4]
+    now = Debouncer(fn, 0)
+    now(9)
+    assert calls == [4, 9]
+
+
+@pytest.fixture(scope="module")
+def app(lm, gallery, emb):
+    pytest.importorskip("ipywidgets")
+    from unirepclip.viz.explorer import Explorer
+    return Explorer(lm, gallery, embeddings=emb, debounce_s=0, top_k=4)
+
+
+def test_typing_updates_the_answers_and_bad_input_gives_a_message(app, gallery, emb, lm):
+    assert app.query.value == gallery.captions[0]  # the first answer to look at
+    app.query.value = gallery.captions[7]
+    q = ex.encode_queries(lm.model, lm.tokenizer, [gallery.captions[7]])[0][0]
+    assert [h["index"] for h in app.last["search"]["hits"]] == \
+        list(np.argsort(-(emb @ q), kind="stable")[:4])
+    assert 'data-index="%d"' % app.last["search"]["hits"][0]["index"] in app.search_out.value
+    app.classes.value = " , "
+    assert "class list is empty" in app.zs_msg.value and "Traceback" not in app.zs_msg.value
+    app.template_choice.value = "typed below"
+    app.classes.value = "star, heart"
+    app.templates.value = "a star without a slot"
+    assert "needs one {}" in app.zs_msg.value
+    app.templates.value = "a picture of a red {}"
+    assert app.zs_msg.value == "" and app.last["zeroshot"]["classnames"] == ["star", "heart"]
+    app.i2t_captions.value = "\n \n"
+    assert "caption list is empty" in app.i2t_msg.value
+    app.source.value = "folder"
+    app.folder.value = "/no/such/folder"
+    app.load_button.click()
+    assert "does not exist" in app.gallery_msg.value
+    app.source.value = "uploaded file"
+    app.load_button.click()
+    assert "no file uploaded" in app.gallery_msg.value
+    app.erf_stage.value = 3
+    app.erf_n.value = 1
+    app.erf_button.click()
+    assert app.erf_msg.value == "" and app.erf_out.value[:4] == b"\x89PNG"
+    app.map_method.value = "tsne"
+    assert "press 'draw t-SNE'" in html.unescape(app.map_msg.value)
+    app.map_button.click()
+    assert app.last["embedding_map"]["map"]["method"] == "tsne" and app.map_msg.value == ""
+    app.explain_index.value = 3
+    assert app.explain_caption.value == gallery.captions[3]
+    app.ig_steps.value = 8
+    app.explain_button.click()
+    assert "mass in mask" in app.explain_msg.value and app.explain_out.value[:4] == b"\x89PNG"
+
+
+def test_without_a_text_tower_the_text_panels_say_so_and_the_map_works(lm, gallery, emb):
+    pytest.importorskip("ipywidgets")
+    from unirepclip.viz.explorer import Explorer
+    from unirepclip.workbook.setup import Loaded
+
+    image_only = Loaded(_ImageOnly(lm.model), lm.preprocess, lm.preprocess_train, lm.tokenizer,
+                        lm.device, lm.precision, None, "image-only")
+    app = Explorer(image_only, gallery, debounce_s=0)
+    for msg in (app.zs_msg, app.search_msg, app.i2t_msg):
+        assert "no text tower" in msg.value, msg.value
+    assert app.map_out.value[:4] == b"\x89PNG" and len(app.last["embedding_map"]["neighbours"]) == 8
+    assert np.allclose(app.embeddings, emb, atol=1e-5)  # embedded here, the same vectors

@@ -1,0 +1,217 @@
+"""The explorer used as a person would: JupyterLab served on loopback (a free port, a token), the
+explorer notebook opened in headless Chromium, all cells run from the Run menu, a query typed into
+the search box, and the result grid seen to change to the images the package's own search ranks
+first for that query.
+
+The notebook runs with the `ci` profile's sizes (injected as papermill does), so the test takes
+well under a minute. Needs Debian's `chromium` and `chromium-driver` (FAILS, never skips, without
+them, as tests/test_browser.py does).
+"""
+import ast
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from test_browser import FLAGS, INSTALL, _find
+from unirepclip.workbook import runner
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOK = REPO / "notebooks" / "06_explore.ipynb"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ci_parameters(output_dir: Path) -> dict:
+    nbs = [runner.inspect_notebook(p) for p in runner.discover_notebooks(REPO / "notebooks")]
+    params = runner.resolve_parameters(nbs, runner.load_profile("ci"),
+                                       selected=runner.select(nbs, ["06_explore"]))["06_explore"]
+    explorer = next(nb for nb in nbs if nb.name == "06_explore")
+    defaults = {k: ast.literal_eval(p.default) for k, p in explorer.parameters.items()}
+    return {**defaults, **params, "output_dir": str(output_dir), "results_path": ""}
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """JupyterLab on 127.0.0.1 serving a folder with the explorer (ci sizes injected)."""
+    import nbformat
+    from papermill.iorw import load_notebook_node
+    from papermill.parameterize import parameterize_notebook
+
+    root = tmp_path_factory.mktemp("lab")
+    params = _ci_parameters(root / "report")
+    nb = parameterize_notebook(load_notebook_node(str(NOTEBOOK)), params)
+    nbformat.write(nb, root / "06_explore.ipynb")
+    port, token = _free_port(), secrets.token_hex(16)
+    home = tmp_path_factory.mktemp("jupyter-home")
+    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(home / "config"),
+           "JUPYTER_DATA_DIR": str(home / "data"),
+           "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
+           "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"),
+           "JUPYTERLAB_SETTINGS_DIR": str(home / "settings")}
+    log = open(home / "lab.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ServerApp.ip=127.0.0.1",
+         f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
+         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
+         "--ServerApp.allow_root=True",  # CI runs as root
+         "--LabApp.extension_manager=readonly", "--LabApp.news_url=None",
+         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
+        cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                pytest.fail(f"JupyterLab did not start: {(home / 'lab.log').read_text()[-2000:]}")
+            time.sleep(0.5)
+        yield {"url": f"{base}/lab/tree/06_explore.ipynb?token={token}", "params": params,
+               "log": home / "lab.log"}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def chromium(tmp_path_factory):
+    browser, driver = _find(["chromium", "chromium-browser"], "CHROMIUM"), _find(
+        ["chromedriver"], "CHROMEDRIVER")
+    if not browser or not driver:
+        pytest.fail(f"headless Chromium not found (chromium: {browser}, chromedriver: {driver}); "
+                    f"install it as root: {INSTALL}")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = browser
+    for flag in FLAGS:
+        opts.add_argument(flag)
+    opts.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-lab')}")
+    drv = webdriver.Chrome(options=opts, service=Service(driver))
+    drv.set_page_load_timeout(60)
+    yield drv
+    drv.quit()
+
+
+def _search(params: dict):
+    """The gallery and the package's own search over it, computed here, outside the browser."""
+    from unirepclip.analysis import explore
+    from unirepclip.workbook.setup import load
+
+    lm = load(params["model_name"], params["checkpoint"], device="cpu")
+    gallery = explore.dataset_gallery(params["dataset"], n_images=params["n_images"],
+                                      image_size=lm.image_size, seed=params["seed"])
+    emb = explore.embed_gallery(lm.model, gallery, lm.preprocess, progress=False)
+
+    def search(query):
+        q, _ = explore.encode_queries(lm.model, lm.tokenizer, [query])
+        return explore.search_images(q[0], emb, params["top_k"], gallery.names)
+    return gallery, search
+
+
+def _grid(drv):
+    return drv.execute_script(
+        "return Array.from(document.querySelectorAll('.unirepclip-search-results "
+        ".unirepclip-hit')).map(e => Number(e.dataset.index));")
+
+
+def _wait(what, fn, timeout, drv, log):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = fn()
+        if value:
+            return value
+        time.sleep(0.3)
+    shot = Path(log).with_name("failure.png")
+    drv.save_screenshot(str(shot))
+    shot.with_suffix(".html").write_text(drv.page_source)
+    pytest.fail(f"timed out waiting for {what} (screenshot {shot}; server log "
+                f"{Path(log).read_text()[-1500:]})")
+
+
+def test_search_box_changes_the_result_grid_in_jupyterlab(lab, chromium):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    drv, log = chromium, lab["log"]
+    params = lab["params"]
+    # an image's own caption as the query: it is a caption of the gallery (known answer)
+    query_image = 5
+    t0 = time.time()
+    gallery, search = _search(params)
+    query = gallery.captions[query_image]
+    expected = search(query)
+    initial_query = gallery.captions[params["query_index"]]
+    assert query != initial_query
+
+    drv.get(lab["url"])
+    # under load JupyterLab may ask for a kernel before it has read the kernelspecs: accept
+    # its choice (this interpreter's, either way)
+    _wait("the notebook and its kernel", lambda: drv.execute_script(
+        "const d = document.querySelector('.jp-Dialog .jp-Dialog-button.jp-mod-accept');"
+        "if (d) { d.click(); return false; }"
+        "const s = document.querySelector('.jp-Notebook .jp-CodeCell');"
+        "const k = document.querySelector('.jp-Notebook-ExecutionIndicator');"
+        "return s !== null && k !== null && k.dataset.status === 'idle';"), 120, drv, log)
+    run_menu = drv.find_element(By.XPATH, "//li[contains(@class,'lm-MenuBar-item')]"
+                                          "[.//div[normalize-space(text())='Run']]")
+    run_menu.click()
+    _wait("the Run menu", lambda: drv.find_elements(
+        By.CSS_SELECTOR, "li.lm-Menu-item[data-command='runmenu:run-all']"), 10, drv, log)
+    drv.find_element(By.CSS_SELECTOR,
+                     "li.lm-Menu-item[data-command='runmenu:run-all']").click()
+
+    def all_ran():
+        prompts = drv.execute_script(
+            "return Array.from(document.querySelectorAll('.jp-CodeCell .jp-InputPrompt'))"
+            ".map(p => p.textContent.trim());")
+        return prompts and all(p.startswith("[") and p[1:-2].isdigit() for p in prompts)
+    _wait("every cell to run", all_ran, 300, drv, log)
+    errors = drv.execute_script(
+        "return Array.from(document.querySelectorAll('.jp-OutputArea-output[data-mime-type="
+        "\"application/vnd.jupyter.stderr\"]')).map(e => e.textContent)"
+        ".filter(t => /Error|Traceback/.test(t));")
+    assert not errors, errors
+
+    box = _wait("the search box", lambda: drv.find_elements(
+        By.CSS_SELECTOR, ".unirepclip-search-query input"), 30, drv, log)[0]
+    # the explorer opens on the Zero-shot tab: show the Search panel as a user would
+    drv.find_element(By.XPATH, "//*[contains(@class,'unirepclip-explorer')]"
+                               "//li[contains(@class,'lm-TabBar-tab')][.//*[text()='Search']]"
+                     ).click()
+    before = _wait("the first result grid", lambda: _grid(drv), 30, drv, log)
+    assert box.get_attribute("value") == initial_query
+    box.click()
+    box.send_keys(Keys.CONTROL, "a")
+    box.send_keys(query)
+    want = [h["index"] for h in expected]
+    after = _wait("the grid to show the expected images",
+                  lambda: _grid(drv) if _grid(drv) == want else None, 20, drv, log)
+    assert after == want and after != before
+    # the typed caption's own image is among the hits shown (the search's known answer)
+    assert query_image in after or any(gallery.captions[i] == query for i in after)
+    scores = drv.execute_script(
+        "return Array.from(document.querySelectorAll('.unirepclip-search-results "
+        ".unirepclip-hit span')).map(s => s.textContent);")
+    assert scores[0].endswith(f"{expected[0]['score']:.3f}"), scores[0]
+    drv.save_screenshot(str(Path(log).with_name("explorer.png")))
