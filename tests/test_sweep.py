@@ -230,3 +230,22 @@ def test_the_paper_profile_runs_on_the_cpu_with_random_full_size_weights(tmp_pat
     for s in doc["settings"]:
         assert s["results"]["zeroshot"]["n_images"] == 8
         assert 0 <= s["results"]["zeroshot"]["acc1"] <= 1
+
+
+@pytest.mark.slow
+def test_jobs_2_on_the_cpu_gives_the_serial_grid_s_reports(grid, tmp_path):
+    """``--jobs 2`` runs two settings at once (CPU threads split between them); every setting's
+    own results equal the serial grid's."""
+    _, serial = grid
+    code = main(["run", "--profile", str(REF_PROFILE), "--notebooks-dir", str(QUICK),
+                 "--output-dir", str(tmp_path), "--no-progress", "-q", "--jobs", "2",
+                 "--sweep", "n_images=1,2", "--sweep", "seed=0,1"])
+    assert code == 0
+    folder = tmp_path / "sweep_ref"
+    doc = json.loads((folder / "sweep.json").read_text())
+    assert doc["status"] == "complete" and len(doc["settings"]) == 4
+    for entry in doc["settings"]:
+        slug = entry["slug"]
+        mine = json.loads((folder / slug / "results.json").read_text())
+        theirs = json.loads((serial / slug / "results.json").read_text())
+        assert mine == theirs, slug
