@@ -8,7 +8,11 @@ fusing them has work to do and a wrong fusion shows.
 """
 from __future__ import annotations
 
-from typing import Optional, Union
+import contextlib
+import os
+import shutil
+from pathlib import Path
+from typing import Iterator, Optional, Union
 
 import torch
 from torch import nn
@@ -53,3 +57,45 @@ def randomize_reparam_state(model: nn.Module, seed: Union[int, torch.Generator] 
                     and m.groups == m.in_channels:
                 draw(m.weight, "normal", 0.0, depthwise_std)
     return model
+
+
+# --- headless Chromium for the browser tests --------------------------------------------------
+
+CHROMIUM_INSTALL = "apt-get install -y chromium chromium-driver"
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--disable-dev-shm-usage", "--window-size=1280,1024")
+
+
+def find_executable(names, env: str) -> Optional[str]:
+    """``$env``, else the first of ``names`` on the PATH, else ``/usr/bin/<names[0]>``."""
+    for candidate in [os.environ.get(env)] + [shutil.which(n) for n in names] + [f"/usr/bin/{names[0]}"]:
+        if candidate and Path(candidate).is_file():
+            return candidate
+    return None
+
+
+@contextlib.contextmanager
+def headless_chromium(profile_dir: Path) -> Iterator["object"]:
+    """A selenium driver of Debian's headless Chromium with its own profile folder. Where Chromium
+    or its driver is missing the test FAILS (never skips) with the install command."""
+    import pytest
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    chromium = find_executable(["chromium", "chromium-browser"], "CHROMIUM")
+    driver = find_executable(["chromedriver"], "CHROMEDRIVER")
+    if not chromium or not driver:
+        pytest.fail(f"headless Chromium not found (chromium: {chromium}, chromedriver: {driver}); "
+                    f"install it as root: {CHROMIUM_INSTALL}")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for flag in CHROMIUM_FLAGS:
+        opts.add_argument(flag)
+    opts.add_argument(f"--user-data-dir={profile_dir}")
+    drv = webdriver.Chrome(options=opts, service=Service(driver))
+    drv.set_page_load_timeout(60)
+    try:
+        yield drv
+    finally:
+        drv.quit()

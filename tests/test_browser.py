@@ -4,51 +4,24 @@ every image loads, no notebook failed, no script from data ran; a screenshot is 
 Needs Debian's `chromium` and `chromium-driver`; where they are missing this test FAILS (never
 skips) with the install command.
 """
-import os
-import shutil
 import struct
 from pathlib import Path
 
 import pytest
 
+from helpers import headless_chromium
 from unirepclip.cli import main
 
 DATA = Path(__file__).parent / "data"
 REPO = Path(__file__).resolve().parents[1]
-INSTALL = "apt-get install -y chromium chromium-driver"
 # A class name that would run a script if any page put it into HTML unescaped.
 EVIL = "<script>document.title='pwned';window.__pwned=1</script>"
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-dev-shm-usage", "--window-size=1280,1024")
-
-
-def _find(names, env):
-    for candidate in [os.environ.get(env)] + [shutil.which(n) for n in names] + [f"/usr/bin/{names[0]}"]:
-        if candidate and Path(candidate).is_file():
-            return candidate
-    return None
 
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
-    chromium = _find(["chromium", "chromium-browser"], "CHROMIUM")
-    driver = _find(["chromedriver"], "CHROMEDRIVER")
-    if not chromium or not driver:
-        pytest.fail(f"headless Chromium not found (chromium: {chromium}, chromedriver: {driver}); "
-                    f"install it as root: {INSTALL}")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = chromium
-    for flag in FLAGS:
-        opts.add_argument(flag)
-    opts.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}")
-    drv = webdriver.Chrome(options=opts, service=Service(driver))
-    drv.set_page_load_timeout(60)
-    yield drv
-    drv.quit()
+    with headless_chromium(tmp_path_factory.mktemp("chromium-profile")) as drv:
+        yield drv
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from test_browser import FLAGS, INSTALL, _find
+from helpers import headless_chromium
 from unirepclip.workbook import runner
 
 REPO = Path(__file__).resolve().parents[1]
@@ -94,23 +94,8 @@ def lab(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def chromium(tmp_path_factory):
-    browser, driver = _find(["chromium", "chromium-browser"], "CHROMIUM"), _find(
-        ["chromedriver"], "CHROMEDRIVER")
-    if not browser or not driver:
-        pytest.fail(f"headless Chromium not found (chromium: {browser}, chromedriver: {driver}); "
-                    f"install it as root: {INSTALL}")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = browser
-    for flag in FLAGS:
-        opts.add_argument(flag)
-    opts.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-lab')}")
-    drv = webdriver.Chrome(options=opts, service=Service(driver))
-    drv.set_page_load_timeout(60)
-    yield drv
-    drv.quit()
+    with headless_chromium(tmp_path_factory.mktemp("chromium-lab")) as drv:
+        yield drv
 
 
 def _search(params: dict):
