@@ -608,6 +608,21 @@ def expand_fields(value: Any, fields: Mapping[str, Any]) -> Any:
                          else m.group(0), value)
 
 
+def _key_problem(label: str, scope: Optional[str], k: str, declared: Sequence[str],
+                 by_name: Mapping[str, "Notebook"]) -> Optional[str]:
+    """Why ``scope.k`` (no ``scope``: every notebook that has ``k``) names no notebook parameter,
+    as one problem line starting with ``label``; None when it names one."""
+    if not scope:
+        return None if k in declared else (f"{label}: no notebook has a parameter {k!r}"
+                                           + _unknown(k, declared))
+    if scope not in by_name:
+        return f"{label}: no notebook {scope!r}" + _unknown(scope, list(by_name))
+    if k not in by_name[scope].parameters:
+        return (f"{label}: {scope} has no parameter {k!r}"
+                + _unknown(k, list(by_name[scope].parameters)))
+    return None
+
+
 def resolve_parameters(notebooks: Sequence[Notebook], profile: Mapping[str, Any],
                        overrides: Sequence[str] = (),
                        selected: Optional[Sequence[Notebook]] = None,
@@ -668,16 +683,14 @@ def resolve_parameters(notebooks: Sequence[Notebook], profile: Mapping[str, Any]
             continue
         if k in RESERVED:
             problems.append(f"-p {k}: set by the runner (use --output-dir)")
-        elif scope is None:
-            if k not in declared:
-                problems.append(f"-p {k}: no notebook has a parameter {k!r}" + _unknown(k, declared))
+            continue
+        bad = _key_problem(f"-p {k}" if scope is None else f"-p {scope}.{k}", scope, k, declared,
+                           by_name)
+        if bad:
+            problems.append(bad)
+        if scope is None:
             cli_all[k] = v
-        elif scope not in by_name:
-            problems.append(f"-p {scope}.{k}: no notebook {scope!r}" + _unknown(scope, list(by_name)))
-        elif k not in by_name[scope].parameters:
-            problems.append(f"-p {scope}.{k}: {scope} has no parameter {k!r}"
-                            + _unknown(k, list(by_name[scope].parameters)))
-        else:
+        elif bad is None:
             cli_nb.setdefault(scope, {})[k] = v
 
     sw_all: Dict[str, Any] = {}
@@ -689,23 +702,19 @@ def resolve_parameters(notebooks: Sequence[Notebook], profile: Mapping[str, Any]
         scope, _, k = item.rpartition(".")
         if k in RESERVED:
             problems.append(f"{label}: set by the runner and cannot be swept")
-        elif not scope:
-            if k not in declared:
-                problems.append(f"{label}: no notebook has a parameter {k!r}" + _unknown(k, declared))
-            elif k in cli_all or any(k in d for d in cli_nb.values()):
+        else:
+            bad = _key_problem(label, scope, k, declared, by_name)
+            given = (k in cli_all or any(k in d for d in cli_nb.values())) if not scope else \
+                (k in cli_all or k in cli_nb.get(scope, {}))
+            if bad:
+                problems.append(bad)
+            elif given:
                 problems.append(f"{label}: -p {k} is given too; a swept parameter takes its values "
                                 "from the sweep only")
-            sw_all[k] = v
-        elif scope not in by_name:
-            problems.append(f"{label}: no notebook {scope!r}" + _unknown(scope, list(by_name)))
-        elif k not in by_name[scope].parameters:
-            problems.append(f"{label}: {scope} has no parameter {k!r}"
-                            + _unknown(k, list(by_name[scope].parameters)))
-        elif k in cli_all or k in cli_nb.get(scope, {}):
-            problems.append(f"{label}: -p {k} is given too; a swept parameter takes its values "
-                            "from the sweep only")
-        else:
-            sw_nb.setdefault(scope, {})[k] = v
+            if not scope:
+                sw_all[k] = v
+            elif bad is None and not given:
+                sw_nb.setdefault(scope, {})[k] = v
         sw_src[item] = label
 
     resolved: Dict[str, Dict[str, Any]] = {}
