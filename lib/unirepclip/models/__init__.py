@@ -1,14 +1,38 @@
 """The model layer: the UniRepLKNet tower (registered in timm), configs and the factory, checkpoint
-loading (state dict in, state dict out), inspection, and the weights shipped with the package."""
-from unirepclip.models import unireplknet  # noqa: F401  (registers unireplknet_* with timm)
-from unirepclip.models.factory import (  # noqa: F401
-    build_model,
-    create_model,
-    create_model_and_transforms,
-    get_model_config,
-    get_tokenizer,
-    list_models,
-    register_model_configs,
-)
-from unirepclip.models.inspection import CheckpointReport, inspect_checkpoint, is_inference_form  # noqa: F401
-from unirepclip.models.loading import CheckpointError, CheckpointMismatchError  # noqa: F401
+loading (state dict in, state dict out), inspection, and the weights shipped with the package.
+
+Importing this package is light; its names load their modules on first use. The towers are
+registered with timm, and :data:`CONFIG_DIR`'s configs with open_clip, by the post-import hooks
+that ``import unirepclip`` sets (see :mod:`unirepclip`)."""
+import importlib
+from pathlib import Path
+
+CONFIG_DIR = Path(__file__).parent / "model_configs"
+
+
+def register_model_configs() -> None:
+    """Register the package's model configs with open_clip (idempotent)."""
+    import open_clip
+
+    open_clip.add_model_config(CONFIG_DIR)
+
+
+# name -> the module of this package that defines it
+_LAZY = {
+    "build_model": "factory", "create_model": "factory", "create_model_and_transforms": "factory",
+    "get_model_config": "factory", "get_tokenizer": "factory", "list_models": "factory",
+    "CheckpointReport": "inspection", "inspect_checkpoint": "inspection",
+    "is_inference_form": "inspection",
+    "CheckpointError": "loading", "CheckpointMismatchError": "loading",
+}
+__all__ = ["CONFIG_DIR", "register_model_configs", *_LAZY]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"unirepclip.models.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'unirepclip.models' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

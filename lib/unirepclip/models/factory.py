@@ -24,12 +24,12 @@ import open_clip
 from open_clip.model import CLIP
 from open_clip.transform import PreprocessCfg, image_transform_v2, merge_preprocess_dict
 
+from unirepclip.models import CONFIG_DIR, register_model_configs  # noqa: F401  (re-exported)
 from unirepclip.models.loading import (CheckpointMismatchError, attach_report, fit_report,
                                        load_prepared, prepare_checkpoint)
 
 _logger = logging.getLogger(__name__)
 
-CONFIG_DIR = Path(__file__).parent / "model_configs"
 PRECISIONS = ("fp32", "bf16", "fp16", "amp", "amp_bf16", "amp_bfloat16")
 
 _REQUIRED_FIELDS = {
@@ -37,11 +37,6 @@ _REQUIRED_FIELDS = {
     "vision_cfg": ("timm_model_name", "image_size"),
     "text_cfg": ("context_length", "vocab_size", "width", "heads", "layers"),
 }
-
-
-def register_model_configs() -> None:
-    """Register the package's model configs with open_clip (idempotent)."""
-    open_clip.add_model_config(CONFIG_DIR)
 
 
 def list_models() -> list:
