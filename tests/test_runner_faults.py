@@ -278,6 +278,24 @@ def _kernels_of(tmpdir):
     return found
 
 
+def test_a_temporary_folder_too_deep_for_a_socket_still_runs(tmp_path, monkeypatch):
+    # AF_UNIX allows about 104 bytes of socket path; the kernel's sockets live in the run's
+    # private folder under TMPDIR (the run failed with "ZMQError: File name too long")
+    deep = tmp_path / ("d" * 60) / ("e" * 40)
+    deep.mkdir(parents=True)
+    monkeypatch.setenv("TMPDIR", str(deep))
+    import tempfile
+    monkeypatch.setattr(tempfile, "tempdir", None)  # re-read TMPDIR
+    res = _quick(tmp_path / "out", only=["01"])
+    assert res.ok, res
+    assert not list(deep.iterdir())  # the run's folder is gone with its sockets
+    folder = runner._private_runtime_dir()  # IPC sockets still, in a shorter private folder
+    try:
+        assert len(str(folder / "kernel-ipc-65535")) <= 103 and folder.stat().st_mode & 0o077 == 0
+    finally:
+        folder.rmdir()
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_an_interrupted_run_says_so_and_resume_completes_it(sig, tmp_path, monkeypatch):
     # Others may edit the package meanwhile; what changed code does is test_stale_reasons's.

@@ -1076,6 +1076,30 @@ def _stop_kernels(grace_s: float = 3.0) -> None:
     _KERNELS.clear()
 
 
+# The kernel's sockets are <runtime>/kernel-ipc-<port>. Linux allows 107 bytes of socket path,
+# macOS 103; the longest name is kernel-ipc-65535.
+_IPC_NAME = "kernel-ipc"
+_SOCKET_PATH_MAX = 103
+
+
+def _fits_a_socket(folder: Path) -> bool:
+    return len(os.fsencode(folder / f"{_IPC_NAME}-65535")) <= _SOCKET_PATH_MAX
+
+
+def _private_runtime_dir() -> Path:
+    """A new folder only this user can enter, for one run's kernel connection files and sockets:
+    under the temporary folder, or under /tmp where that one's path is too long for a socket
+    (a deep TMPDIR, a test's tmp_path)."""
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="unirepclip-run-"))
+    if os.name == "posix" and not _fits_a_socket(folder) and os.path.isdir("/tmp"):
+        short = Path(tempfile.mkdtemp(prefix="urc-", dir="/tmp"))
+        folder.rmdir()
+        folder = short
+    return folder
+
+
 def _execute(nb: Notebook, params: Dict[str, Any], out_ipynb: Path, kernel: str,
              progress: bool, cell_timeout: Optional[int],
              runtime_dir: Optional[Path] = None) -> Optional[str]:
@@ -1089,12 +1113,15 @@ def _execute(nb: Notebook, params: Dict[str, Any], out_ipynb: Path, kernel: str,
     # IPC sockets (files only this user can open) rather than localhost TCP, where the kernel
     # warns about unencrypted traffic; Windows has no IPC transport. Without a folder of their
     # own the sockets are ./kernel-ipc-N in the kernel's cwd, shared by every run from there.
+    # A socket's path must fit AF_UNIX's sun_path: where even a short folder would not, TCP.
     transport = "ipc" if os.name == "posix" else "tcp"
+    if runtime_dir is not None and transport == "ipc" and not _fits_a_socket(runtime_dir):
+        transport = "tcp"
     km: Dict[str, Any] = {"transport": transport}
     if runtime_dir is not None:
         km["connection_file"] = str(runtime_dir / f"kernel-{nb.name}.json")
         if transport == "ipc":
-            km["ip"] = str(runtime_dir / f"{nb.name}-ipc")
+            km["ip"] = str(runtime_dir / _IPC_NAME)
     # The kernel inherits this environment. tqdm.auto warns in every kernel without ipywidgets
     # and then draws text bars, which is what a static report wants: drop the warning there.
     saved = {k: os.environ.get(k) for k in ("PYTHONWARNINGS", "JUPYTER_RUNTIME_DIR")}
@@ -1359,7 +1386,7 @@ def run(profile: Union[str, os.PathLike] = "demo", overrides: Sequence[str] = ()
         _results.dump_json({"pid": os.getpid(), "command": command, "started": t_start},
                            out / HOLDER_FILE)
         saved_handlers = _install_handlers()
-        runtime = Path(tempfile.mkdtemp(prefix="unirepclip-run-"))
+        runtime = _private_runtime_dir()
         (out / "results").mkdir(exist_ok=True)
         shutil.rmtree(out / PARTIAL_DIR, ignore_errors=True)  # a dead run's unfinished outputs
 
