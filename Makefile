@@ -6,6 +6,9 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PROFILE ?= demo
+# The tests run on every core (pytest-xdist), the tests that share the ci-profile run on one
+# worker; XDIST= runs them in one process.
+XDIST  ?= -n auto --dist loadgroup
 
 .PHONY: venv reports test test-all browser lab bench train-demo clean help
 
@@ -51,10 +54,10 @@ browser:
 	fi
 
 test: browser $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow" $(XDIST)
 
 test-all: browser $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(XDIST)
 
 lab: $(STAMP)
 	$(PY) -m ipykernel install --sys-prefix --name unirepclip --display-name "Python (unirepclip)"

@@ -1,8 +1,15 @@
 import os
 from pathlib import Path
 
-import pytest
-import torch
+# Under pytest-xdist (make test) the workers share the cores: each takes its share of torch's
+# threads, and so do the processes it starts (kernels, torchrun ranks), or OpenMP threads spin
+# against each other. Set before torch is imported.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 from helpers import randomize_reparam_state
 from unirepclip.cli import main
