@@ -1,4 +1,4 @@
-"""unirepclip.evalsets: the data named by notebook parameters, checked against the datasets'
+"""unirepclip.data.sets: the data named by notebook parameters, checked against the datasets'
 own records (synthetic labels, folder layout, caption files)."""
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""unirepclip.figures: the shared style, paper sizes, colour-blind safety, saving PNG/PDF/SVG."""
+"""unirepclip.viz.style: the shared style, paper sizes, colour-blind safety, saving PNG/PDF/SVG."""
 import struct
 
 import matplotlib

@@ -1,4 +1,4 @@
-"""unirepclip.results: recording nested results, the per-notebook file, headline marks."""
+"""unirepclip.workbook.results: recording nested results, the per-notebook file, headline marks."""
 import json
 
 import numpy as np

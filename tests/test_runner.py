@@ -1,4 +1,4 @@
-"""unirepclip.runner and the `run` CLI: profiles, parameter validation, a run of tiny notebooks."""
+"""unirepclip.workbook.runner and the `run` CLI: profiles, parameter validation, a run of tiny notebooks."""
 import json
 from pathlib import Path
 

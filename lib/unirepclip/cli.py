@@ -3,12 +3,12 @@
 Commands:
 
 * ``run``: run the notebooks with papermill into ``reports/<profile>/`` (HTML reports, results.json,
-  manifest, index page); see :mod:`unirepclip.runner`. Exit status 0 when every notebook ran, 1 when
+  manifest, index page); see :mod:`unirepclip.workbook.runner`. Exit status 0 when every notebook ran, 1 when
   one failed (the others still ran and the index says which), 2 for bad parameters or usage (nothing
   ran).
 * ``inspect CKPT``: what a checkpoint file holds and how it would load
-  (:func:`unirepclip.checkpoint.inspect_checkpoint`).
-* ``train-demo``: train the small demo CLIP (``unirepclip.demo``; arguments pass through, see
+  (:func:`unirepclip.models.inspection.inspect_checkpoint`).
+* ``train-demo``: train the small demo CLIP (:mod:`unirepclip.training.demo`; arguments pass through, see
   ``train-demo --help``).
 * ``kernel``: register the Jupyter kernel ``unirepclip`` for this environment (``make lab`` does it).
 
@@ -63,7 +63,7 @@ def _build_parser() -> argparse.ArgumentParser:
                     "results.json, manifest.json and index.html.",
         epilog=_EPILOG_RUN, formatter_class=argparse.RawDescriptionHelpFormatter)
     r.add_argument("--profile", default="demo",
-                   help="profile name (lib/unirepclip/profiles/NAME.yaml) or path to a YAML file "
+                   help="profile name (lib/unirepclip/workbook/profiles/NAME.yaml) or path to a YAML file "
                         "(default: demo)")
     r.add_argument("-p", "--param", dest="params", action="append", default=[],
                    metavar="KEY=VALUE", help="override a parameter (repeatable)")

@@ -378,7 +378,7 @@ def erfs_by_resolution(model: nn.Module, images: Mapping[int, torch.Tensor],
 def erf_records(erfs: Mapping[str, np.ndarray], model_key: str, *,
                 thresholds: Sequence[float] = THRESHOLDS, prefix: str = "erf"
                 ) -> Dict[str, float]:
-    """Flat results for ``unirepclip.results.record_many``, one entry per stage and threshold.
+    """Flat results for ``unirepclip.workbook.results.record_many``, one entry per stage and threshold.
 
     ``{"erf.<model_key>.<stage>.area_ratio.t20": 0.012, "erf.<model_key>.<stage>.side.t20": 7,
     ...}``; ratios are fractions, sides are input pixels. ``model_key`` may hold dots to nest

@@ -429,7 +429,7 @@ def extract_image_features(model: nn.Module, dataset: Any, *, transform: Optiona
         progress: show a tqdm bar.
         model_ident: precomputed :func:`model_identity` (saves re-hashing weights across calls).
         indices: extract only these dataset rows, in this order (one shard of a distributed run,
-            :mod:`unirepclip.extract`); ``indices`` of the result are still dataset rows and ``key``
+            :mod:`unirepclip.features.distributed`); ``indices`` of the result are still dataset rows and ``key``
             is still the whole dataset's. The cache holds whole datasets only, so ``cache`` must be
             ``None``; the dataset's scan-time ``skipped`` list is left to the caller (it belongs to
             no row), and a part without a readable image gives zero rows instead of an error.

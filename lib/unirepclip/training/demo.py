@@ -1,7 +1,7 @@
 """The demo CLIP: a small UniRepLKNet CLIP trained on the synthetic world, on two CPU cores.
 
 ``python -m unirepclip train-demo --out DIR`` runs the recipe that produced the checkpoint shipped in
-``unirepclip/weights/`` (``--steps`` / ``--train-size`` shrink it for a quick check);
+``unirepclip/models/weights/`` (``--steps`` / ``--train-size`` shrink it for a quick check);
 ``python -m unirepclip evaluate-demo CKPT`` re-measures a checkpoint's figures on the test split.
 
 What the recipe does, and why:

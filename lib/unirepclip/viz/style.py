@@ -1,7 +1,8 @@
 """One figure style for every notebook, and saving figures for papers.
 
-Every notebook starts with ``figures.use_style()`` and makes its figures with
-``figures.figure(width="one"|"two", aspect=...)`` (or ``figures.subplots``), so the whole workbook
+Every notebook starts with ``style.use_style()`` (:func:`unirepclip.workbook.setup` calls it) and
+makes its figures with ``style.figure(width="one"|"two", aspect=...)`` (or ``style.subplots``), so
+the whole workbook
 shares one look:
 
 * sizes for paper columns: ``"one"`` = 3.5 in (a single column of a two-column paper),
@@ -14,7 +15,7 @@ shares one look:
   tritanopia; sequential maps stay matplotlib's ``viridis`` (perceptually uniform and CVD-safe);
 * constrained layout, so labels never overlap without hand tuning.
 
-``figures.save(fig, name)`` writes ``<output_dir>/figures/<name>.png`` plus vector ``.pdf`` and
+``style.save(fig, name)`` writes ``<output_dir>/figures/<name>.png`` plus vector ``.pdf`` and
 ``.svg`` beside it and returns the paths. The output folder is the one the notebook configured with
 ``unirepclip.workbook.results.configure(output_dir, results_path)`` (the pipeline passes ``output_dir`` as a
 notebook parameter), or an explicit ``output_dir=``. Vector files are written without creation dates
@@ -148,7 +149,7 @@ def _resolve_output_dir(output_dir: Optional[Union[str, os.PathLike]]) -> Path:
         return Path(output_dir)
     if _sink["output_dir"] is None:
         raise RuntimeError(
-            "figures.save: no output folder: pass output_dir=... or call "
+            "style.save: no output folder: pass output_dir=... or call "
             "unirepclip.workbook.results.configure(output_dir, results_path) first (the runner "
             "passes output_dir as a notebook parameter)")
     return _sink["output_dir"]
@@ -169,11 +170,11 @@ def save(fig, name: str, output_dir: Optional[Union[str, os.PathLike]] = None,
                          "'.', '_' and '-' (no folders)")
     formats = tuple(formats)
     if not formats:
-        raise ValueError("figures.save: formats is empty")
+        raise ValueError("style.save: formats is empty")
     supported = fig.canvas.get_supported_filetypes()
     for fmt in formats:
         if fmt not in supported:
-            raise ValueError(f"figures.save: unsupported format {fmt!r} for {name!r}; "
+            raise ValueError(f"style.save: unsupported format {fmt!r} for {name!r}; "
                              f"matplotlib writes {sorted(supported)}")
     root = _resolve_output_dir(output_dir)
     folder = root / "figures"

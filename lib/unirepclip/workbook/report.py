@@ -5,9 +5,9 @@
     index.html           this module's page: status, duration, headline numbers and figures of each
                          notebook, links to the reports, and the run manifest
     manifest.json        the run manifest (see :func:`build_manifest`)
-    results.json         every notebook's results merged (see :mod:`unirepclip.results`)
+    results.json         every notebook's results merged (see :mod:`unirepclip.workbook.results`)
     NN_name.ipynb/.html  each executed notebook and its HTML rendering (nbconvert)
-    figures/             PNG + PDF + SVG of each saved figure (:func:`unirepclip.figures.save`)
+    figures/             PNG + PDF + SVG of each saved figure (:func:`unirepclip.viz.style.save`)
     results/NN_name.json each notebook's own results file
 
 The index page is one self-contained HTML file: inline CSS, no scripts, no fonts or anything else
@@ -437,7 +437,7 @@ def render_index(manifest: Mapping[str, Any], docs: Mapping[str, Optional[Mappin
     ``manifest`` is :func:`build_manifest`'s dict; each of its ``notebooks`` entries has ``name``,
     ``status`` (``ok``/``failed``/``not run``), ``duration_s``, ``error``, ``html`` and ``ipynb``
     (file names relative to the page, or None); ``docs`` maps a notebook name to its results file
-    (:func:`unirepclip.results.load`) or None.
+    (:func:`unirepclip.workbook.results.load`) or None.
     """
     runs = manifest.get("notebooks", [])
     n_ok = sum(r.get("status") == "ok" for r in runs)

@@ -2,7 +2,7 @@
 
 In a notebook, after the parameters cell::
 
-    from unirepclip import figures, results
+    from unirepclip.workbook import results
     results.configure(output_dir, results_path)   # both are notebook parameters the runner sets
     ...
     results.record("zeroshot", {"acc1": acc1, "acc5": acc5, "tasks": {"shape": {...}}})

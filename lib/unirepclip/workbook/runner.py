@@ -48,10 +48,10 @@ its help), and declares the two reserved parameters when it records results or s
     output_dir = "../reports/lab"                # the runner passes reports/<profile>
     results_path = None  # type: Optional[str]   # the runner passes .../results/<NN_name>.json
 
-then ``unirepclip.results.configure(output_dir, results_path)`` and ``figures.use_style()`` in its
-first code cell (see :mod:`unirepclip.results` and :mod:`unirepclip.figures`).
+then ``unirepclip.workbook.setup(...)`` in its first code cell, which configures
+:mod:`unirepclip.workbook.results` and the figure style (:mod:`unirepclip.viz.style`).
 
-Profiles are YAML files, ``lib/unirepclip/profiles/<name>.yaml`` or any path::
+Profiles are YAML files, ``lib/unirepclip/workbook/profiles/<name>.yaml`` or any path::
 
     description: one line shown by `python -m unirepclip run --list-profiles`
     extends: demo            # optional: start from another profile, then apply this one
