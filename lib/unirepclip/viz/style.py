@@ -2,8 +2,7 @@
 
 Every notebook starts with ``style.use_style()`` (:func:`unirepclip.workbook.setup` calls it) and
 makes its figures with ``style.figure(width="one"|"two", aspect=...)`` (or ``style.subplots``), so
-the whole workbook
-shares one look:
+the whole workbook shares one look:
 
 * sizes for paper columns: ``"one"`` = 3.5 in (a single column of a two-column paper),
   ``"two"`` = 7.2 in (the full text width); a number is a width in inches; ``aspect`` is
