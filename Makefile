@@ -6,9 +6,9 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PROFILE ?= demo
-# The tests run on every core (pytest-xdist), the tests that share the ci-profile run on one
-# worker; XDIST= runs them in one process.
-XDIST  ?= -n auto --dist loadgroup
+# The tests run on every core (pytest-xdist; the workers share one ci-profile run of the
+# notebooks, tests/conftest.py); XDIST= runs them in one process.
+XDIST  ?= -n auto
 
 .PHONY: venv reports test test-all browser lab bench train-demo clean help
 

@@ -33,11 +33,21 @@ def _seed():
 @pytest.fixture(scope="session")
 def ci_reports(tmp_path_factory):
     """Every real notebook run once on the `ci` profile (the demo checkpoint, counts shrunk):
-    ``(exit code, reports/ci folder)``. Shared by the schema, figure and browser tests."""
-    out = tmp_path_factory.mktemp("reports")
-    code = main(["run", "--profile", "ci", "--notebooks-dir", str(REPO / "notebooks"),
-                 "--output-dir", str(out), "--no-progress", "-q"])
-    return code, out / "ci"
+    ``(exit code, reports/ci folder)``. Shared by the schema, figure and browser tests, and under
+    pytest-xdist by every worker: the first to need it runs it (holding a file lock in the
+    workers' common temporary folder), the others wait for it and read its folder."""
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the folder above each worker's basetemp is the run's, shared
+    out, done = root / "ci-reports", root / "ci-reports.exit-code"
+    with FileLock(str(root / "ci-reports.lock")):
+        if not done.exists():
+            code = main(["run", "--profile", "ci", "--notebooks-dir", str(REPO / "notebooks"),
+                         "--output-dir", str(out), "--no-progress", "-q"])
+            done.write_text(str(code))
+    return int(done.read_text()), out / "ci"
 
 
 @pytest.fixture(scope="session")

@@ -74,7 +74,6 @@ def test_index_and_reports_load_in_chromium(browser, report_dir):
         browser.save_screenshot(str(report_dir / (Path(url).stem + ".png")))
 
 
-@pytest.mark.xdist_group("ci_reports")  # the same worker as test_workbook_ci: one run for both
 def test_real_notebook_reports_load_in_chromium(browser, ci_reports):
     """The real notebooks on the ci profile: the index says ok for each, and every report's
     images load."""

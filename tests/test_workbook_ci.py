@@ -19,10 +19,6 @@ import pytest
 
 from unirepclip.analysis.attribution import BASELINES, best_gradcam_stage
 from unirepclip.cli import main
-
-# the ci_reports run (conftest.py) is session-wide per process: under pytest-xdist these tests
-# and the browser test that shares the run go to one worker (make test's --dist loadgroup)
-pytestmark = pytest.mark.xdist_group("ci_reports")
 from unirepclip.training import demo
 
 REPO = Path(__file__).resolve().parents[1]
