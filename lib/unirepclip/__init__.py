@@ -26,7 +26,7 @@ __all__ = list(_MODEL_API)
 
 def __getattr__(name):
     if name in _MODEL_API:
-        return getattr(importlib.import_module("unirepclip.models"), name)  # noqa: F821
+        return getattr(importlib.import_module("unirepclip.models"), name)
     raise AttributeError(f"module 'unirepclip' has no attribute {name!r}")
 
 

@@ -24,7 +24,7 @@ import open_clip
 from open_clip.model import CLIP
 from open_clip.transform import PreprocessCfg, image_transform_v2, merge_preprocess_dict
 
-from unirepclip.models import CONFIG_DIR, register_model_configs  # noqa: F401  (re-exported)
+from unirepclip.models import CONFIG_DIR
 from unirepclip.models.loading import (CheckpointMismatchError, attach_report, fit_report,
                                        load_prepared, prepare_checkpoint)
 

@@ -1363,7 +1363,6 @@ def run(profile: Union[str, os.PathLike] = "demo", overrides: Sequence[str] = ()
                          {"parameters": effective, "injected": injected}, {})
 
     import shutil
-    import tempfile
     from filelock import Timeout
 
     command = list(command) if command is not None else [sys.executable, *sys.argv]
