@@ -9,17 +9,14 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.colors import to_rgb  # noqa: E402
 
-from unirepclip.viz import style as figures
-
+from unirepclip.viz import style as figures  # noqa: E402
 from unirepclip.workbook import results  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
 def _clean_state():
     with matplotlib.rc_context():
-        results.configure(None)
         yield
-        results.configure(None)
         plt.close("all")
 
 
@@ -117,15 +114,23 @@ def test_vector_files_are_byte_identical_on_a_rerun(tmp_path):
     assert blobs[0] == blobs[1]
 
 
-def test_save_uses_the_configured_folder_and_registers_the_figure(tmp_path):
+def test_the_recorder_saves_into_its_folder_and_lists_the_figure(tmp_path):
     res_file = tmp_path / "results" / "nb.json"
-    results.configure(tmp_path, res_file)
+    rec = results.Recorder(tmp_path, res_file)
     fig, _ = figures.subplots()
-    paths = figures.save(fig, "thumb", formats=("png",), headline=True, caption="a caption")
+    paths = rec.save_figure(fig, "thumb", formats=("png",), headline=True, caption="a caption")
     assert paths == [tmp_path / "figures" / "thumb.png"] and paths[0].is_file()
+    rec.save_figure(fig, "other", formats=("png", "svg"))
+    rec.save_figure(fig, "thumb", formats=("png",), caption="again")  # a re-save replaces
     doc = results.load(res_file)
-    assert doc["figures"] == [{"name": "thumb", "files": {"png": "figures/thumb.png"},
-                               "headline": True, "caption": "a caption"}]
+    assert doc["figures"] == [
+        {"name": "other", "files": {"png": "figures/other.png", "svg": "figures/other.svg"},
+         "headline": False, "caption": None},
+        {"name": "thumb", "files": {"png": "figures/thumb.png"}, "headline": False,
+         "caption": "again"}]
+    # An explicit call to style.save lists nothing: the figure sink is the recorder, not a global.
+    figures.save(fig, "loose", tmp_path, formats=("png",))
+    assert [f["name"] for f in results.load(res_file)["figures"]] == ["other", "thumb"]
 
 
 def test_save_rejects_bad_names_formats_and_a_missing_folder(tmp_path):
@@ -136,5 +141,8 @@ def test_save_rejects_bad_names_formats_and_a_missing_folder(tmp_path):
     with pytest.raises(ValueError, match="'bmpx'"):
         figures.save(fig, "ok", output_dir=tmp_path, formats=("png", "bmpx"))
     assert not (tmp_path / "figures" / "ok.png").exists()  # nothing half-written
-    with pytest.raises(RuntimeError, match="results.configure"):
-        figures.save(fig, "nowhere")
+    for missing in (None, ""):
+        with pytest.raises(ValueError, match="'nowhere': output_dir is"):
+            figures.save(fig, "nowhere", missing)
+    with pytest.raises(RuntimeError, match="save_figure 'nowhere': this recorder has no output_dir"):
+        results.Recorder(None, tmp_path / "nb.json").save_figure(fig, "nowhere")

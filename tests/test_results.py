@@ -8,32 +8,26 @@ import torch
 from unirepclip.workbook import results
 
 
-@pytest.fixture(autouse=True)
-def _fresh():
-    results.configure(None)
-    yield
-    results.configure(None)
-
-
 def test_record_merges_nested_values_and_dotted_names(tmp_path):
     path = tmp_path / "r" / "02_zeroshot.json"
-    results.configure(tmp_path, path)
-    results.record("zeroshot", {"acc1": 0.5, "tasks": {"shape": {"acc1": 0.5}}})
-    results.record("zeroshot.tasks.colour.acc1", 0.9)
-    results.record_many({"zeroshot.acc5": 1.0, "retrieval.image_to_text.r1": 0.25})
-    results.record("zeroshot.acc1", 0.75)  # a later leaf replaces the earlier one
+    rec = results.Recorder(tmp_path, path)
+    rec.record("zeroshot", {"acc1": 0.5, "tasks": {"shape": {"acc1": 0.5}}})
+    rec.record("zeroshot.tasks.colour.acc1", 0.9)
+    rec.record_many({"zeroshot.acc5": 1.0, "retrieval.image_to_text.r1": 0.25})
+    rec.record("zeroshot.acc1", 0.75)  # a later leaf replaces the earlier one
     expected = {"zeroshot": {"acc1": 0.75, "acc5": 1.0,
                              "tasks": {"shape": {"acc1": 0.5}, "colour": {"acc1": 0.9}}},
                 "retrieval": {"image_to_text": {"r1": 0.25}}}
-    assert results.current() == expected
+    assert rec.current() == expected
     doc = json.loads(path.read_text())
     assert doc["format"] == results.FORMAT and doc["results"] == expected
-    assert results.get("zeroshot.tasks.colour.acc1") == 0.9
+    assert rec.get("zeroshot.tasks.colour.acc1") == 0.9
     assert list(tmp_path.joinpath("r").iterdir()) == [path]  # no temporary files left behind
 
 
 def test_values_become_plain_json():
-    out = results.record("x", {"f32": np.float32(0.25), "i64": np.int64(3), "arr": np.arange(3),
+    rec = results.Recorder()
+    out = rec.record("x", {"f32": np.float32(0.25), "i64": np.int64(3), "arr": np.arange(3),
                                "t": torch.tensor([[1.5, 2.0]]), "tup": (1, 2), "b": np.bool_(True)})
     assert out == {"f32": 0.25, "i64": 3, "arr": [0, 1, 2], "t": [[1.5, 2.0]], "tup": [1, 2],
                    "b": True}
@@ -43,64 +37,97 @@ def test_values_become_plain_json():
 
 @pytest.mark.parametrize("bad", [float("nan"), np.float32("inf"), [1.0, float("-inf")]])
 def test_non_finite_values_are_refused_with_the_key(bad):
+    rec = results.Recorder()
     with pytest.raises(ValueError, match="zeroshot.acc1"):
-        results.record("zeroshot.acc1", bad)
-    assert results.current() == {}
+        rec.record("zeroshot.acc1", bad)
+    assert rec.current() == {}
 
 
 def test_record_many_is_all_or_nothing():
+    rec = results.Recorder()
     with pytest.raises(ValueError, match="'b'"):
-        results.record_many({"a": 1, "b": object()})
-    assert results.current() == {}
+        rec.record_many({"a": 1, "b": object()})
+    assert rec.current() == {}
 
 
 @pytest.mark.parametrize("name", ["", "a..b", ".a", "a."])
 def test_bad_names_are_refused(name):
+    rec = results.Recorder()
     with pytest.raises(ValueError, match="result name"):
-        results.record(name, 1)
+        rec.record(name, 1)
 
 
-def test_configure_starts_fresh_and_removes_a_stale_file(tmp_path):
+def test_opening_starts_fresh_and_removes_a_stale_file(tmp_path):
     path = tmp_path / "nb.json"
-    results.configure(tmp_path, path)
-    results.record("old.key", 1)
-    results.configure(tmp_path, path)
-    assert not path.exists() and results.current() == {}
-    results.record("new.key", 2)
+    rec = results.Recorder(tmp_path, path)
+    rec.record("old.key", 1)
+    rec = results.Recorder(tmp_path, path)
+    assert not path.exists() and rec.current() == {}
+    rec.record("new.key", 2)
     assert results.load(path)["results"] == {"new": {"key": 2}}
 
 
 def test_headline_requires_a_recorded_key_and_a_fitting_format(tmp_path):
     path = tmp_path / "nb.json"
-    results.configure(tmp_path, path)
-    results.record("zeroshot.acc1", 0.123)
+    rec = results.Recorder(tmp_path, path)
+    rec.record("zeroshot.acc1", 0.123)
     with pytest.raises(KeyError, match="'acc5'"):
-        results.headline("zeroshot.acc5")
+        rec.headline("zeroshot.acc5")
     with pytest.raises(ValueError, match="format"):
-        results.headline("zeroshot.acc1", fmt="d")
-    results.headline("zeroshot.acc1", "top-1", fmt=".1%")
-    results.headline("zeroshot.acc1", "top-1 again", fmt=".2f")  # re-marking replaces
+        rec.headline("zeroshot.acc1", fmt="d")
+    rec.headline("zeroshot.acc1", "top-1", fmt=".1%")
+    rec.headline("zeroshot.acc1", "top-1 again", fmt=".2f")  # re-marking replaces
     assert results.load(path)["headline"] == [
         {"key": "zeroshot.acc1", "label": "top-1 again", "fmt": ".2f"}]
 
 
 def test_parts_that_hold_dots(tmp_path):
-    results.configure(tmp_path, tmp_path / "nb.json")
-    results.record(("zeroshot", "per_class", "St. Bernard"), 0.8)
-    assert results.current() == {"zeroshot": {"per_class": {"St. Bernard": 0.8}}}
-    results.headline(["zeroshot", "per_class", "St. Bernard"], fmt=".0%")
+    rec = results.Recorder(tmp_path, tmp_path / "nb.json")
+    rec.record(("zeroshot", "per_class", "St. Bernard"), 0.8)
+    assert rec.current() == {"zeroshot": {"per_class": {"St. Bernard": 0.8}}}
+    rec.headline(["zeroshot", "per_class", "St. Bernard"], fmt=".0%")
     assert results.load(tmp_path / "nb.json")["headline"] == [
         {"key": ["zeroshot", "per_class", "St. Bernard"],
          "label": "zeroshot.per_class.St. Bernard", "fmt": ".0%"}]
     with pytest.raises(KeyError, match="'zeroshot.per_class' has no key 'St'"):
-        results.get("zeroshot.per_class.St. Bernard")
+        rec.get("zeroshot.per_class.St. Bernard")
     with pytest.raises(ValueError, match="non-empty"):
-        results.record(("a", ""), 1)
+        rec.record(("a", ""), 1)
 
 
-def test_in_memory_without_a_path():
-    results.record("a.b", 1)
-    assert results.get("a.b") == 1 and results.results_path() is None
+def test_in_memory_without_a_path(tmp_path):
+    for path in (None, ""):  # the notebooks' parameter default is ""
+        rec = results.Recorder(tmp_path, path)
+        rec.record("a.b", 1)
+        assert rec.get("a.b") == 1 and rec.results_path is None
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_two_recorders_keep_apart(tmp_path):
+    # No module state: what one notebook records never shows in another's record or file.
+    a = results.Recorder(tmp_path, tmp_path / "a.json")
+    b = results.Recorder(tmp_path, tmp_path / "b.json")
+    a.record("x", 1)
+    b.record("y", 2)
+    assert a.current() == {"x": 1} and b.current() == {"y": 2}
+    assert results.load(tmp_path / "a.json")["results"] == {"x": 1}
+    assert results.load(tmp_path / "b.json")["results"] == {"y": 2}
+
+
+def test_a_closed_recorder_refuses_more_and_keeps_its_file(tmp_path):
+    path = tmp_path / "nb.json"
+    with results.Recorder(tmp_path, path) as rec:
+        rec.record("a", 1)
+        rec.headline("a")
+    assert rec.closed and "closed" in repr(rec)
+    for call in (lambda: rec.record("b", 2), lambda: rec.record_many({"b": 2}),
+                 lambda: rec.headline("a")):
+        with pytest.raises(RuntimeError, match="nb.json.*closed"):
+            call()
+    assert rec.get("a") == 1  # reading what was recorded stays possible
+    assert results.load(path) == {"format": results.FORMAT, "results": {"a": 1},
+                                  "headline": [{"key": "a", "label": "a", "fmt": None}],
+                                  "figures": []} == rec.document()
 
 
 def test_helpers_get_path_flatten_merge_load(tmp_path):

@@ -14,20 +14,20 @@ the whole workbook shares one look:
   tritanopia; sequential maps stay matplotlib's ``viridis`` (perceptually uniform and CVD-safe);
 * constrained layout, so labels never overlap without hand tuning.
 
-``style.save(fig, name)`` writes ``<output_dir>/figures/<name>.png`` plus vector ``.pdf`` and
-``.svg`` beside it and returns the paths. The output folder is the one the notebook configured with
-``unirepclip.workbook.results.configure(output_dir, results_path)`` (the pipeline passes ``output_dir`` as a
-notebook parameter), or an explicit ``output_dir=``. Vector files are written without creation dates
-and with a fixed SVG id salt, so the same figure gives byte-identical files on a rerun (a diff of two
-report folders then shows only real changes). Saved figures are also listed in the notebook's results
-file; ``headline=True`` puts a thumbnail of the figure on the report's index page.
+``style.save(fig, name, output_dir)`` writes ``<output_dir>/figures/<name>.png`` plus vector
+``.pdf`` and ``.svg`` beside it and returns the paths. Vector files are written without creation
+dates and with a fixed SVG id salt, so the same figure gives byte-identical files on a rerun (a diff
+of two report folders then shows only real changes). Notebooks save through their results recorder,
+``lm.results.save_figure(fig, name, headline=..., caption=...)``
+(:class:`unirepclip.workbook.results.Recorder`), which calls :func:`save` with the report folder
+and lists the figure in the notebook's results file.
 """
 from __future__ import annotations
 
 import os
 import re
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 
 import matplotlib as mpl
 
@@ -130,39 +130,11 @@ def subplots(nrows: int = 1, ncols: int = 1, *, width: Union[str, float] = "one"
     return plt.subplots(nrows, ncols, figsize=figure_size(width, aspect), **kwargs)
 
 
-# Where saved figures go and who is told about them: the workbook's results module sets both
-# (:func:`unirepclip.workbook.results.configure`), so this layer never imports the one above it.
-_sink: Dict[str, Any] = {"output_dir": None, "on_save": None}
-
-
-def configure(output_dir: Optional[Union[str, os.PathLike]],
-              on_save: Optional[Callable[..., None]] = None) -> None:
-    """Set the default report folder of :func:`save` and a callback
-    ``on_save(name, paths, root=..., headline=..., caption=...)`` run after each save."""
-    _sink["output_dir"] = None if output_dir is None else Path(output_dir)
-    _sink["on_save"] = on_save
-
-
-def _resolve_output_dir(output_dir: Optional[Union[str, os.PathLike]]) -> Path:
-    if output_dir is not None:
-        return Path(output_dir)
-    if _sink["output_dir"] is None:
-        raise RuntimeError(
-            "style.save: no output folder: pass output_dir=... or call "
-            "unirepclip.workbook.results.configure(output_dir, results_path) first (the runner "
-            "passes output_dir as a notebook parameter)")
-    return _sink["output_dir"]
-
-
-def save(fig, name: str, output_dir: Optional[Union[str, os.PathLike]] = None,
-         formats: Iterable[str] = FORMATS, *, dpi: Optional[float] = None,
-         headline: bool = False, caption: Optional[str] = None) -> List[Path]:
+def save(fig, name: str, output_dir: Union[str, os.PathLike],
+         formats: Iterable[str] = FORMATS, *, dpi: Optional[float] = None) -> List[Path]:
     """Save ``fig`` as ``<output_dir>/figures/<name>.<format>`` for each format; return the paths.
 
-    ``name`` is a file stem (letters, digits, ``.``, ``_``, ``-``). ``output_dir`` defaults to the
-    folder given to ``unirepclip.workbook.results.configure``. When results are configured the figure is
-    listed in the notebook's results file, with ``headline=True`` marking it for a thumbnail on the
-    index page (``caption`` is shown under it).
+    ``name`` is a file stem (letters, digits, ``.``, ``_``, ``-``); ``output_dir`` the report folder.
     """
     if not isinstance(name, str) or not _NAME_RE.match(name):
         raise ValueError(f"figure name {name!r} must be a file stem made of letters, digits, "
@@ -175,14 +147,14 @@ def save(fig, name: str, output_dir: Optional[Union[str, os.PathLike]] = None,
         if fmt not in supported:
             raise ValueError(f"style.save: unsupported format {fmt!r} for {name!r}; "
                              f"matplotlib writes {sorted(supported)}")
-    root = _resolve_output_dir(output_dir)
-    folder = root / "figures"
+    if output_dir is None or str(output_dir) == "":
+        raise ValueError(f"style.save {name!r}: output_dir is {output_dir!r}; pass the report "
+                         "folder (lm.results.save_figure passes the notebook's output_dir)")
+    folder = Path(output_dir) / "figures"
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for fmt in formats:
         path = folder / f"{name}.{fmt}"
         fig.savefig(path, format=fmt, dpi=dpi, metadata=_NO_DATES.get(fmt))
         paths.append(path)
-    if _sink["on_save"] is not None:
-        _sink["on_save"](name, paths, root=root, headline=headline, caption=caption)
     return paths

@@ -1,15 +1,19 @@
 """How notebooks record their results, machine-readably, for ``reports/<profile>/results.json``.
 
-In a notebook, after the parameters cell::
+A notebook's first cell opens a :class:`Recorder` (``workbook.setup`` does it and hands it back as
+``lm.results``; the runner sets ``output_dir`` and ``results_path`` as notebook parameters)::
 
-    from unirepclip.workbook import results
-    results.configure(output_dir, results_path)   # both are notebook parameters the runner sets
+    lm = workbook.setup(..., output_dir=output_dir, results_path=results_path)
     ...
-    results.record("zeroshot", {"acc1": acc1, "acc5": acc5, "tasks": {"shape": {...}}})
-    results.record("zeroshot.tasks.colour.acc1", 0.93)      # a dotted name is a path of keys
-    results.record(("zeroshot", "per_class", "St. Bernard"), 0.8)  # parts that hold dots
-    results.record_many({"retrieval.image_to_text.r1": 0.41, "retrieval.text_to_image.r1": 0.38})
-    results.headline("zeroshot.acc1", "zero-shot top-1 (shape)", fmt=".1%")
+    lm.results.record("zeroshot", {"acc1": acc1, "acc5": acc5, "tasks": {"shape": {...}}})
+    lm.results.record("zeroshot.tasks.colour.acc1", 0.93)      # a dotted name is a path of keys
+    lm.results.record(("zeroshot", "per_class", "St. Bernard"), 0.8)  # parts that hold dots
+    lm.results.record_many({"retrieval.image_to_text.r1": 0.41, "retrieval.text_to_image.r1": 0.38})
+    lm.results.headline("zeroshot.acc1", "zero-shot top-1 (shape)", fmt=".1%")
+    lm.results.save_figure(fig, "02_zeroshot_confusion", headline=True, caption="...")
+
+Without the model stack, ``Recorder(output_dir, results_path)`` opens one directly; it is also a
+context manager, and ``close()`` ends it (a later call is refused, naming the file).
 
 Results are nested JSON objects: ``record`` merges a value at a key path, nested dicts merge key by
 key (a later value replaces an earlier leaf). Values are converted to plain JSON (numpy and torch
@@ -27,9 +31,12 @@ fails half-way still leaves what it measured::
                    "headline": false, "caption": null}, ...]}
 
 The runner deep-merges the ``results`` parts of all notebooks into ``results.json`` (notebook order)
-and shows the headline numbers and figures on the index page. ``configure`` starts a fresh record
-(and removes a stale file), so a rerun never carries old keys. Without ``configure`` (or with
-``results_path=None``) results are kept in memory only, which is handy in a scratch session.
+and shows the headline numbers and figures on the index page. Opening a recorder starts a fresh
+record (and removes a stale file), so a rerun never carries old keys. With ``results_path=None``
+results are kept in memory only, which is handy in a scratch session.
+
+The module's functions (:func:`to_jsonable`, :func:`merge`, :func:`get_path`, :func:`flatten`,
+:func:`dump_json`, :func:`load`) are pure helpers the runner and the report pages share.
 """
 from __future__ import annotations
 
@@ -45,43 +52,12 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 from unirepclip.viz import style
 
 __all__ = [
-    "FORMAT", "Key", "configure", "output_dir", "results_path", "record", "record_many", "headline",
-    "get", "current", "load", "merge", "flatten", "get_path", "to_jsonable",
+    "FORMAT", "Key", "Recorder", "dump_json", "load", "merge", "flatten", "get_path", "to_jsonable",
 ]
 
 FORMAT = "unirepclip.results/1"
 
 PathLike = Union[str, os.PathLike]
-
-_state: Dict[str, Any] = {
-    "output_dir": None, "results_path": None, "results": {}, "headline": [], "figures": []}
-
-
-def configure(output_dir: Optional[PathLike], results_path: Optional[PathLike] = None) -> None:
-    """Start recording: figures go to ``<output_dir>/figures``, results to ``results_path``.
-
-    Clears what was recorded before and deletes an existing ``results_path`` file (a rerun must not
-    keep keys the new run no longer measures).
-    """
-    _state["output_dir"] = None if output_dir is None else Path(output_dir)
-    _state["results_path"] = None if results_path is None else Path(results_path)
-    _state["results"] = {}
-    _state["headline"] = []
-    _state["figures"] = []
-    if _state["results_path"] is not None and _state["results_path"].exists():
-        _state["results_path"].unlink()
-    style.configure(_state["output_dir"], on_save=_register_figure)
-
-
-def output_dir() -> Optional[Path]:
-    """The report folder set by :func:`configure` (None if not configured)."""
-    return _state["output_dir"]
-
-
-def results_path() -> Optional[Path]:
-    """The results file set by :func:`configure` (None if results stay in memory)."""
-    return _state["results_path"]
-
 
 Key = Union[str, Sequence[str]]
 
@@ -157,27 +133,6 @@ def _nest(key: Key, value: Any) -> Dict[str, Any]:
     return out
 
 
-def record(name: Key, value: Any) -> Any:
-    """Record ``value`` at the key path ``name`` (``"a.b.c"``, or ``("a", "b.c")`` when a part
-    holds a dot); dict values merge into what is there. Returns the JSON form of ``value``."""
-    data = to_jsonable(value, _name(name))
-    merge(_state["results"], _nest(name, data))
-    _write()
-    return data
-
-
-def record_many(values: Mapping[str, Any]) -> None:
-    """Record several results at once: each key is a (possibly dotted) name, see :func:`record`."""
-    if not isinstance(values, Mapping):
-        raise TypeError("record_many expects a mapping of name -> value, got "
-                        f"{type(values).__name__}")
-    staged: Dict[str, Any] = {}
-    for k, v in values.items():  # convert all first, so a bad value records nothing
-        merge(staged, _nest(k, to_jsonable(v, k)))
-    merge(_state["results"], staged)
-    _write()
-
-
 def get_path(data: Mapping[str, Any], key: Key) -> Any:
     """The value at the key path ``key`` (dotted, or a sequence of parts) in nested ``data``
     (``KeyError`` naming the first missing part)."""
@@ -190,61 +145,6 @@ def get_path(data: Mapping[str, Any], key: Key) -> Any:
         node = node[p]
         done.append(p)
     return node
-
-
-def get(name: Key) -> Any:
-    """A value recorded by this notebook, by dotted name or sequence of parts."""
-    return get_path(_state["results"], name)
-
-
-def current() -> Dict[str, Any]:
-    """A copy of everything recorded so far in this notebook (the ``results`` part)."""
-    return copy.deepcopy(_state["results"])
-
-
-def headline(name: Key, label: Optional[str] = None, fmt: Optional[str] = None) -> None:
-    """Mark the recorded result ``name`` as a headline number for the index page.
-
-    ``label`` is the text shown (default: the name); ``fmt`` a format spec such as ``".1%"`` or
-    ``".3f"`` (default: ``.4g`` for floats). The result must already be recorded.
-    """
-    value = get(name)
-    if fmt is not None:
-        try:
-            format(value, fmt)
-        except (ValueError, TypeError) as e:
-            raise ValueError(f"headline {_name(name)!r}: format {fmt!r} does not apply to "
-                             f"{value!r}: {e}") from None
-    key = name if isinstance(name, str) else list(name)
-    entry = {"key": key, "label": label if label is not None else _name(name), "fmt": fmt}
-    _state["headline"] = [h for h in _state["headline"] if h["key"] != key] + [entry]
-    _write()
-
-
-def _register_figure(name: str, paths: Iterable[Path], root: Path, headline: bool,
-                     caption: Optional[str]) -> None:
-    """Called by :func:`unirepclip.viz.style.save`: list the files (relative to the report folder
-    when they are inside it)."""
-    files = {}
-    for p in paths:
-        p = Path(p)
-        try:
-            rel = p.resolve().relative_to(Path(root).resolve()).as_posix()
-        except ValueError:
-            rel = str(p)
-        files[p.suffix.lstrip(".")] = rel
-    entry = {"name": name, "files": files, "headline": bool(headline), "caption": caption}
-    _state["figures"] = [f for f in _state["figures"] if f["name"] != name] + [entry]
-    _write()
-
-
-def _write() -> None:
-    path = _state["results_path"]
-    if path is None:
-        return
-    doc = {"format": FORMAT, "results": _state["results"], "headline": _state["headline"],
-           "figures": _state["figures"]}
-    dump_json(doc, path)
 
 
 def _umask() -> int:
@@ -298,3 +198,129 @@ def flatten(data: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
         else:
             out[key] = v
     return out
+
+
+def _figure_entry(name: str, paths: Iterable[Path], root: Path, headline: bool,
+                  caption: Optional[str]) -> Dict[str, Any]:
+    """A figure's line in the results file: its files relative to the report folder (when inside)."""
+    files = {}
+    for p in paths:
+        p = Path(p)
+        try:
+            rel = p.resolve().relative_to(Path(root).resolve()).as_posix()
+        except ValueError:
+            rel = str(p)
+        files[p.suffix.lstrip(".")] = rel
+    return {"name": name, "files": files, "headline": bool(headline), "caption": caption}
+
+
+class Recorder:
+    """One notebook's record: its results, headline marks and saved figures.
+
+    ``output_dir`` is the report folder (figures go to ``<output_dir>/figures``; None: figures cannot
+    be saved); ``results_path`` the file rewritten after every call (None: in memory only). Opening
+    removes an existing ``results_path`` file: a rerun must not keep keys it no longer measures.
+    """
+
+    def __init__(self, output_dir: Optional[PathLike] = None,
+                 results_path: Optional[PathLike] = None) -> None:
+        self.output_dir = None if output_dir is None else Path(output_dir)
+        self.results_path = None if results_path in (None, "") else Path(results_path)
+        self._results: Dict[str, Any] = {}
+        self._headline: List[Dict[str, Any]] = []
+        self._figures: List[Dict[str, Any]] = []
+        self.closed = False
+        if self.results_path is not None and self.results_path.exists():
+            self.results_path.unlink()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"Recorder({self.results_path or 'in memory'}, {state})"
+
+    def __enter__(self) -> "Recorder":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """End the record; what was recorded stays in the file, a later call is refused."""
+        self.closed = True
+
+    def record(self, name: Key, value: Any) -> Any:
+        """Record ``value`` at the key path ``name`` (``"a.b.c"``, or ``("a", "b.c")`` when a part
+        holds a dot); dict values merge into what is there. Returns the JSON form of ``value``."""
+        self._check_open()
+        data = to_jsonable(value, _name(name))
+        merge(self._results, _nest(name, data))
+        self._write()
+        return data
+
+    def record_many(self, values: Mapping[str, Any]) -> None:
+        """Record several results at once, each key a (possibly dotted) name; a bad value records
+        nothing."""
+        self._check_open()
+        if not isinstance(values, Mapping):
+            raise TypeError("record_many expects a mapping of name -> value, got "
+                            f"{type(values).__name__}")
+        staged: Dict[str, Any] = {}
+        for k, v in values.items():  # convert all first, so a bad value records nothing
+            merge(staged, _nest(k, to_jsonable(v, k)))
+        merge(self._results, staged)
+        self._write()
+
+    def get(self, name: Key) -> Any:
+        """A value recorded so far, by dotted name or sequence of parts."""
+        return get_path(self._results, name)
+
+    def current(self) -> Dict[str, Any]:
+        """A copy of everything recorded so far (the ``results`` part of the file)."""
+        return copy.deepcopy(self._results)
+
+    def headline(self, name: Key, label: Optional[str] = None, fmt: Optional[str] = None) -> None:
+        """Mark the recorded result ``name`` as a headline number for the index page.
+
+        ``label`` is the text shown (default: the name); ``fmt`` a format spec such as ``".1%"``
+        (default: ``.4g`` for floats). The result must already be recorded.
+        """
+        self._check_open()
+        value = self.get(name)
+        if fmt is not None:
+            try:
+                format(value, fmt)
+            except (ValueError, TypeError) as e:
+                raise ValueError(f"headline {_name(name)!r}: format {fmt!r} does not apply to "
+                                 f"{value!r}: {e}") from None
+        key = name if isinstance(name, str) else list(name)
+        entry = {"key": key, "label": label if label is not None else _name(name), "fmt": fmt}
+        self._headline = [h for h in self._headline if h["key"] != key] + [entry]
+        self._write()
+
+    def save_figure(self, fig: Any, name: str, formats: Iterable[str] = style.FORMATS, *,
+                    dpi: Optional[float] = None, headline: bool = False,
+                    caption: Optional[str] = None) -> List[Path]:
+        """Save ``fig`` with :func:`unirepclip.viz.style.save` into ``<output_dir>/figures`` and list
+        it in the results file; ``headline=True`` puts a thumbnail (``caption`` under it) on the
+        index page. Returns the paths written."""
+        self._check_open()
+        if self.output_dir is None:
+            raise RuntimeError(f"save_figure {name!r}: this recorder has no output_dir; open it "
+                               "with one (workbook.setup(output_dir=...), the runner passes it)")
+        paths = style.save(fig, name, self.output_dir, formats, dpi=dpi)
+        entry = _figure_entry(name, paths, self.output_dir, headline, caption)
+        self._figures = [f for f in self._figures if f["name"] != name] + [entry]
+        self._write()
+        return paths
+
+    def document(self) -> Dict[str, Any]:
+        """The results file's content as it stands (a copy)."""
+        return copy.deepcopy({"format": FORMAT, "results": self._results,
+                              "headline": self._headline, "figures": self._figures})
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise RuntimeError(f"results recorder {self.results_path or '(in memory)'} is closed")
+
+    def _write(self) -> None:
+        if self.results_path is not None:
+            dump_json(self.document(), self.results_path)

@@ -9,7 +9,9 @@ Notebook parameters shared by all notebooks (the runner's profiles set them):
 * ``device`` (``"cpu"``, ``"cuda"``, ``"auto"``), ``precision`` (``"fp32"`` or ``"bf16"``, autocast);
 * ``seed``, ``num_threads``, ``output_dir``, ``results_path``.
 
-A notebook's common first cell is one call: ``lm = workbook.setup(**the parameters)``.
+A notebook's common first cell is one call: ``lm = workbook.setup(**the parameters)``; it opens
+the notebook's results recorder (``lm.results``, :class:`unirepclip.workbook.results.Recorder`),
+through which the notebook records its numbers and saves its figures.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from unirepclip.models.factory import create_model_and_transforms, get_tokenizer
 from unirepclip.models.pretrained import resolve_checkpoint
 from unirepclip.utils import check_precision, resolve_device, set_seed
 from unirepclip.viz import style
-from unirepclip.workbook import results
+from unirepclip.workbook.results import Recorder
 
 __all__ = ["Loaded", "load", "setup"]
 
@@ -38,6 +40,7 @@ class Loaded:
     precision: str
     checkpoint: Optional[str]
     model_name: str
+    results: Recorder = dataclasses.field(default_factory=Recorder)
 
     @property
     def image_size(self) -> int:
@@ -73,15 +76,18 @@ def setup(*, model_name: str, checkpoint: Optional[str] = "demo", device: str = 
           results_path: Optional[str] = None, num_threads: int = 0, deploy: bool = False,
           channels_last: bool = False, blas_threads: bool = False) -> Loaded:
     """The common first cell of every notebook: the figure style, the seed, the CPU threads
-    (``num_threads`` > 0; ``blas_threads=True`` caps BLAS's too), the report folder, then the model.
+    (``num_threads`` > 0; ``blas_threads=True`` caps BLAS's too), the results recorder for the report
+    folder (``lm.results``), then the model.
     """
     style.use_style()
     set_seed(seed)
-    results.configure(output_dir, results_path or None)
+    recorder = Recorder(output_dir, results_path or None)
     if num_threads:
         torch.set_num_threads(num_threads)
         if blas_threads:
             from threadpoolctl import threadpool_limits
             threadpool_limits(num_threads)  # small L-BFGS fits stall on a shared machine
-    return load(model_name, checkpoint, device=device, precision=precision, deploy=deploy,
-                channels_last=channels_last)
+    lm = load(model_name, checkpoint, device=device, precision=precision, deploy=deploy,
+              channels_last=channels_last)
+    lm.results = recorder
+    return lm
