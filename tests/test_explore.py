@@ -2,10 +2,12 @@
 (unirepclip.viz.explorer), on hand-made arrays with hand-computed answers and on the demo model
 with known answers: a prompt naming a synthetic image's true class ranks it first, an image's own
 caption finds it in the top k, an attribution map concentrates in the object's mask."""
+import dataclasses
 import html
 import io
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -214,17 +216,17 @@ def test_neighbours_on_the_demo_share_their_class(gallery, emb):
 # -- receptive field -------------------------------------------------------------------------------
 
 def test_receptive_field_of_a_stage(lm):
-    rf = ex.receptive_field(lm.model, 3, 64, n_images=2)
+    rf = ex.receptive_field(lm.model, ex.ErfQuery(stage=3, resolution=64, n_images=2))
     assert rf["erf"].shape == (64, 64) and rf["n_images"] == 2 and rf["n_nan"] == 0
     direct = erf.compute_erf(erf.stage_feature_fn(lm.model, 3),
                              erf.erf_images("synthetic", 2, 64), progress=False)
     assert np.allclose(rf["erf"], direct)
     ratios = [rf["area_ratios"][t]["area_ratio"] for t in ("t20", "t30", "t50", "t99")]
     assert ratios == sorted(ratios) and 0 < ratios[0] <= ratios[-1] <= 1
-    early = ex.receptive_field(lm.model, 0, 64, n_images=2)
+    early = ex.receptive_field(lm.model, ex.ErfQuery(stage=0, resolution=64, n_images=2))
     assert early["area_ratios"]["t99"]["area_ratio"] <= rf["area_ratios"]["t99"]["area_ratio"]
     with pytest.raises(ValueError, match="stage"):
-        ex.receptive_field(lm.model, 7, 64, n_images=1)
+        ex.receptive_field(lm.model, ex.ErfQuery(stage=7, resolution=64, n_images=1))
 
 
 # -- galleries and files -------------------------------------------------------------------------
@@ -291,9 +293,10 @@ def test_text_tower_problem(lm):
 
 
 def test_default_queries_record_what_the_answers_say(lm, gallery, emb):
+    options = ex.QueryOptions(query_index=3, top_k=5, explain_args={"n_steps": 8},
+                              erf=ex.ErfQuery(n_images=1))
     out = ex.default_queries(lm.model, lm.tokenizer, gallery, emb, transform=lm.preprocess,
-                             query_index=3, top_k=5, explain_args={"n_steps": 8},
-                             erf_images=1)
+                             options=options)
     rec, ans = out["record"], out["answers"]
     q = ex.encode_queries(lm.model, lm.tokenizer, [gallery.captions[3]])[0][0]
     brute = list(np.argsort(-(emb @ q), kind="stable"))
@@ -309,7 +312,55 @@ def test_default_queries_record_what_the_answers_say(lm, gallery, emb):
     assert rec["embedding_map"]["neighbours_same_class"] == pytest.approx(np.mean(nb))
     with pytest.raises(ValueError, match="query_index=99"):
         ex.default_queries(lm.model, lm.tokenizer, gallery, emb, transform=lm.preprocess,
-                           query_index=99)
+                           options=ex.QueryOptions(query_index=99))
+
+
+# -- the default query's options -----------------------------------------------------------------
+
+def test_query_options_keep_the_defaults_and_refuse_bad_values_by_name():
+    o = ex.QueryOptions()
+    assert (o.query_index, o.top_k, o.explain_method, o.explain_args, o.map_method, o.seed) == \
+        (0, 8, "integrated_gradients", {}, "pca", 0)
+    assert o.erf == ex.ErfQuery(stage=3, resolution=64, n_images=8, dataset="synthetic",
+                                data_dir="")
+    # the notebook's parameters as they come: numpy integers, None for "no data folder"
+    e = ex.ErfQuery(stage=np.int64(2), data_dir=None)
+    assert e.stage == 2 and type(e.stage) is int and e.data_dir == ""
+    assert ex.ErfQuery(data_dir=Path("/data/x")).data_dir == "/data/x"
+    args = {"n_steps": 8}
+    o = ex.QueryOptions(explain_args=args)
+    args["n_steps"] = 99  # the options keep what they were given
+    assert o.explain_args == {"n_steps": 8}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        o.top_k = 3
+    for bad, match in [({"top_k": 0}, r"QueryOptions\.top_k=0: expected an integer >= 1"),
+                       ({"query_index": -1}, r"QueryOptions\.query_index=-1"),
+                       ({"top_k": 2.5}, r"top_k=2\.5"), ({"seed": True}, "seed=True"),
+                       ({"explain_method": "lime"}, "explain_method='lime'"),
+                       ({"map_method": "umap"}, "map_method='umap'"),
+                       ({"erf": {"stage": 1}}, r"QueryOptions\.erf="),
+                       ({"explain_args": [1]}, r"QueryOptions\.explain_args")]:
+        with pytest.raises(ValueError, match=match):
+            ex.QueryOptions(**bad)
+    for bad, match in [({"n_images": 0}, r"ErfQuery\.n_images=0"),
+                       ({"stage": -1}, r"ErfQuery\.stage=-1"),
+                       ({"resolution": 0}, r"ErfQuery\.resolution=0"),
+                       ({"dataset": " "}, r"ErfQuery\.dataset")]:
+        with pytest.raises(ValueError, match=match):
+            ex.ErfQuery(**bad)
+
+
+def test_the_live_app_reads_images_in_process_and_encodes_text_with_the_extraction_keywords(lm):
+    from unirepclip.viz.explorer.state import ExplorerState
+
+    st = ExplorerState(lm, {"num_workers": 4, "batch_size": 16, "cache": None,
+                            "model_ident": "m"})
+    assert st.extract_kw == {"batch_size": 16, "cache": None, "model_ident": "m",
+                             "device": lm.device, "precision": lm.precision}
+    assert st.text_kw == st.extract_kw
+    st = ExplorerState(lm, {"precision": "bf16", "pin_memory": True})
+    assert st.extract_kw["precision"] == "bf16" and st.extract_kw["pin_memory"] is True
+    assert st.text_kw == {"precision": "bf16", "device": lm.device}
 
 
 # -- the widgets -----------------------------------------------------------------------------------
@@ -338,46 +389,68 @@ def test_debouncer_calls_once_with_the_last_arguments():
 def app(lm, gallery, emb):
     pytest.importorskip("ipywidgets")
     from unirepclip.viz.explorer import Explorer
-    return Explorer(lm, gallery, embeddings=emb, debounce_s=0, top_k=4)
+    return Explorer(lm, gallery, embeddings=emb, debounce_s=0,
+                    options=ex.QueryOptions(top_k=4))
 
 
 def test_typing_updates_the_answers_and_bad_input_gives_a_message(app, gallery, emb, lm):
-    assert app.query.value == gallery.captions[0]  # the first answer to look at
-    app.query.value = gallery.captions[7]
+    assert app.search.query.value == gallery.captions[0]  # the first answer to look at
+    app.search.query.value = gallery.captions[7]
     q = ex.encode_queries(lm.model, lm.tokenizer, [gallery.captions[7]])[0][0]
     assert [h["index"] for h in app.last["search"]["hits"]] == \
         list(np.argsort(-(emb @ q), kind="stable")[:4])
-    assert 'data-index="%d"' % app.last["search"]["hits"][0]["index"] in app.search_out.value
-    app.classes.value = " , "
-    assert "class list is empty" in app.zs_msg.value and "Traceback" not in app.zs_msg.value
-    app.template_choice.value = "typed below"
-    app.classes.value = "star, heart"
-    app.templates.value = "a star without a slot"
-    assert "needs one {}" in app.zs_msg.value
-    app.templates.value = "a picture of a red {}"
-    assert app.zs_msg.value == "" and app.last["zeroshot"]["classnames"] == ["star", "heart"]
-    app.i2t_captions.value = "\n \n"
-    assert "caption list is empty" in app.i2t_msg.value
-    app.source.value = "folder"
-    app.folder.value = "/no/such/folder"
-    app.load_button.click()
-    assert "does not exist" in app.gallery_msg.value
-    app.source.value = "uploaded file"
-    app.load_button.click()
-    assert "no file uploaded" in app.gallery_msg.value
-    app.erf_stage.value = 3
-    app.erf_n.value = 1
-    app.erf_button.click()
-    assert app.erf_msg.value == "" and app.erf_out.value[:4] == b"\x89PNG"
-    app.map_method.value = "tsne"
-    assert "press 'draw t-SNE'" in html.unescape(app.map_msg.value)
-    app.map_button.click()
-    assert app.last["embedding_map"]["map"]["method"] == "tsne" and app.map_msg.value == ""
-    app.explain_index.value = 3
-    assert app.explain_caption.value == gallery.captions[3]
-    app.ig_steps.value = 8
-    app.explain_button.click()
-    assert "mass in mask" in app.explain_msg.value and app.explain_out.value[:4] == b"\x89PNG"
+    assert 'data-index="%d"' % app.last["search"]["hits"][0]["index"] in app.search.out.value
+    app.zeroshot.classes.value = " , "
+    assert "class list is empty" in app.zeroshot.msg.value
+    assert "Traceback" not in app.zeroshot.msg.value
+    app.zeroshot.template_choice.value = "typed below"
+    app.zeroshot.classes.value = "star, heart"
+    app.zeroshot.templates.value = "a star without a slot"
+    assert "needs one {}" in app.zeroshot.msg.value
+    app.zeroshot.templates.value = "a picture of a red {}"
+    assert app.zeroshot.msg.value == "" and app.last["zeroshot"]["classnames"] == ["star", "heart"]
+    app.image_to_text.captions.value = "\n \n"
+    assert "caption list is empty" in app.image_to_text.msg.value
+    app.source.source.value = "folder"
+    app.source.folder.value = "/no/such/folder"
+    app.source.load_button.click()
+    assert "does not exist" in app.source.msg.value
+    app.source.source.value = "uploaded file"
+    app.source.load_button.click()
+    assert "no file uploaded" in app.source.msg.value
+    app.erf.stage.value = 3
+    app.erf.n_images.value = 1
+    app.erf.button.click()
+    assert app.erf.msg.value == "" and app.erf.out.value[:4] == b"\x89PNG"
+    app.map.method.value = "tsne"
+    assert "press 'draw t-SNE'" in html.unescape(app.map.msg.value)
+    app.map.button.click()
+    assert app.last["embedding_map"]["map"]["method"] == "tsne" and app.map.msg.value == ""
+    app.explain.index.value = 3
+    assert app.explain.caption.value == gallery.captions[3]
+    app.explain.ig_steps.value = 8
+    app.explain.button.click()
+    assert "mass in mask" in app.explain.msg.value and app.explain.out.value[:4] == b"\x89PNG"
+
+
+def test_the_default_query_options_set_where_every_panel_starts(lm, gallery, emb):
+    pytest.importorskip("ipywidgets")
+    from unirepclip.viz.explorer import Explorer
+
+    options = ex.QueryOptions(query_index=5, top_k=3, explain_args={"n_steps": 12}, seed=1,
+                              erf=ex.ErfQuery(stage=1, resolution=32, n_images=2))
+    app = Explorer(lm, gallery, embeddings=emb, debounce_s=0, options=options)
+    assert app.search.query.value == app.explain.caption.value == gallery.captions[5]
+    assert app.search.k.value == 3 and len(app.last["search"]["hits"]) == 3
+    assert app.image_to_text.index.value == app.explain.index.value == app.map.point.value == 5
+    assert len(app.last["image_to_text"]["hits"]) == 3
+    assert [h["index"] for h in app.last["embedding_map"]["neighbours"]] == \
+        [h["index"] for h in ex.nearest_neighbours(emb, 5, 3)]
+    assert app.explain.ig_steps.value == 12
+    assert (app.erf.stage.value, app.erf.resolution.value, app.erf.n_images.value) == (1, 32, 2)
+    app.erf.button.click()
+    want = ex.receptive_field(lm.model, options.erf, seed=1)
+    assert app.last["erf"]["n_images"] == 2 and np.array_equal(app.last["erf"]["erf"], want["erf"])
 
 
 def test_without_a_text_tower_the_text_panels_say_so_and_the_map_works(lm, gallery, emb):
@@ -388,7 +461,7 @@ def test_without_a_text_tower_the_text_panels_say_so_and_the_map_works(lm, galle
     image_only = Loaded(_ImageOnly(lm.model), lm.preprocess, lm.preprocess_train, lm.tokenizer,
                         lm.device, lm.precision, None, "image-only")
     app = Explorer(image_only, gallery, debounce_s=0)
-    for msg in (app.zs_msg, app.search_msg, app.i2t_msg):
+    for msg in (app.zeroshot.msg, app.search.msg, app.image_to_text.msg):
         assert "no text tower" in msg.value, msg.value
-    assert app.map_out.value[:4] == b"\x89PNG" and len(app.last["embedding_map"]["neighbours"]) == 8
+    assert app.map.out.value[:4] == b"\x89PNG" and len(app.last["embedding_map"]["neighbours"]) == 8
     assert np.allclose(app.embeddings, emb, atol=1e-5)  # embedded here, the same vectors

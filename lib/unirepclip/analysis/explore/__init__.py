@@ -1,0 +1,48 @@
+"""What the interactive explorer (notebook 06, :mod:`unirepclip.viz.explorer`) computes, as plain
+data: each panel's answer is one function here, tested on its own; the widgets only wire inputs
+to these functions and draw what they return.
+
+- :mod:`.gallery`: the images the panels look at (:class:`Gallery`): a dataset's
+  (:func:`dataset_gallery`), a folder of the user's own (:func:`folder_gallery`) or an uploaded
+  file (:func:`uploaded_image`, :func:`single_image_gallery`), and their image embeddings,
+  computed once (:func:`embed_gallery`);
+- :mod:`.zeroshot`: the zero-shot playground (:func:`parse_classnames`,
+  :func:`parse_templates`, :data:`TEMPLATE_SETS`, :func:`text_classifier`,
+  :func:`zeroshot_table`);
+- :mod:`.search`: text -> images and image -> text (:func:`encode_queries`, :func:`rank`,
+  :func:`search_images`, :func:`search_texts`) and :func:`text_tower_problem` (why the text
+  panels cannot work with a model, or None);
+- :mod:`.explanation`: :func:`explain`, the attribution map of one image for one caption;
+- :mod:`.projection`: the embedding map (:func:`embedding_map`, :func:`nearest_neighbours`,
+  :func:`nearest_point`);
+- :mod:`.receptive`: :func:`receptive_field`, the ERF of one stage at one resolution;
+- :mod:`.options`: :class:`QueryOptions` (with :class:`ErfQuery`), every panel's default query;
+- :mod:`.defaults`: :func:`default_queries`, those queries answered; notebook 06 records them
+  under ``explore.*``.
+
+Bad input raises ``ValueError`` with a message fit to show in the panel (the explorer shows it
+instead of a traceback).
+"""
+from unirepclip.analysis.explore.defaults import default_queries
+from unirepclip.analysis.explore.explanation import explain
+from unirepclip.analysis.explore.gallery import (Gallery, dataset_gallery, embed_gallery,
+                                                  folder_gallery, single_image_gallery,
+                                                  uploaded_image)
+from unirepclip.analysis.explore.options import ErfQuery, QueryOptions
+from unirepclip.analysis.explore.projection import (MAP_METHODS, embedding_map,
+                                                     nearest_neighbours, nearest_point)
+from unirepclip.analysis.explore.receptive import receptive_field
+from unirepclip.analysis.explore.search import (encode_queries, rank, search_images,
+                                                 search_texts, text_tower_problem)
+from unirepclip.analysis.explore.zeroshot import (TEMPLATE_SETS, parse_classnames,
+                                                   parse_templates, template_set,
+                                                   text_classifier, zeroshot_table)
+
+__all__ = [
+    "Gallery", "dataset_gallery", "folder_gallery", "uploaded_image", "single_image_gallery",
+    "embed_gallery", "TEMPLATE_SETS", "template_set", "parse_classnames", "parse_templates",
+    "text_classifier", "zeroshot_table", "encode_queries", "rank", "search_images",
+    "search_texts", "text_tower_problem", "explain", "MAP_METHODS", "embedding_map",
+    "nearest_neighbours", "nearest_point", "receptive_field", "ErfQuery", "QueryOptions",
+    "default_queries",
+]
