@@ -144,5 +144,5 @@ def test_save_rejects_bad_names_formats_and_a_missing_folder(tmp_path):
     for missing in (None, ""):
         with pytest.raises(ValueError, match="'nowhere': output_dir is"):
             figures.save(fig, "nowhere", missing)
-    with pytest.raises(RuntimeError, match="save_figure 'nowhere': this recorder has no output_dir"):
+    with pytest.raises(RuntimeError, match="'nowhere': this recorder has no output_dir"):
         results.Recorder(None, tmp_path / "nb.json").save_figure(fig, "nowhere")

@@ -2,8 +2,8 @@
 
 Each function returns a ``matplotlib.figure.Figure`` sized for a paper column, with labelled axes,
 a title naming what is shown, and colours from the colour-blind-safe palette; save it with
-``style.save(fig, name)``. Class names come from data and are used as plain text (matplotlib's
-mathtext is switched off for them, so a ``$`` in a name prints as a dollar).
+``lm.results.save_figure(fig, name)``. Class names come from data and are used as plain text
+(matplotlib's mathtext is switched off for them, so a ``$`` in a name prints as a dollar).
 """
 from __future__ import annotations
 

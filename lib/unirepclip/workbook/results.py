@@ -202,7 +202,7 @@ def flatten(data: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
 
 def _figure_entry(name: str, paths: Iterable[Path], root: Path, headline: bool,
                   caption: Optional[str]) -> Dict[str, Any]:
-    """A figure's line in the results file: its files relative to the report folder (when inside)."""
+    """A figure's line in the results file, its files relative to the report folder (if inside)."""
     files = {}
     for p in paths:
         p = Path(p)
@@ -217,8 +217,8 @@ def _figure_entry(name: str, paths: Iterable[Path], root: Path, headline: bool,
 class Recorder:
     """One notebook's record: its results, headline marks and saved figures.
 
-    ``output_dir`` is the report folder (figures go to ``<output_dir>/figures``; None: figures cannot
-    be saved); ``results_path`` the file rewritten after every call (None: in memory only). Opening
+    ``output_dir`` is the report folder (figures go to ``<output_dir>/figures``; None: figures
+    cannot be saved); ``results_path`` the file rewritten after every call (None: in memory only). Opening
     removes an existing ``results_path`` file: a rerun must not keep keys it no longer measures.
     """
 
@@ -299,8 +299,8 @@ class Recorder:
     def save_figure(self, fig: Any, name: str, formats: Iterable[str] = style.FORMATS, *,
                     dpi: Optional[float] = None, headline: bool = False,
                     caption: Optional[str] = None) -> List[Path]:
-        """Save ``fig`` with :func:`unirepclip.viz.style.save` into ``<output_dir>/figures`` and list
-        it in the results file; ``headline=True`` puts a thumbnail (``caption`` under it) on the
+        """Save ``fig`` with :func:`unirepclip.viz.style.save` into ``<output_dir>/figures`` and
+        list it in the results file; ``headline=True`` puts a thumbnail (``caption`` under it) on the
         index page. Returns the paths written."""
         self._check_open()
         if self.output_dir is None:

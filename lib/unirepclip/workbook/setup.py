@@ -16,11 +16,14 @@ through which the notebook records its numbers and saves its figures.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional
+import functools
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 
-from unirepclip.models.factory import create_model_and_transforms, get_tokenizer
+from unirepclip.features import FeatureCache, model_identity
+from unirepclip.models.factory import create_model, create_model_and_transforms, get_tokenizer
+from unirepclip.models.inspection import is_inference_form
 from unirepclip.models.pretrained import resolve_checkpoint
 from unirepclip.utils import check_precision, resolve_device, set_seed
 from unirepclip.viz import style
@@ -31,7 +34,9 @@ __all__ = ["Loaded", "load", "setup"]
 
 @dataclasses.dataclass
 class Loaded:
-    """The model of a notebook and what goes with it."""
+    """The model of a notebook and what goes with it: how it was loaded (``checkpoint`` resolved,
+    ``deploy``, ``channels_last``), how it runs (``device``, ``precision``) and the notebook's
+    results recorder (``results``, in memory unless :func:`setup` opened one for a report)."""
     model: Any
     preprocess: Any
     preprocess_train: Any
@@ -40,6 +45,8 @@ class Loaded:
     precision: str
     checkpoint: Optional[str]
     model_name: str
+    deploy: bool = False
+    channels_last: bool = False
     results: Recorder = dataclasses.field(default_factory=Recorder)
 
     @property
@@ -49,10 +56,55 @@ class Loaded:
 
     def describe(self) -> str:
         """One line for the notebook: model, device, precision, resolution, form."""
-        from unirepclip.models.inspection import is_inference_form
         form = "inference" if is_inference_form(self.model) else "training"
         return (f"{self.model_name} on {self.device}, precision {self.precision}, "
                 f"{self.image_size} px, {form} form")
+
+    @functools.cached_property
+    def identity(self) -> Dict[str, Any]:
+        """:func:`unirepclip.features.model_identity` of the model, hashed once for every
+        extraction (the feature cache's key)."""
+        return model_identity(self.model)
+
+    def compute_kwargs(self, batch_size: int) -> Dict[str, Any]:
+        """The keywords of every function that runs the model in batches (ERF, extraction):
+        ``batch_size``, ``device``, ``precision``, and progress bars where the work is long (off
+        on the CPU, where the demo takes seconds)."""
+        return {"batch_size": batch_size, "device": self.device, "precision": self.precision,
+                "progress": self.device.type != "cpu"}
+
+    def encode_kwargs(self, batch_size: int, *, num_workers: int = 0, cache_dir: str = "",
+                      identity: bool = True) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+        """``(image keywords, text keywords)`` for
+        :func:`unirepclip.features.extract_image_features`,
+        :func:`~unirepclip.features.extract_text_features` and the evaluations that pass them on:
+        :meth:`compute_kwargs`, one :class:`~unirepclip.features.FeatureCache` on ``cache_dir``
+        (none for ``""``) and, with ``identity``, the model's :attr:`identity`; the images' also
+        ``num_workers``. ``identity=False`` where each tower brings its own (the probes)."""
+        shared = self.compute_kwargs(batch_size)
+        shared["cache"] = FeatureCache(cache_dir) if cache_dir else None
+        if identity:
+            shared["model_ident"] = self.identity
+        return {**shared, "num_workers": num_workers}, dict(shared)
+
+    def training_form(self) -> Any:
+        """The model in its training form (the branches re-parameterization folds): the model
+        itself when it is in that form, else the same checkpoint loaded again with
+        ``deploy=False`` on the same device (a fold cannot be undone)."""
+        if not is_inference_form(self.model):
+            return self.model
+        return load(self.model_name, self.checkpoint, device=str(self.device),
+                    precision=self.precision).model
+
+    def random_tower(self, seed: int) -> Any:
+        """The same architecture at a random initialization (the random-tower baseline), in the
+        model's form, device and memory format. ``set_seed(seed)`` comes first, so it depends on
+        the seed alone, not on what ran before (it reseeds the process's generators)."""
+        set_seed(seed)
+        model = create_model(self.model_name, device=self.device, deploy=self.deploy)
+        if self.channels_last:
+            model.visual.to(memory_format=torch.channels_last)
+        return model
 
 
 def load(model_name: str, checkpoint: Optional[str] = "demo", *, device: str = "auto",
@@ -68,7 +120,7 @@ def load(model_name: str, checkpoint: Optional[str] = "demo", *, device: str = "
     if channels_last:
         model.visual.to(memory_format=torch.channels_last)
     return Loaded(model, pre_val, pre_train, get_tokenizer(model_name), dev, precision, ckpt,
-                  str(model_name))
+                  str(model_name), deploy=deploy, channels_last=channels_last)
 
 
 def setup(*, model_name: str, checkpoint: Optional[str] = "demo", device: str = "auto",
@@ -76,8 +128,8 @@ def setup(*, model_name: str, checkpoint: Optional[str] = "demo", device: str = 
           results_path: Optional[str] = None, num_threads: int = 0, deploy: bool = False,
           channels_last: bool = False, blas_threads: bool = False) -> Loaded:
     """The common first cell of every notebook: the figure style, the seed, the CPU threads
-    (``num_threads`` > 0; ``blas_threads=True`` caps BLAS's too), the results recorder for the report
-    folder (``lm.results``), then the model.
+    (``num_threads`` > 0; ``blas_threads=True`` caps BLAS's too), the results recorder for the
+    report folder (``lm.results``), then the model.
     """
     style.use_style()
     set_seed(seed)

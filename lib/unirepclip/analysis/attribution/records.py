@@ -23,8 +23,8 @@ def _value(x) -> Optional[float]:
 def attribution_records(metrics: Mapping[str, Mapping[str, float]],
                         cascades: Optional[Mapping[str, Mapping[str, Any]]] = None,
                         prefix: str = PREFIX) -> Dict[str, Any]:
-    """Flat results for ``unirepclip.workbook.results.record_many``: per method ``mass_in_mask``,
-    ``pointing_game``, ``chance`` and, from :func:`cascading_randomization`,
+    """Flat results for ``Recorder.record_many`` (:mod:`unirepclip.workbook.results`): per method
+    ``mass_in_mask``, ``pointing_game``, ``chance`` and, from :func:`cascading_randomization`,
     ``randomization_rank_corr`` (the end of the cascade), ``randomization_curve`` and
     ``insensitive``. An undefined figure (NaN) is recorded as None (JSON null)."""
     out: Dict[str, Any] = {}
