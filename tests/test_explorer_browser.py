@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from helpers import headless_chromium
-from unirepclip.workbook import runner
+from unirepclip.workbook import params
+from unirepclip.workbook import run as wrun
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "notebooks" / "06_explore.ipynb"
@@ -33,12 +34,12 @@ def _free_port() -> int:
 
 
 def _ci_parameters(output_dir: Path) -> dict:
-    nbs = [runner.inspect_notebook(p) for p in runner.discover_notebooks(REPO / "notebooks")]
-    params = runner.resolve_parameters(nbs, runner.load_profile("ci"),
-                                       selected=runner.select(nbs, ["06_explore"]))["06_explore"]
+    nbs = [params.inspect_notebook(p) for p in params.discover_notebooks(REPO / "notebooks")]
+    values = params.resolve_parameters(nbs, params.load_profile("ci"),
+                                       selected=params.select(nbs, ["06_explore"]))["06_explore"]
     explorer = next(nb for nb in nbs if nb.name == "06_explore")
     defaults = {k: ast.literal_eval(p.default) for k, p in explorer.parameters.items()}
-    return {**defaults, **params, "output_dir": str(output_dir), "results_path": ""}
+    return {**defaults, **values, "output_dir": str(output_dir), "results_path": ""}
 
 
 @pytest.fixture(scope="module")

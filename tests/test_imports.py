@@ -30,7 +30,7 @@ def _result(proc):
 
 
 def test_the_runner_results_and_command_line_load_without_torch():
-    proc = _run("import unirepclip, unirepclip.workbook.results, unirepclip.workbook.runner, "
+    proc = _run("import unirepclip, unirepclip.workbook.results, unirepclip.workbook.run, "
                 "unirepclip.workbook.report, unirepclip.workbook.sweep, unirepclip.cli" + _REPORT)
     assert _result(proc) == {"torch": False, "open_clip": False}
 

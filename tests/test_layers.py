@@ -17,7 +17,7 @@ import pytest
 
 PKG = "unirepclip"
 ROOT = Path(__file__).resolve().parents[1] / "lib" / PKG
-LAYERS = ["utils", "models", "data", "features", "eval", "analysis", "viz", "training", "workbook",
+LAYERS = ["vocab", "utils", "models", "data", "features", "eval", "analysis", "viz", "training", "workbook",
           "cli"]
 TOP = len(LAYERS)  # the package's __init__ / __main__
 # What the package root defines itself, before it imports anything: reading it from below is no

@@ -21,7 +21,8 @@ from pathlib import Path
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-from unirepclip.workbook import runner
+from unirepclip.workbook import params
+from unirepclip.workbook import run as wrun
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -56,9 +57,9 @@ def notebook_problems(name, nb, tmp_dir: Path):
             problems.append(f"{name}: cell {i} is papermill's injected-parameters (an executed copy)")
     path = tmp_dir / Path(name).name
     nbformat.write(nb, path)
-    inspected = runner.inspect_notebook(path)
+    inspected = params.inspect_notebook(path)
     problems.extend(inspected.problems)
-    for reserved in runner.RESERVED:
+    for reserved in params.RESERVED:
         if inspected.parameters and reserved not in inspected.parameters:
             problems.append(f"{name}: the parameters cell lacks {reserved!r}")
     return problems, inspected
@@ -79,7 +80,7 @@ def test_committed_notebooks_are_clean_and_match_the_demo_profile(tmp_path):
         p, nb_info = notebook_problems(rel, nb, tmp_path)
         problems.extend(p)
         inspected.append(nb_info)
-    demo = runner.load_profile("demo")
+    demo = params.load_profile("demo")
     for nb in inspected:
         wanted = {**demo["common"], **demo["notebooks"].get(nb.name, {})}
         for key, param in nb.parameters.items():
@@ -87,23 +88,23 @@ def test_committed_notebooks_are_clean_and_match_the_demo_profile(tmp_path):
                 problems.append(f"{nb.name}: default {key} = {param.default} but the demo profile "
                                 f"says {wanted[key]!r}")
     if inspected:
-        for profile in runner.list_profiles():
+        for profile in params.list_profiles():
             try:
-                runner.resolve_parameters(inspected, runner.load_profile(profile),
-                                          check_placeholders=False)
-            except runner.ParameterError as e:
+                params.resolve_parameters(inspected, params.load_profile(profile),
+                                          params.Request(check_placeholders=False))
+            except params.ParameterError as e:
                 problems.append(f"profile {profile}: {e}")
     assert problems == []
 
 
 def test_the_checks_catch_a_dirty_notebook(tmp_path):
-    params = new_code_cell("seed = 3\nbatch_size = 'big'\nx: str | None = None")
-    params.metadata["tags"] = ["parameters"]
+    cell = new_code_cell("seed = 3\nbatch_size = 'big'\nx: str | None = None")
+    cell.metadata["tags"] = ["parameters"]
     ran = new_code_cell("print(1)", execution_count=4)
     ran.outputs = [new_output("stream", name="stdout", text="1\n")]
     injected = new_code_cell("seed = 1")
     injected.metadata["tags"] = ["injected-parameters"]
-    nb = new_notebook(cells=[new_markdown_cell("# t"), params, ran, injected])
+    nb = new_notebook(cells=[new_markdown_cell("# t"), cell, ran, injected])
     problems, info = notebook_problems("notebooks/09_dirty.ipynb", nb, tmp_path)
     text = "\n".join(problems)
     assert "cell 2 has outputs" in text and "cell 2 has an execution count" in text
@@ -112,9 +113,9 @@ def test_the_checks_catch_a_dirty_notebook(tmp_path):
     assert "lacks 'output_dir'" in text and "lacks 'results_path'" in text
     # ...and a profile value of the wrong type for it is reported the runner's way.
     try:
-        runner.resolve_parameters([info], {"name": "demo", "common": {"seed": "zero"},
-                                           "notebooks": {}}, check_placeholders=False)
-    except runner.ParameterError as e:
+        params.resolve_parameters([info], {"name": "demo", "common": {"seed": "zero"},
+                                           "notebooks": {}}, params.Request(check_placeholders=False))
+    except params.ParameterError as e:
         assert "09_dirty: parameter 'seed' expected int, got str 'zero'" in str(e)
     else:
         raise AssertionError("a wrong type went through")

@@ -8,6 +8,7 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
 from unirepclip.workbook import report
+from unirepclip.workbook.report import notebook_html
 
 EVIL = '<script>alert("x")</script><img src=x onerror=alert(1)>'
 # The tags render_index writes itself; anything else in the page came from data unescaped.
@@ -128,12 +129,12 @@ def test_git_state_commit_and_dirty_flag(tmp_path):
 def test_build_manifest(tmp_path):
     params = {"01_a": {"seed": 3, "device": "cpu", "checkpoint": "demo"},
               "02_b": {"seed": 3, "device": "cpu"}}
-    m = report.build_manifest(
+    m = report.build_manifest(report.RunFacts(
         profile={"name": "demo", "path": "x.yaml"}, overrides={"seed": 3}, parameters=params,
         injected={"01_a": {"seed": 3}}, runs=[{"name": "01_a", "status": "ok"}],
         merged_results={"checkpoint": {"sha256": "ab" * 32}}, repo=tmp_path,
         started="2024-01-01T10:00:00+01:00", finished="2024-01-01T10:02:30+01:00",
-        command=["python", "-m", "unirepclip", "run"])
+        command=["python", "-m", "unirepclip", "run"]))
     assert m["seed"] == 3 and m["duration_s"] == 150.0
     assert m["checkpoint"] == {"sha256": "ab" * 32, "path": "demo", "model": None}
     assert m["device"]["requested"] == "cpu" and m["git"] == {"commit": None, "dirty": None}
@@ -142,9 +143,9 @@ def test_build_manifest(tmp_path):
         assert m["versions"][pkg], pkg
     json.dumps(m, allow_nan=False)
     params["02_b"]["seed"] = 4
-    m = report.build_manifest(
+    m = report.build_manifest(report.RunFacts(
         profile={"name": "demo"}, overrides={}, parameters=params, injected={}, runs=[],
-        merged_results={}, repo=tmp_path, started="x", finished="y", command=[])
+        merged_results={}, repo=tmp_path, started="x", finished="y", command=[]))
     assert m["seed"] == {"01_a": 3, "02_b": 4}
     assert m["checkpoint"]["sha256"] is None and m["duration_s"] is None
 
@@ -215,4 +216,4 @@ def test_export_keeps_inline_html_and_attachments(tmp_path):
 @pytest.mark.parametrize("src,expected", [("a $x$ b", True), ("$$y$$", True),
                                           (r"\begin{align}", True), ("plain text", False)])
 def test_math_detection(src, expected):
-    assert report._has_math(_notebook(src)) is expected
+    assert notebook_html.has_math(_notebook(src)) is expected

@@ -6,7 +6,8 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from unirepclip.workbook import runner
+from unirepclip.workbook import params
+from unirepclip.workbook import run as wrun
 from unirepclip.cli import main
 
 DATA = Path(__file__).parent / "data"
@@ -22,22 +23,22 @@ EVIL = "<img src=x onerror=alert(1)>"
     ("cuda", "cuda"), ("'007'", "007"), ("", None), ("null", None), ("[224, 256]", [224, 256]),
     ("/data/x.pt", "/data/x.pt"), ("a=b", "a=b")])
 def test_parse_value_yaml_scalars(text, value):
-    got = runner.parse_value(text)
+    got = params.parse_value(text)
     assert got == value and type(got) is type(value)
 
 
 def test_parse_override():
-    assert runner.parse_override("batch_size=8") == (None, "batch_size", 8)
-    assert runner.parse_override("02_zeroshot.n=1") == ("02_zeroshot", "n", 1)
-    assert runner.parse_override("path=a=b") == (None, "path", "a=b")
+    assert params.parse_override("batch_size=8") == (None, "batch_size", 8)
+    assert params.parse_override("02_zeroshot.n=1") == ("02_zeroshot", "n", 1)
+    assert params.parse_override("path=a=b") == (None, "path", "a=b")
     for bad in ("novalue", "1x=2", "a-b=1", ".x=1"):
-        with pytest.raises(runner.ParameterError, match="-p"):
-            runner.parse_override(bad)
+        with pytest.raises(params.ParameterError, match="-p"):
+            params.parse_override(bad)
 
 
 def test_shipped_profiles_load_and_ci_only_shrinks_demo():
-    assert {"demo", "ci", "imagenet-l"} <= set(runner.list_profiles())
-    demo, ci = runner.load_profile("demo"), runner.load_profile("ci")
+    assert {"demo", "ci", "imagenet-l"} <= set(params.list_profiles())
+    demo, ci = params.load_profile("demo"), params.load_profile("ci")
     assert set(ci["common"]) == set(demo["common"])
     changed = {k for k in demo["common"] if ci["common"][k] != demo["common"][k]}
     assert changed, "ci must shrink something"
@@ -45,8 +46,8 @@ def test_shipped_profiles_load_and_ci_only_shrinks_demo():
         a, b = demo["common"][k], ci["common"][k]
         assert type(a) is int and type(b) is int and 0 < b < a, k
     import ast
-    notebooks = {p.stem: runner.inspect_notebook(p)
-                 for p in runner.discover_notebooks(runner.default_notebooks_dir())}
+    notebooks = {p.stem: params.inspect_notebook(p)
+                 for p in params.discover_notebooks(params.default_notebooks_dir())}
     for nb, values in ci["notebooks"].items():
         for k, b in values.items():
             a = demo["notebooks"].get(nb, {}).get(k, demo["common"].get(k))
@@ -59,28 +60,28 @@ def test_shipped_profiles_load_and_ci_only_shrinks_demo():
             else:
                 assert type(a) is int and type(b) is int and 0 < b < a, (nb, k, a, b)
     assert demo["common"]["device"] == "cpu"
-    big = runner.load_profile("imagenet-l")
+    big = params.load_profile("imagenet-l")
     assert big["common"]["device"] == "cuda" and big["common"]["precision"] == "bf16"
-    assert big["common"]["checkpoint"].startswith(runner.PLACEHOLDER_PREFIX)
+    assert big["common"]["checkpoint"].startswith(params.PLACEHOLDER_PREFIX)
 
 
 def test_profile_errors_name_the_file_and_key(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("common: {seed: 0}\nnotbooks: {}\n")
-    with pytest.raises(runner.ParameterError, match=r"bad.yaml: unknown top-level key 'notbooks'"):
-        runner.load_profile(bad)
+    with pytest.raises(params.ParameterError, match=r"bad.yaml: unknown top-level key 'notbooks'"):
+        params.load_profile(bad)
     (tmp_path / "a.yaml").write_text(f"extends: {tmp_path / 'b.yaml'}\n")
     (tmp_path / "b.yaml").write_text(f"extends: {tmp_path / 'a.yaml'}\n")
-    with pytest.raises(runner.ParameterError, match="loops"):
-        runner.load_profile(tmp_path / "a.yaml")
-    with pytest.raises(runner.ParameterError, match="shipped profiles: .*demo"):
-        runner.load_profile("no-such-profile")
+    with pytest.raises(params.ParameterError, match="loops"):
+        params.load_profile(tmp_path / "a.yaml")
+    with pytest.raises(params.ParameterError, match="shipped profiles: .*demo"):
+        params.load_profile("no-such-profile")
 
 
 def test_extends_merges_and_remembers_sources(tmp_path):
     (tmp_path / "child.yaml").write_text(
         f"extends: {PROFILE}\ncommon:\n  n_points: 4\nnotebooks:\n  02_fail:\n    seed: 7\n")
-    p = runner.load_profile(tmp_path / "child.yaml")
+    p = params.load_profile(tmp_path / "child.yaml")
     assert p["common"] == {"seed": 1, "n_points": 4}
     assert p["notebooks"] == {"01_record": {"scale": 2}, "02_fail": {"seed": 7}}
     assert p["sources"]["common.seed"] == str(PROFILE)
@@ -90,7 +91,7 @@ def test_extends_merges_and_remembers_sources(tmp_path):
 # -- notebooks and resolution ---------------------------------------------------------------------
 
 def test_inspect_notebook_reads_names_and_types():
-    nb = runner.inspect_notebook(NOTEBOOKS / "01_record.ipynb")
+    nb = params.inspect_notebook(NOTEBOOKS / "01_record.ipynb")
     types = {k: p.type_name for k, p in nb.parameters.items()}
     assert types == {"seed": "int", "n_points": "int", "scale": "float", "label": "str",
                      "device": "str", "checkpoint": "str", "output_dir": "str",
@@ -109,24 +110,25 @@ def _write_nb(path, *sources, tags=("parameters",)):
 
 
 def test_inspect_notebook_reports_what_papermill_cannot_use(tmp_path):
-    nb = runner.inspect_notebook(_write_nb(tmp_path / "01_x.ipynb", "a = 1\nb: str | None = None"))
+    nb = params.inspect_notebook(_write_nb(tmp_path / "01_x.ipynb", "a = 1\nb: str | None = None"))
     assert list(nb.parameters) == ["a"]
     assert any("cannot read parameter 'b'" in p for p in nb.problems)
-    two = runner.inspect_notebook(_write_nb(tmp_path / "02_y.ipynb", "a = 1", "b = 2",
+    two = params.inspect_notebook(_write_nb(tmp_path / "02_y.ipynb", "a = 1", "b = 2",
                                             tags=("parameters", "parameters")))
     assert any("2 cells tagged 'parameters'" in p for p in two.problems)
-    none = runner.inspect_notebook(_write_nb(tmp_path / "03_z.ipynb", "a = 1", tags=(None,)))
+    none = params.inspect_notebook(_write_nb(tmp_path / "03_z.ipynb", "a = 1", tags=(None,)))
     assert any("0 cells tagged" in p for p in none.problems)
 
 
 @pytest.fixture(scope="module")
 def toy():
-    return [runner.inspect_notebook(p) for p in runner.discover_notebooks(NOTEBOOKS)]
+    return [params.inspect_notebook(p) for p in params.discover_notebooks(NOTEBOOKS)]
 
 
 def test_resolution_order(toy):
-    prof = runner.load_profile(PROFILE)
-    got = runner.resolve_parameters(toy, prof, ["label=square", "seed=5", "02_fail.seed=9"])
+    prof = params.load_profile(PROFILE)
+    got = params.resolve_parameters(toy, prof, params.Request(["label=square", "seed=5",
+                                                               "02_fail.seed=9"]))
     # profile common < profile notebook section < -p key < -p notebook.key; int -> float for floats
     assert got["01_record"] == {"seed": 5, "n_points": 8, "scale": 2.0, "label": "square"}
     assert type(got["01_record"]["scale"]) is float
@@ -134,9 +136,9 @@ def test_resolution_order(toy):
 
 
 def _problems(toy, overrides=(), profile=None, **kw):
-    prof = profile or runner.load_profile(PROFILE)
-    with pytest.raises(runner.ParameterError) as e:
-        runner.resolve_parameters(toy, prof, overrides, **kw)
+    prof = profile or params.load_profile(PROFILE)
+    with pytest.raises(params.ParameterError) as e:
+        params.resolve_parameters(toy, prof, params.Request(tuple(overrides), **kw))
     return e.value.problems, str(e.value)
 
 
@@ -163,7 +165,7 @@ def test_profile_problems_name_the_file(toy, tmp_path):
     f = tmp_path / "p.yaml"
     f.write_text("common:\n  sead: 0\n  output_dir: /x\nnotebooks:\n  01_record:\n"
                  "    scale: fast\n    nope: 1\n  09_missing:\n    a: 1\n")
-    problems, msg = _problems(toy, profile=runner.load_profile(f))
+    problems, msg = _problems(toy, profile=params.load_profile(f))
     assert f"{f}: common.sead: no notebook has a parameter 'sead' (did you mean seed?)" in msg
     assert f"{f}: common.output_dir is set by the runner" in msg
     assert f"{f}: notebooks.01_record.nope: 01_record has no parameter 'nope'" in msg
@@ -176,34 +178,34 @@ def test_placeholders_and_reserved_names(toy):
     problems, msg = _problems(toy, ["label=/path/to/classes.txt", "results_path=x"])
     assert "parameter 'label' is still the placeholder '/path/to/classes.txt'" in msg
     assert "-p results_path: set by the runner" in msg
-    ok = runner.resolve_parameters(toy, runner.load_profile(PROFILE),
-                                   ["label=/path/to/classes.txt"], check_placeholders=False)
+    ok = params.resolve_parameters(toy, params.load_profile(PROFILE), params.Request(
+        ["label=/path/to/classes.txt"], check_placeholders=False))
     assert ok["01_record"]["label"] == "/path/to/classes.txt"
 
 
 def test_optional_and_untyped_parameters():
-    p = runner.Parameter("x", "Optional[int]", "None")
+    p = params.NotebookParameter("x", "Optional[int]", "None")
     assert p.check(None) is None and p.check(3) is None and "expected" in p.check("3")
-    assert runner.Parameter("x", "NoneType", "None").check("anything") is not None
-    assert runner.Parameter("x", None, "compute()").check(object()) is None  # unknown: no check
-    assert runner.Parameter("x", "List[int]", "[]").check([1]) is None
-    assert runner.Parameter("x", "list", "[]").check("a") is not None
+    assert params.NotebookParameter("x", "NoneType", "None").check("anything") is not None
+    assert params.NotebookParameter("x", None, "compute()").check(object()) is None  # unknown: no check
+    assert params.NotebookParameter("x", "List[int]", "[]").check([1]) is None
+    assert params.NotebookParameter("x", "list", "[]").check("a") is not None
 
 
 def test_select_only():
-    nbs = [runner.Notebook(n, Path(f"{n}.ipynb"), {}) for n in ("01_a", "02_b")]
-    assert [n.name for n in runner.select(nbs, ["b"])] == ["02_b"]
-    assert [n.name for n in runner.select(nbs, ["02_b", "01"])] == ["01_a", "02_b"]
-    with pytest.raises(runner.ParameterError, match="'03' matches no notebook"):
-        runner.select(nbs, ["03"])
+    nbs = [params.Notebook(n, Path(f"{n}.ipynb"), {}) for n in ("01_a", "02_b")]
+    assert [n.name for n in params.select(nbs, ["b"])] == ["02_b"]
+    assert [n.name for n in params.select(nbs, ["02_b", "01"])] == ["01_a", "02_b"]
+    with pytest.raises(params.ParameterError, match="'03' matches no notebook"):
+        params.select(nbs, ["03"])
 
 
 def test_bad_parameters_stop_before_any_notebook_runs(tmp_path, monkeypatch, capsys):
     def boom(*a, **k):
         raise AssertionError("a notebook ran")
 
-    monkeypatch.setattr(runner, "_execute", boom)
-    monkeypatch.setattr(runner, "ensure_kernel", boom)
+    monkeypatch.setattr(wrun.PapermillEngine, "open", boom)
+    monkeypatch.setattr(wrun.PapermillEngine, "execute", boom)
     code = main(["run", "--notebooks-dir", str(NOTEBOOKS), "--output-dir", str(tmp_path / "out"),
                  "--profile", str(PROFILE), "-p", "n_points=many", "-p", "colour=red"])
     err = capsys.readouterr().err
@@ -299,7 +301,7 @@ def test_ensure_kernel_registers_this_interpreter_and_refuses_a_shadow(tmp_path,
     name = "unirepclip-test-kernel"
     installed = Path(sys.prefix) / "share" / "jupyter" / "kernels" / name
     try:
-        assert runner.ensure_kernel(name) == name
+        assert wrun.ensure_kernel(name) == name
         spec = KernelSpecManager().get_kernel_spec(name)
         assert Path(spec.argv[0]).parent == Path(sys.executable).parent  # this environment's
         assert "ipykernel_launcher" in spec.argv
@@ -311,14 +313,15 @@ def test_ensure_kernel_registers_this_interpreter_and_refuses_a_shadow(tmp_path,
              "display_name": "other", "language": "python"}))
         monkeypatch.setenv("JUPYTER_PATH", str(tmp_path))
         with pytest.raises(RuntimeError, match="/opt/other/python"):
-            runner.ensure_kernel(name)
+            wrun.ensure_kernel(name)
     finally:
         shutil.rmtree(installed, ignore_errors=True)
 
 
 def test_a_kernel_that_cannot_start_still_gives_reports(tmp_path):
-    res = runner.run(profile=PROFILE, notebooks_dir=NOTEBOOKS, output_dir=tmp_path,
-                     kernel="no-such-kernel-for-unirepclip", progress=False, quiet=True)
+    res = wrun.run(wrun.RunOptions(profile=PROFILE, notebooks_dir=NOTEBOOKS, output_dir=tmp_path,
+                                   kernel="no-such-kernel-for-unirepclip", progress=False,
+                                   quiet=True))
     assert not res.ok
     assert [r.status for r in res.notebooks] == ["failed", "failed"]
     assert all("NoSuchKernel" in r.error for r in res.notebooks)

@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 
 from unirepclip.cli import main
-from unirepclip.workbook import runner
+from unirepclip.workbook import params
+from unirepclip.workbook import run as wrun
+from unirepclip.workbook.run.provenance import stale_reason
 
 DATA = Path(__file__).parent / "data"
 QUICK = DATA / "notebooks" / "quick"
@@ -33,8 +35,8 @@ def _status(folder):
 
 
 def _quick(out, *extra, **kw):
-    return runner.run(profile=QPROFILE, notebooks_dir=QUICK, output_dir=out, progress=False,
-                      quiet=True, overrides=list(extra), **kw)
+    return wrun.run(wrun.RunOptions(profile=QPROFILE, notebooks_dir=QUICK, output_dir=out,
+                                    progress=False, quiet=True, overrides=tuple(extra), **kw))
 
 
 def _no_sockets(*folders):
@@ -63,8 +65,8 @@ def test_out_of_range_values_stop_the_run_before_any_notebook(item, message, dry
     def boom(*a, **k):
         raise AssertionError("a notebook ran")
 
-    monkeypatch.setattr(runner, "_execute", boom)
-    monkeypatch.setattr(runner, "ensure_kernel", boom)
+    monkeypatch.setattr(wrun.PapermillEngine, "execute", boom)
+    monkeypatch.setattr(wrun.PapermillEngine, "open", boom)
     code = main(["run", "--notebooks-dir", str(REPO / "notebooks"), "--output-dir",
                  str(tmp_path / "out"), "-p", item, "-p", "seed=-3"] + (["--dry-run"] * dry))
     err = capsys.readouterr().err
@@ -81,41 +83,43 @@ def test_in_range_values_pass_and_nan_is_refused(capsys):
     capsys.readouterr()
     assert main(args + ["-p", "05_linear_probe.max_iter=.inf"]) == 2
     assert "expected int, got float inf" in capsys.readouterr().err
-    assert runner.Parameter("x", "float", "0.5").check(float("nan")) is None  # a float by type,
-    assert runner._range_problem("x", float("nan")) == "must be a finite number, got nan"  # but
+    assert params.NotebookParameter("x", "float", "0.5").check(float("nan")) is None  # a float by type,
+    assert params.check_value(None, float("nan"), {}) == "must be a finite number, got nan"  # but
 
 
 def test_every_number_or_list_a_shipped_notebook_declares_has_a_range():
     import ast
     missing = []
-    for path in runner.discover_notebooks(REPO / "notebooks"):
-        for name, p in runner.inspect_notebook(path).parameters.items():
+    for path in params.discover_notebooks(REPO / "notebooks"):
+        for name, p in params.inspect_notebook(path).parameters.items():
             try:
                 v = ast.literal_eval(p.default)
             except ValueError:
                 continue
             numeric = isinstance(v, (int, float, list)) and not isinstance(v, bool)
-            if numeric and name not in runner.RESERVED and runner.parameter_range(name) is None:
+            if numeric and name not in params.RESERVED and params.lookup(name) is None:
                 missing.append(f"{path.stem}.{name}")
-    assert not missing, f"parameters without a declared range (runner.RANGES): {missing}"
+    assert not missing, f"parameters without a declared range (a layer's params.py): {missing}"
 
 
 def test_relative_paths_resolve_where_they_were_written(tmp_path, monkeypatch):
     prof = tmp_path / "profiles" / "rel.yaml"
     prof.parent.mkdir()
     prof.write_text("common:\n  checkpoint: weights/ck.pt\n")
-    nbs = [runner.inspect_notebook(p) for p in runner.discover_notebooks(QUICK)]
+    nbs = [params.inspect_notebook(p) for p in params.discover_notebooks(QUICK)]
     monkeypatch.chdir(tmp_path)
-    got = runner.resolve_parameters(nbs, runner.load_profile(prof), [])
+    for f in ("profiles/weights/ck.pt", "mine.pt", "cfg/m.json"):
+        (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / f).write_text("{}")
+    got = params.resolve_parameters(nbs, params.load_profile(prof))
     assert got["01_fast"]["checkpoint"] == str(prof.parent / "weights" / "ck.pt")
-    got = runner.resolve_parameters(nbs, runner.load_profile(prof),
-                                    ["checkpoint=mine.pt", "02_slow.checkpoint=demo",
-                                     "model_name=cfg/m.json"])
+    got = params.resolve_parameters(nbs, params.load_profile(prof), params.Request(
+        ["checkpoint=mine.pt", "02_slow.checkpoint=demo", "model_name=cfg/m.json"]))
     assert got["01_fast"]["checkpoint"] == str(tmp_path / "mine.pt")  # the caller's folder
     assert got["02_slow"]["checkpoint"] == "demo"  # a name, not a file
     assert got["01_fast"]["model_name"] == str(tmp_path / "cfg" / "m.json")
-    got = runner.resolve_parameters(nbs, runner.load_profile(prof),
-                                    ["checkpoint=hf-hub:org/repo", "model_name=UniRepLKNet-Demo"])
+    got = params.resolve_parameters(nbs, params.load_profile(prof), params.Request(
+        ["checkpoint=hf-hub:org/repo", "model_name=UniRepLKNet-Demo"]))
     assert got["01_fast"]["checkpoint"] == "hf-hub:org/repo"
     assert got["01_fast"]["model_name"] == "UniRepLKNet-Demo"
 
@@ -136,18 +140,18 @@ def test_a_profile_named_dots_is_refused_and_nothing_is_written(tmp_path, capsys
 
 @pytest.mark.parametrize("name", ["", " ", ".", "..", "a/b", "a\\b", "x\0y"])
 def test_folder_names_that_are_not_one_folder(name):
-    assert runner.check_folder_name(name)
-    with pytest.raises(runner.ParameterError):
-        runner.report_folder("/tmp", name)
+    assert params.check_folder_name(name)
+    with pytest.raises(params.ParameterError):
+        wrun.report_folder("/tmp", name)
 
 
 def test_the_report_folder_stays_under_output_dir(tmp_path):
-    assert runner.check_folder_name("ci") is None and runner.check_folder_name("a.b") is None
-    assert runner.report_folder(tmp_path, "ci") == (tmp_path / "ci").resolve()
+    assert params.check_folder_name("ci") is None and params.check_folder_name("a.b") is None
+    assert wrun.report_folder(tmp_path, "ci") == (tmp_path / "ci").resolve()
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "escape").symlink_to(tmp_path)
-    with pytest.raises(runner.ParameterError, match="outside --output-dir"):
-        runner.report_folder(tmp_path / "out", "escape")
+    with pytest.raises(params.ParameterError, match="outside --output-dir"):
+        wrun.report_folder(tmp_path / "out", "escape")
 
 
 # -- the folder is locked while a run writes it ---------------------------------------------------
@@ -155,9 +159,9 @@ def test_the_report_folder_stays_under_output_dir(tmp_path):
 def _hold(folder, pid=4242, command=("python", "-m", "unirepclip", "run", "--only", "02")):
     from filelock import FileLock
     folder.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(folder / runner.LOCK_FILE))
+    lock = FileLock(str(folder / wrun.LOCK_FILE))
     lock.acquire(timeout=0)
-    (folder / runner.HOLDER_FILE).write_text(json.dumps(
+    (folder / wrun.HOLDER_FILE).write_text(json.dumps(
         {"pid": pid, "command": list(command), "started": "2030-01-01T00:00:00+00:00"}))
     return lock
 
@@ -209,10 +213,10 @@ def test_a_manifest_left_running_by_a_dead_process_reads_interrupted(tmp_path):
     (folder / "manifest.json").write_text(json.dumps(m))
     lock = _hold(folder)
     try:  # while someone holds the lock it is running ...
-        assert runner.read_manifest(folder)["status"] == "running"
+        assert wrun.read_manifest(folder)["status"] == "running"
     finally:
         lock.release()
-    got = runner.read_manifest(folder)  # ... once nobody does (SIGKILL, power loss), it is not
+    got = wrun.read_manifest(folder)  # ... once nobody does (SIGKILL, power loss), it is not
     assert got["status"] == "interrupted" and "no longer holds" in got["interrupted"]["reason"]
     assert [r["status"] for r in got["notebooks"]] == ["ok", "interrupted", "not run"]
 
@@ -228,10 +232,10 @@ def test_two_runs_from_one_notebooks_folder_and_a_refused_third(tmp_path):
          "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         deadline = time.time() + 240
-        while not runner.folder_locked(a / "quick"):
+        while not wrun.folder_locked(a / "quick"):
             assert proc.poll() is None and time.time() < deadline, proc.communicate()
             time.sleep(0.2)
-        with pytest.raises(runner.RunLocked, match=f"pid {proc.pid}"):
+        with pytest.raises(wrun.RunLocked, match=f"pid {proc.pid}"):
             _quick(a, only=["01"])
         res = _quick(b, only=["01"])
         assert res.ok
@@ -289,18 +293,21 @@ def test_a_temporary_folder_too_deep_for_a_socket_still_runs(tmp_path, monkeypat
     res = _quick(tmp_path / "out", only=["01"])
     assert res.ok, res
     assert not list(deep.iterdir())  # the run's folder is gone with its sockets
-    folder = runner._private_runtime_dir()  # IPC sockets still, in a shorter private folder
+    engine = wrun.PapermillEngine(kernel="unused").open()  # IPC sockets still, in a shorter folder
+    folder = engine.runtime
     try:
         assert len(str(folder / "kernel-ipc-65535")) <= 103 and folder.stat().st_mode & 0o077 == 0
     finally:
-        folder.rmdir()
+        engine.close()
+    assert not folder.exists()
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_an_interrupted_run_says_so_and_resume_completes_it(sig, tmp_path, monkeypatch):
     # Others may edit the package meanwhile; what changed code does is test_stale_reasons's.
+    from unirepclip.workbook.run import runner
     monkeypatch.setattr(runner, "source_sha256", lambda root=None: "same source")
-    monkeypatch.setattr(runner._report, "git_state", lambda path: {"commit": "c", "dirty": False})
+    monkeypatch.setattr(runner, "git_state", lambda path: {"commit": "c", "dirty": False})
     runtime_tmp = tmp_path / "tmp"
     runtime_tmp.mkdir()
     monkeypatch.setenv("TMPDIR", str(runtime_tmp))
@@ -327,7 +334,7 @@ def test_an_interrupted_run_says_so_and_resume_completes_it(sig, tmp_path, monke
     while _kernels_of(runtime_tmp) and time.time() < deadline:
         time.sleep(0.5)
     assert not _kernels_of(runtime_tmp), "a kernel outlived the run"
-    assert not (folder / runner.PARTIAL_DIR).exists()
+    assert not (folder / wrun.PARTIAL_DIR).exists()
     results = json.loads((folder / "results.json").read_text())
     if sig == signal.SIGINT:  # the old 02 outputs stay, whole, and the index says whose they are
         assert results["slow"] == {"n": 4, "seed": 7, "slept": 0.0}
@@ -358,7 +365,7 @@ def test_stale_reasons():
         now = json.loads(json.dumps(rec))
         for k, v in change.items():
             now[k] = v
-        return runner._stale_reason(rec, now, folder)
+        return stale_reason(rec, now, folder)
 
     import tempfile
     with tempfile.TemporaryDirectory() as d:
@@ -374,7 +381,7 @@ def test_stale_reasons():
         assert "other code" in reason(code={"source_sha256": "s2", "commit": "c1"})
         assert "other code" in reason(code={"source_sha256": "s1", "commit": "c2"})
         for bad in ("failed", "interrupted", "not run"):
-            assert runner._stale_reason({**rec, "status": bad}, rec, folder) == f"it was {bad}"
+            assert stale_reason({**rec, "status": bad}, rec, folder) == f"it was {bad}"
 
 
 # -- provenance -----------------------------------------------------------------------------------

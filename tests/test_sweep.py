@@ -18,7 +18,8 @@ import yaml
 
 from unirepclip.analysis import errata
 from unirepclip.cli import main
-from unirepclip.workbook import runner, sweep
+from unirepclip.workbook import params, sweep
+from unirepclip.workbook import run as wrun
 
 DATA = Path(__file__).parent / "data"
 QUICK = DATA / "notebooks" / "quick"
@@ -113,7 +114,7 @@ def test_an_interrupted_sweep_resumes_running_only_the_missing_settings(tmp_path
     def interrupt_in_the_second_setting():
         deadline = time.time() + 120
         while time.time() < deadline:
-            m = runner.read_manifest(folder / "seed-1") or {}
+            m = wrun.read_manifest(folder / "seed-1") or {}
             if any(r.get("status") == "running" for r in m.get("notebooks", [])):
                 os.kill(os.getpid(), signal.SIGINT)
                 return
@@ -123,7 +124,7 @@ def test_an_interrupted_sweep_resumes_running_only_the_missing_settings(tmp_path
               sweep=["seed=0,1"], progress=False, quiet=True)
     t = threading.Thread(target=interrupt_in_the_second_setting)
     t.start()
-    first = sweep.run_sweep(**kw)
+    first = sweep.run_sweep(wrun.RunOptions(**kw))
     t.join()
     assert first.interrupted == "SIGINT"
     status = {e["slug"]: e["status"] for e in first.doc["settings"]}
@@ -131,7 +132,7 @@ def test_an_interrupted_sweep_resumes_running_only_the_missing_settings(tmp_path
     assert "interrupted" in (folder / "index.html").read_text()
     done = (folder / "seed-0" / "01_fast.html").stat().st_mtime_ns
 
-    again = sweep.run_sweep(**kw, resume=True)
+    again = sweep.run_sweep(wrun.RunOptions(**kw, resume=True))
     assert again.ok and again.doc["status"] == "complete"
     kept = {e["slug"]: e["kept"] for e in again.doc["settings"]}
     assert kept == {"seed-0": ["01_fast"], "seed-1": []}
@@ -157,8 +158,9 @@ def test_bad_sweeps_are_refused_before_anything_runs(flags, message, tmp_path, m
     def boom(*a, **k):
         raise AssertionError("something ran")
 
-    monkeypatch.setattr(runner, "_execute", boom)
-    monkeypatch.setattr(runner, "ensure_kernel", boom)
+    monkeypatch.setattr(wrun.PapermillEngine, "open", boom)
+    monkeypatch.setattr(wrun.PapermillEngine, "execute", boom)
+    monkeypatch.setattr(wrun, "ensure_kernel", boom)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # no GPU, whatever the machine has
     code = main(["run", "--profile", str(QPROFILE), "--notebooks-dir", str(QUICK),
                  "--output-dir", str(tmp_path / "out"), *flags])
@@ -172,14 +174,14 @@ def test_slugs_are_safe_folder_names_and_values_split_at_top_level_commas():
     assert sweep.slugify({"02_zeroshot.n_images": 8, "seed": 1}) == "n-images-8_seed-1"
     assert sweep.slugify({"data_dir": "/x/../../etc"}) == "data-dir-etc"
     s = sweep.slugify({"checkpoint": "a" * 300})
-    assert len(s) <= 80 and runner.check_folder_name(s) is None
+    assert len(s) <= 80 and params.check_folder_name(s) is None
     assert sweep.slugify({"name": ".."}, name="..") == "setting"
     spec = sweep.build_spec({"sweep": None, "path": "p.yaml"}, ["x=a/b,c/b"])
     assert [s.slug for s in spec.settings] == ["x-b", "x-b-2"]  # unique, whatever the spelling
 
 
 def test_the_paper_profile_holds_table_13_and_agrees_with_the_errata():
-    prof = runner.load_profile("paper-zeroshot")
+    prof = params.load_profile("paper-zeroshot")
     spec = sweep.build_spec(prof)
     datasets = spec.axes["dataset"]
     assert len(datasets) == 26 and spec.axes["model_name"] == ["CLIP-UniRepLKNet-L",

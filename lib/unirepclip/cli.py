@@ -49,6 +49,13 @@ same). `--jobs N` runs N settings at once (one GPU each, or the CPU threads shar
 """
 
 
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+
+
 def _build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m unirepclip",
@@ -78,7 +85,7 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="render HTML reports without code cells (paper style)")
     r.add_argument("--kernel", default=None,
                    help="Jupyter kernel to use (default: register and use this interpreter's)")
-    r.add_argument("--cell-timeout", type=int, default=None, metavar="SECONDS",
+    r.add_argument("--cell-timeout", type=_int, default=None, metavar="SECONDS",
                    help="fail a notebook whose cell runs longer than this")
     r.add_argument("--dry-run", action="store_true",
                    help="validate the parameters and print them; run nothing")
@@ -94,7 +101,7 @@ def _build_parser() -> argparse.ArgumentParser:
     r.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2",
                    help="run once per value (YAML scalars; NN_name.key too); several flags make "
                         "a grid; replaces the profile's sweep axis of the same key")
-    r.add_argument("--jobs", type=int, default=1, metavar="N",
+    r.add_argument("--jobs", type=_int, default=1, metavar="N",
                    help="sweep settings run at once (default 1): one GPU each on CUDA "
                         "(CUDA_VISIBLE_DEVICES), else the CPU threads split (num_threads)")
     # One setting of a sweep run by `--jobs` in its own process: {"slug", "values", "sources"}.
@@ -116,35 +123,58 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="extract image features into the cache, on N processes under torchrun "
                         "(`torchrun --nproc_per_node=N -m unirepclip extract ...`)")
     sub.add_parser("kernel", help="register the Jupyter kernel 'unirepclip' for this interpreter")
+    st = sub.add_parser("status", help="a report folder's state (a run that died reads, and is "
+                                       "marked, interrupted)")
+    st.add_argument("folder", metavar="DIR", help="a report folder (OUTPUT_DIR/PROFILE)")
     return p
 
 
+def _options(args: argparse.Namespace, argv: Sequence[str]):
+    """The command line as one :class:`~unirepclip.workbook.run.RunOptions` (checked there)."""
+    from unirepclip.workbook.run import RunOptions
+    return RunOptions(
+        profile=args.profile, overrides=tuple(args.params), only=args.only,
+        output_dir=args.output_dir, notebooks_dir=args.notebooks_dir, hide_code=args.hide_code,
+        kernel=args.kernel, progress=not (args.no_progress or args.quiet),
+        cell_timeout=args.cell_timeout, dry_run=args.dry_run, quiet=args.quiet,
+        command=["python", "-m", "unirepclip", *argv], wait=args.wait, resume=args.resume,
+        sweep=tuple(args.sweep), jobs=args.jobs)
+
+
+def _error(e: Exception) -> int:
+    """A refusal before anything ran: one line per problem, exit status 2."""
+    problems = getattr(e, "problems", None)
+    if problems and len(problems) == 1:
+        print(f"error: {problems[0]}", file=sys.stderr)
+    else:
+        print(f"error: {e}", file=sys.stderr)
+    return 2
+
+
+def _setting(text: str):
+    import json
+
+    from unirepclip.workbook.sweep import Setting
+    doc = json.loads(text)
+    return Setting(doc["slug"], doc["values"], doc["sources"])
+
+
 def _cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from unirepclip.workbook import runner
+    from unirepclip.workbook.params import ParameterError, list_profiles
+    from unirepclip.workbook.run import RunLocked, run
 
     if args.list_profiles:
-        for name, desc in runner.list_profiles().items():
+        for name, desc in list_profiles().items():
             print(f"{name:15s} {desc}")
         return 0
-    setting = None
     try:
-        if args.sweep_setting is None and (args.sweep or runner.load_profile(args.profile)["sweep"]):
-            return _cmd_sweep(args, argv)
-        if args.sweep_setting is not None:
-            import json
-            setting = json.loads(args.sweep_setting)
-        res = runner.run(
-            profile=args.profile, overrides=args.params, only=args.only,
-            output_dir=args.output_dir, notebooks_dir=args.notebooks_dir, hide_code=args.hide_code,
-            kernel=args.kernel, progress=not (args.no_progress or args.quiet),
-            cell_timeout=args.cell_timeout, dry_run=args.dry_run, quiet=args.quiet,
-            command=["python", "-m", "unirepclip", *argv], wait=args.wait, resume=args.resume,
-            setting=None if setting is None else setting["values"],
-            setting_sources=None if setting is None else setting["sources"],
-            folder_name=None if setting is None else setting["slug"])
-    except (runner.ParameterError, runner.RunLocked, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        options = _options(args, argv)
+        if args.sweep_setting is None and (options.sweep or options.is_sweep_profile()):
+            return _cmd_sweep(options)
+        setting = None if args.sweep_setting is None else _setting(args.sweep_setting)
+        res = run(options, setting=setting)
+    except (ParameterError, RunLocked) as e:
+        return _error(e)
     if res.interrupted:
         import signal
         print(res.index)
@@ -164,24 +194,19 @@ def _cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return 0
 
 
-def _cmd_sweep(args: argparse.Namespace, argv: Sequence[str]) -> int:
+def _cmd_sweep(options) -> int:
     import json
     import signal
 
-    from unirepclip.workbook import runner, sweep
+    from unirepclip.workbook.params import ParameterError
+    from unirepclip.workbook.run import RunLocked
+    from unirepclip.workbook.sweep import run_sweep
 
     try:
-        res = sweep.run_sweep(
-            profile=args.profile, sweep=args.sweep, overrides=args.params, only=args.only,
-            output_dir=args.output_dir, notebooks_dir=args.notebooks_dir, hide_code=args.hide_code,
-            kernel=args.kernel, progress=not (args.no_progress or args.quiet),
-            cell_timeout=args.cell_timeout, dry_run=args.dry_run, quiet=args.quiet,
-            command=["python", "-m", "unirepclip", *argv], wait=args.wait, resume=args.resume,
-            jobs=args.jobs)
-    except (runner.ParameterError, runner.RunLocked, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if args.dry_run:
+        res = run_sweep(options)
+    except (ParameterError, RunLocked) as e:
+        return _error(e)
+    if options.dry_run:
         print(json.dumps({s["slug"]: {"values": s["values"], "parameters": s["parameters"]}
                           for s in res.doc["settings"]}, indent=2))
         return 0
@@ -195,6 +220,22 @@ def _cmd_sweep(args: argparse.Namespace, argv: Sequence[str]) -> int:
         print(f"error: {len(bad)} setting(s) did not complete: {', '.join(bad)} (see {res.index})",
               file=sys.stderr)
         return 1
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    """A report folder's state as its manifest says (a dead run's folder is marked, and its index
+    rewritten, as interrupted)."""
+    from unirepclip.workbook.run import read_manifest
+
+    m = read_manifest(args.folder)
+    if m is None:
+        print(f"error: {args.folder} holds no readable manifest.json", file=sys.stderr)
+        return 2
+    print(f"{args.folder}: {m.get('status')}")
+    for r in m.get("notebooks", []):
+        print(f"  {r.get('name')}: {r.get('status')}" + (f" ({r['error']})" if r.get("error")
+                                                          else ""))
     return 0
 
 
@@ -249,8 +290,10 @@ def _main(argv: List[str]) -> int:
         return _cmd_run(args, argv)
     if args.command == "inspect":
         return _cmd_inspect(args)
+    if args.command == "status":
+        return _cmd_status(args)
     if args.command == "kernel":
-        from unirepclip.workbook.runner import ensure_kernel
+        from unirepclip.workbook.run import ensure_kernel
         print(f"Jupyter kernel {ensure_kernel()!r} -> {sys.executable}")
         return 0
     parser.error(f"unknown command {args.command!r}")

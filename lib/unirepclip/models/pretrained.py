@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-__all__ = ["MODEL_NAME", "CONTROL_MODEL_NAME", "WEIGHTS_DIR", "checkpoint_name",
+__all__ = ["MODEL_NAME", "CONTROL_MODEL_NAME", "WEIGHTS_DIR", "checkpoint_name", "demo_model_names",
            "demo_checkpoint_path", "demo_metadata", "resolve_checkpoint"]
 
 MODEL_NAME = "UniRepLKNet-Demo"
@@ -17,6 +17,11 @@ CONTROL_MODEL_NAME = "UniRepLKNet-Demo-SmallKernel"  # same depth and width, 3x3
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 # file stems of the recipe's checkpoints: <stem>.safetensors, with <stem>.json beside it
 _STEMS = {MODEL_NAME: "unireplknet_demo_clip", CONTROL_MODEL_NAME: "unireplknet_demo_small_kernel_clip"}
+
+
+def demo_model_names() -> tuple:
+    """The models the demo recipe trains (whose ``checkpoint="demo"`` is shipped)."""
+    return tuple(sorted(_STEMS))
 
 
 def checkpoint_name(model: str = MODEL_NAME) -> str:

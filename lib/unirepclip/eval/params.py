@@ -1,0 +1,36 @@
+"""The notebook parameters the eval layer gives meaning to (see :mod:`unirepclip.vocab`): zero-shot
+classification and the probes."""
+from __future__ import annotations
+
+from typing import Tuple
+
+from unirepclip.vocab import COUNT, SIZE, SIZES, Param, Range
+
+__all__ = ["PARAMETERS"]
+
+PARAMETERS: Tuple[Param, ...] = (
+    # zero-shot (eval.zeroshot)
+    Param("n_images", "int", "evaluation images (0: all of a finite dataset)", COUNT),
+    Param("n_templates", "int", "prompt templates per class (0: all of them)", COUNT),
+    Param("n_mistakes", "int", "most confident mistakes shown per task", COUNT),
+    Param("sweep_sizes", "list", "input sides (px) of the resolution sweep", SIZES),
+    Param("n_sweep", "int", "images per resolution of the sweep", SIZE),
+    # probes (eval.linear_probe, eval.probes)
+    Param("pixel_size", "int", "side (px) of the raw-pixel baseline (0: native)", COUNT),
+    Param("max_iter", "int", "L-BFGS iterations per fit", SIZE),
+    Param("knn_k", "int", "neighbours of the kNN probe", SIZE),
+    Param("shots", "list", "labelled images per class of the k-shot probes", SIZES),
+    Param("n_train", "int", "training images per dataset (0: all)", COUNT),
+    Param("n_val", "int", "validation images (the probe's C is chosen on them)", COUNT),
+    Param("n_test", "int", "test images", COUNT),
+    Param("n_kshot_seeds", "int", "random draws per k of the k-shot probes", SIZE),
+    Param("kshot_spaces", "list", "feature spaces that get k-shot probes"),
+    Param("c_sweep", "str", "how the probe's C is searched", Range(choices=("clip", "grid"))),
+    Param("probe_backend", "str", "the L-BFGS implementation of the probe",
+          Range(choices=("torch", "sklearn", "auto"))),
+    Param("synthetic_task", "str", "classes of the synthetic world",
+          Range(choices=("shape", "colour"))),
+    Param("center_features", "bool", "subtract the training split's mean feature first"),
+    Param("normalize_features", "bool", "L2-normalize features before the linear probe"),
+    Param("dataset_name", "str", "the main dataset's name in results.json ('': the dataset's)"),
+)

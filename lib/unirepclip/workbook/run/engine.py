@@ -1,0 +1,207 @@
+"""Executing one notebook (papermill's word: an engine). :class:`PapermillEngine` runs it in a fresh
+kernel of this interpreter with papermill; a run takes any object with the same three methods
+(``open``, ``execute``, ``close``), which is how the tests run the runner without kernels.
+
+The kernel's connection file and IPC sockets live in a folder private to the run, removed on
+close; a signal that stops the run inside papermill leaves nobody else to end the kernel, so the
+engine remembers each kernel it starts and ends those still running on close."""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from unirepclip.workbook.params import KERNEL_NAME, Notebook
+
+__all__ = ["PapermillEngine", "ensure_kernel", "error_notebook"]
+
+# The kernel's sockets are <runtime>/kernel-ipc-<port>. Linux allows 107 bytes of socket path,
+# macOS 103; the longest name is kernel-ipc-65535.
+_IPC_NAME = "kernel-ipc"
+_SOCKET_PATH_MAX = 103
+
+
+def ensure_kernel(name: str = KERNEL_NAME) -> str:
+    """Register (once) a Jupyter kernelspec ``name`` for this interpreter in ``sys.prefix`` and
+    check that Jupyter finds it pointing at ``sys.executable``; return ``name``."""
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    def ours(spec) -> bool:
+        # The same bin folder as this interpreter (not symlinks resolved: every venv's python
+        # resolves to the same base interpreter); a bare "python" is replaced by sys.executable.
+        exe = spec.argv[0] if spec.argv else ""
+        here = os.path.dirname(os.path.abspath(sys.executable))
+        return exe in ("python", "python3") or (
+            os.path.isabs(exe) and os.path.dirname(os.path.abspath(exe)) == here)
+
+    try:
+        if ours(KernelSpecManager().get_kernel_spec(name)):
+            return name
+    except NoSuchKernel:
+        pass
+    from ipykernel.kernelspec import install
+    display = f"Python ({name}: {Path(sys.prefix).name})"
+    try:
+        install(kernel_name=name, display_name=display, prefix=sys.prefix)
+    except OSError:  # a read-only prefix (system Python): the user's Jupyter folder
+        install(kernel_name=name, display_name=display, user=True)
+    spec = KernelSpecManager().get_kernel_spec(name)
+    if not ours(spec):
+        raise RuntimeError(
+            f"Jupyter kernel {name!r} resolves to {spec.argv[0]} ({spec.resource_dir}), not this "
+            f"interpreter {sys.executable}; remove that kernelspec "
+            f"(`jupyter kernelspec remove {name}`) or pass --kernel")
+    return name
+
+
+def error_notebook(path: Path, message: str):
+    """The notebook at ``path`` with an error cell on top, for a run that papermill could not
+    finish itself (a kernel that did not start or died)."""
+    import nbformat
+    doc = nbformat.read(str(path), as_version=4)
+    cell = nbformat.v4.new_markdown_cell(
+        '<span id="papermill-error-cell"></span>\n\n## This notebook did not run\n\n```\n'
+        + message.replace("```", "'''") + "\n```")
+    doc.cells.insert(0, cell)
+    return doc
+
+
+def _fits_a_socket(folder: Path) -> bool:
+    return len(os.fsencode(folder / f"{_IPC_NAME}-65535")) <= _SOCKET_PATH_MAX
+
+
+def _private_folder() -> Path:
+    """A new folder only this user can enter: under the temporary folder, or under /tmp where
+    that one's path is too long for a socket (a deep TMPDIR)."""
+    folder = Path(tempfile.mkdtemp(prefix="unirepclip-run-"))
+    if os.name == "posix" and not _fits_a_socket(folder) and os.path.isdir("/tmp"):
+        short = Path(tempfile.mkdtemp(prefix="urc-", dir="/tmp"))
+        folder.rmdir()
+        folder = short
+    return folder
+
+
+def _alive(km: Any) -> bool:
+    proc = getattr(getattr(km, "provisioner", None), "process", None)
+    return proc is not None and proc.poll() is None
+
+
+class PapermillEngine:
+    """Runs a notebook with papermill in a fresh kernel (cwd: the notebook's folder, as in
+    JupyterLab). ``kernel`` names a Jupyter kernel (default: this interpreter's, registered on
+    open); ``cell_timeout`` bounds each cell in seconds."""
+
+    def __init__(self, kernel: Optional[str] = None, progress: bool = True,
+                 cell_timeout: Optional[int] = None):
+        self.kernel, self.progress, self.cell_timeout = kernel, progress, cell_timeout
+        self.runtime: Optional[Path] = None
+        self._kernels: List[Any] = []
+
+    def open(self) -> "PapermillEngine":
+        self.kernel = self.kernel or ensure_kernel()
+        self.runtime = _private_folder()
+        return self
+
+    def close(self) -> None:
+        """End the kernels still running and remove the private folder."""
+        self.stop_kernels()
+        if self.runtime is not None:
+            shutil.rmtree(self.runtime, ignore_errors=True)
+            self.runtime = None
+
+    def _manager_class(self) -> type:
+        from jupyter_client.manager import AsyncKernelManager
+        started = self._kernels
+
+        class RunKernelManager(AsyncKernelManager):
+            async def _async_launch_kernel(self, kernel_cmd, **kw):
+                await super()._async_launch_kernel(kernel_cmd, **kw)
+                started.append(self)
+
+        return RunKernelManager
+
+    def _kernel_config(self, name: str) -> Dict[str, Any]:
+        # IPC sockets (files only this user can open) rather than localhost TCP, where the kernel
+        # warns about unencrypted traffic; Windows has no IPC transport. A socket's path must fit
+        # AF_UNIX's sun_path: where even the private folder's would not, TCP.
+        rt = self.runtime
+        transport = "ipc" if os.name == "posix" and (rt is None or _fits_a_socket(rt)) else "tcp"
+        km: Dict[str, Any] = {"transport": transport}
+        if rt is not None:
+            km["connection_file"] = str(rt / f"kernel-{name}.json")
+            if transport == "ipc":
+                km["ip"] = str(rt / _IPC_NAME)
+        return km
+
+    def execute(self, nb: Notebook, params: Dict[str, Any], out_ipynb: Path) -> Optional[str]:
+        """Run ``nb`` with ``params`` into ``out_ipynb``; None on success, else a one-line error
+        (the saved notebook then shows it)."""
+        import nbformat
+        import papermill
+        from papermill.exceptions import PapermillExecutionError
+        from traitlets.config import Config
+
+        # The kernel inherits this environment. tqdm.auto warns in every kernel without
+        # ipywidgets and then draws text bars, which is what a static report wants.
+        saved = {k: os.environ.get(k) for k in ("PYTHONWARNINGS", "JUPYTER_RUNTIME_DIR")}
+        os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [saved["PYTHONWARNINGS"],
+                                                              "ignore:IProgress not found"]))
+        if self.runtime is not None:
+            os.environ["JUPYTER_RUNTIME_DIR"] = str(self.runtime)
+        try:
+            papermill.execute_notebook(
+                str(nb.path), str(out_ipynb), parameters=params, kernel_name=self.kernel,
+                language="python", cwd=str(nb.path.parent), progress_bar=self.progress,
+                log_output=False, execution_timeout=self.cell_timeout,
+                config=Config({"KernelManager": self._kernel_config(nb.name)}),
+                kernel_manager_class=self._manager_class())
+            return None
+        except PapermillExecutionError as e:
+            first = str(e.evalue).strip().splitlines()
+            return f"{e.ename}: {first[0] if first else ''} (cell In [{e.exec_count}])"
+        except Exception as e:  # a kernel that died or never started: still leave a report
+            msg = f"{type(e).__name__}: {e}".strip()
+            partial = out_ipynb if out_ipynb.exists() else nb.path  # papermill may have saved some
+            nbformat.write(error_notebook(partial, msg), str(out_ipynb))
+            return msg.splitlines()[0]
+        finally:
+            self._kernels[:] = [k for k in self._kernels if _alive(k)]
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+    def stop_kernels(self, grace_s: float = 3.0) -> None:
+        """End the kernels still running (SIGTERM to each kernel's own process group, then
+        SIGKILL)."""
+        import signal
+        procs = []
+        for km in self._kernels:
+            prov = getattr(km, "provisioner", None)
+            if not _alive(km):
+                continue
+            pgid = getattr(prov, "pgid", None)
+            procs.append((prov.process, pgid if pgid and pgid != os.getpgrp() else None))
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for proc, pgid in procs:
+                try:
+                    if pgid:
+                        os.killpg(pgid, sig)
+                    elif proc.poll() is None:
+                        proc.send_signal(sig)
+                except OSError:
+                    pass
+            deadline = time.time() + grace_s
+            for proc, _ in procs:
+                try:
+                    proc.wait(timeout=max(0.0, deadline - time.time()))
+                except Exception:  # still alive: the next signal
+                    pass
+            if all(proc.poll() is not None for proc, _ in procs):
+                break
+        self._kernels.clear()
