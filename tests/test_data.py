@@ -467,3 +467,95 @@ def test_synthetic_dataset_identity_depends_on_target():
     a = SyntheticShapes(split="test", n=4, image_size=32, seed=0, target="shape")
     b = SyntheticShapes(split="test", n=4, image_size=32, seed=0, target="colour")
     assert a.identity != b.identity
+
+
+# ------------------------------------------------------------------------------------------------
+# The dataset specification (unirepclip.data.registry): what a name means, asked torch-free
+# ------------------------------------------------------------------------------------------------
+def test_every_spec_says_what_its_name_means_and_what_it_serves():
+    from unirepclip.data import registry
+    from unirepclip.data.benchmarks import BENCHMARKS
+
+    for name, spec in registry.DATASETS.items():
+        assert spec.name == name and spec.kind in registry.KINDS
+        # files: the folder layouts and the benchmarks read data_dir, nothing else does
+        assert bool(spec.layout) == (spec.kind in ("folder", "benchmark")), name
+        if spec.kind == "benchmark":
+            assert spec.layout == BENCHMARKS[name].layout
+            assert ("retrieval" in spec.tasks) == (BENCHMARKS[name].task == "retrieval")
+    by_task = {t: registry.dataset_names(t) for t in registry.TASKS}
+    # worked out by hand from the table in the module doc
+    assert by_task["retrieval"] == ("synthetic", "mscoco_captions", "flickr30k")
+    assert by_task["probe"][:3] == ("synthetic", "imagefolder", "digits")
+    assert "skimage" not in by_task["probe"] and "eurosat" not in by_task["probe"]
+    assert "cifar10" in by_task["probe"] and "imagenet-r" in by_task["classification"]
+    assert not set(by_task["retrieval"][1:]) & set(by_task["classification"])
+    assert registry.dataset_names("probe") == registry.dataset_names(splits=("train", "val",
+                                                                            "test"))
+    assert registry.vocabulary_names() == ("imagenet",)
+    with pytest.raises(ValueError, match="task='captions'"):
+        registry.dataset_names("captions")
+
+
+def test_a_spec_that_contradicts_itself_is_refused_by_name():
+    from unirepclip.data.registry import DatasetSpec
+
+    def build(a):
+        return []
+
+    with pytest.raises(ValueError, match="DatasetSpec 'pairs': a retrieval set needs captions="):
+        DatasetSpec("pairs", "folder", build, ("test",), "pairs", ("retrieval",), layout="x")
+    with pytest.raises(ValueError, match="DatasetSpec 'few': a probe set needs the splits"):
+        DatasetSpec("few", "packaged", build, ("test",), "few", ("classification", "probe"),
+                    classes=lambda ds, a: None)
+    with pytest.raises(ValueError, match="kind='web'"):
+        DatasetSpec("web", "web", build, ("test",), "web", ("classification",),
+                    classes=lambda ds, a: None)
+
+
+def test_name_or_path_tells_a_registered_name_from_a_path():
+    from unirepclip.data.registry import dataset_names, name_or_path
+
+    assert name_or_path("imagenet", "vocabulary") == ("imagenet", ("imagenet",))
+    assert name_or_path("names.txt", "vocabulary") == (None, ("imagenet",))
+    retrieval = dataset_names("retrieval")
+    assert name_or_path("flickr30k", "retrieval") == ("flickr30k", retrieval)
+    # a classification set gives no captions: as a captions_file it can only be a path
+    assert name_or_path("cifar10", "retrieval") == (None, retrieval)
+    assert name_or_path("cifar10", "dataset")[0] == "cifar10"
+    assert name_or_path("data/pairs.csv", "dataset")[0] is None
+    with pytest.raises(ValueError, match="among='model'"):
+        name_or_path("x", "model")
+
+
+def test_unknown_or_unsuitable_names_are_one_line_with_the_accepted_ones():
+    from unirepclip.data.registry import dataset_names, dataset_spec
+
+    with pytest.raises(ValueError) as e:
+        dataset_spec("svhn", "probe")
+    assert "\n" not in str(e.value) and str(dataset_names("probe")) in str(e.value)
+    with pytest.raises(ValueError, match="dataset='skimage' serves classification, not probe"):
+        dataset_spec("skimage", "probe")
+    with pytest.raises(ValueError, match="captions_file='flickr30k'"):
+        dataset_spec("flickr30k", "classification")
+    assert dataset_spec("cifar10", "probe").name == "cifar10"
+
+
+def test_the_queries_import_without_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys; from unirepclip.data import registry; "
+            "registry.dataset_names('retrieval'); registry.name_or_path('x', 'vocabulary'); "
+            "print(sorted(m for m in ('torch', 'open_clip', 'torchvision') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_dataset_field_in_data_dir_names_the_folder_of_any_set(tmp_path):
+    from unirepclip.data.registry import load_dataset
+
+    for c, v in (("b", 20), ("a", 10)):
+        _png(tmp_path / "imagefolder" / c / "0.png", v)
+    ds = load_dataset("imagefolder", data_dir=str(tmp_path / "{dataset}"))
+    assert ds.root == tmp_path / "imagefolder" and ds.classes == ["a", "b"]

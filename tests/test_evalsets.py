@@ -1,13 +1,17 @@
 """unirepclip.data.sets: the data named by notebook parameters, checked against the datasets'
 own records (synthetic labels, folder layout, caption files)."""
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 import unirepclip
+from unirepclip.data import registry
 from unirepclip.data import sets as evalsets
-from unirepclip.data.registry import Subset
+from unirepclip.data.registry import DatasetSpec, Subset
 from unirepclip.data import COLOURS, SHAPES, SyntheticWorld
 
 
@@ -130,6 +134,54 @@ def test_caption_sets(folder, tmp_path):
     np.testing.assert_array_equal(cf.text_to_image, [0, 1, 0])
     caps, t2i = cf.texts_for([1])  # only the cat image was encoded
     assert caps == ["a cat"] and list(t2i) == [0]
+
+
+class _Pairs:
+    """A retrieval set as one would add it to the data layer: ``pairs.json`` lists the image
+    files and each image's captions."""
+
+    def __init__(self, root: Path):
+        meta = json.loads((root / "pairs.json").read_text())
+        self.root, self.files, self.per_image = root, meta["files"], meta["captions"]
+
+    def __len__(self):
+        return len(self.files)
+
+    def __getitem__(self, i):
+        return Image.open(self.root / self.files[i]).convert("RGB"), i
+
+    @property
+    def identity(self):
+        return {"class": "_Pairs", "root": str(self.root), "files": self.files}
+
+
+def test_a_retrieval_set_added_to_the_data_layer_alone_is_read_by_name(tmp_path, monkeypatch):
+    root = tmp_path / "tiny_pairs"
+    root.mkdir()
+    captions = [[f"image {k} caption {j}" for j in range(1 + k % 2)] for k in range(5)]
+    for k in range(5):
+        Image.new("RGB", (8, 8), (40 * k, 0, 0)).save(root / f"{k}.png")
+    (root / "pairs.json").write_text(json.dumps({"files": [f"{k}.png" for k in range(5)],
+                                                 "captions": captions}))
+    spec = DatasetSpec("tiny_pairs", "folder", lambda a: _Pairs(Path(a.data_dir)), ("test",),
+                       "five captioned squares", ("retrieval",), layout="pairs.json, images",
+                       captions=lambda base: base.per_image)
+    monkeypatch.setitem(registry.DATASETS, "tiny_pairs", spec)  # the only change anywhere
+    assert registry.name_or_path("tiny_pairs", "retrieval")[0] == "tiny_pairs"
+    # notebook 02's retrieval cell, its captions_file naming the new set
+    evalset = evalsets.classification_set("synthetic", n_images=3)
+    cs = evalsets.caption_set("tiny_pairs", evalset=evalset, n_images=0, image_size=64, seed=0,
+                              data_dir=str(tmp_path / "{dataset}"))
+    assert cs.kind == "folder" and len(cs.dataset) == 5
+    assert cs.captions == [c for caps in captions for c in caps]
+    np.testing.assert_array_equal(cs.text_to_image, [0, 1, 1, 2, 3, 3, 4])
+    # a seeded subset keeps every caption of each image kept, at its position in the subset
+    sub = evalsets.caption_set("tiny_pairs", n_images=2, seed=1, data_dir=str(root))
+    rows = sub.dataset.indices
+    assert len(rows) == 2 and len(sub.captions) == sum(len(captions[r]) for r in rows)
+    for caption, k in zip(sub.captions, sub.text_to_image):
+        assert caption in captions[rows[k]]
+        assert np.asarray(sub.dataset[k][0])[0, 0, 0] == 40 * rows[k]
 
 
 def test_subset_identity_and_bounds():

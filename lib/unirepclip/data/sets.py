@@ -1,25 +1,18 @@
 """The evaluation data a notebook's parameters name: images with their zero-shot tasks, and
 image-caption pairs for retrieval.
 
-Notebook parameters (shared names, see :mod:`unirepclip.workbook`):
+Notebook parameters (shared names, declared by :mod:`unirepclip.data.params`); what each
+registered name means is :mod:`unirepclip.data.registry`'s to say:
 
-* ``dataset``: ``"synthetic"`` (the captioned synthetic world's test split, held-out phrasings;
-  tasks ``shape`` and ``colour``), ``"imagefolder"`` (``data_dir/<class>/<image>``, ImageNet's
-  layout), ``"digits"`` (scikit-learn's handwritten digits, test split) or ``"skimage"``
-  (scikit-image's sample photographs, each its own class, named by its description), or a
-  CLIP_benchmark classification set by its name (``cifar10``, ``imagenet-r``, ...: see
-  :mod:`unirepclip.data.benchmarks`), read from ``data_dir`` with that benchmark's class names
-  and templates;
-* ``classnames_file``: the class vocabulary of an image folder: ``""`` for the folder names,
-  ``"imagenet"`` for open_clip's ``IMAGENET_CLASSNAMES`` (in the sorted WordNet-id order of
-  ImageNet's folders), else a text file with one name per line in sorted folder order. Image
-  folders are scored with the 80 prompt templates of CLIP's ImageNet evaluation
-  (``OPENAI_IMAGENET_TEMPLATES``);
+* ``dataset``: a registered classification set (``synthetic``, ``imagefolder``, ``digits``,
+  ``skimage``, a CLIP_benchmark name such as ``cifar10``: ``dataset_names("classification")``);
+* ``data_dir``: where its files are (``{dataset}`` stands for the name);
+* ``classnames_file``: an image folder's class names (:mod:`unirepclip.data.vocabularies`);
 * ``captions_file``: a CSV/TSV/JSONL of image-caption pairs (open_clip's ``filepath`` and
-  ``title`` columns) for retrieval, or CLIP_benchmark's retrieval set by its name
-  (``mscoco_captions``, ``flickr30k``) read from ``data_dir`` (write ``{dataset}`` in
-  ``data_dir`` for one root per dataset); ``""`` means the synthetic test captions when the
-  dataset is synthetic, and no retrieval otherwise.
+  ``title`` columns) for retrieval, or a registered retrieval set by its name
+  (``dataset_names("retrieval")``: ``mscoco_captions``, ``flickr30k``, ``synthetic``) read from
+  ``data_dir``; ``""`` means the synthetic test captions when the dataset is synthetic, and no
+  retrieval otherwise.
 
 Datasets are built without a transform, so ``dataset[i]`` is the PIL image (what the figures
 show) and the model's preprocessing is passed to :func:`unirepclip.features.extract_image_features`
@@ -33,7 +26,9 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from unirepclip.data.registry import (DATASETS, Subset, base_dataset, load_dataset,
+from unirepclip.data.builders import ZeroShotTask
+from unirepclip.data.registry import (Subset, base_dataset, dataset_captions, dataset_spec,
+                                      load_classified, load_dataset, name_or_path,
                                       resolve_vocabulary)
 
 __all__ = ["ZeroShotTask", "EvalSet", "CaptionSet", "classification_set", "sample_set",
@@ -43,27 +38,13 @@ _DISPLAY_SIDE = 160  # thumbnails for figures: vector files stay small
 
 
 @dataclasses.dataclass
-class ZeroShotTask:
-    """Class names, prompt templates (format strings or callables) and, where known, the true
-    class of each image of the set (``labels``, (N,) ints aligned with the dataset's rows)."""
-
-    name: str
-    classnames: List[str]
-    templates: List[Any]
-    labels: Optional[np.ndarray]
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classnames)
-
-
-@dataclasses.dataclass
 class EvalSet:
     """A dataset with its zero-shot tasks.
 
     ``dataset[i]`` is ``(PIL image, target)``; ``tasks`` maps a task name to a
     :class:`ZeroShotTask` whose labels follow the dataset's rows; ``main_task`` is the one whose
-    figures are the notebook's headline (``zeroshot.acc1``); ``description`` says what it is.
+    figures are the notebook's headline (``zeroshot.acc1``); ``description`` says what it is;
+    ``name`` is the registered dataset the rows come from.
     """
 
     kind: str
@@ -71,6 +52,7 @@ class EvalSet:
     tasks: Dict[str, ZeroShotTask]
     main_task: str
     description: str
+    name: str = ""
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -95,82 +77,39 @@ def classification_set(dataset: str, *, n_images: int, image_size: int = 64, see
     """The images and zero-shot tasks a notebook's parameters name.
 
     Args:
-        dataset: a name of :data:`~unirepclip.data.registry.DATASETS`; its evaluated split.
+        dataset: a registered classification set
+            (``unirepclip.data.registry.dataset_names("classification")``); its evaluated split.
         n_images: how many images (the first ``n_images`` of the synthetic test split; a seeded
             random subset of a finite set; ``0`` = all of a finite set): see
             :func:`~unirepclip.data.registry.load_dataset`.
         image_size: side at which synthetic images are rendered and digits are resized (other
             sets keep their files' sizes: the model's transform resizes them).
         seed: the synthetic world's seed; the subset's and digit split's seed.
-        data_dir: the image folder (``dataset="imagefolder"``).
-        classnames_file: see :func:`~unirepclip.data.registry.resolve_vocabulary`.
+        data_dir: where its files are (``{dataset}`` stands for the name).
+        classnames_file: an image folder's class names (:mod:`unirepclip.data.vocabularies`).
     """
-    from unirepclip.data.benchmarks import BENCHMARKS, benchmark_names
-
-    if dataset in benchmark_names("retrieval"):
-        raise ValueError(f"dataset={dataset!r} is a retrieval set (images and captions, no "
-                         f"classes): give it as captions_file={dataset!r} beside a "
-                         f"classification dataset")
-    ds = load_dataset(dataset, n=n_images, image_size=image_size, seed=seed, data_dir=data_dir,
-                      classnames_file=classnames_file)
-    base = base_dataset(ds)
-    if dataset == "synthetic":
-        from unirepclip.data import zeroshot_task
-
-        tasks = {}
-        for name, truth in (("shape", ds.samples.shape), ("colour", ds.samples.colour)):
-            classnames, templates = zeroshot_task(name)
-            tasks[name] = ZeroShotTask(name, classnames, templates, np.asarray(truth))
-        return EvalSet("synthetic", ds, tasks, "shape",
-                       f"synthetic world (seed {seed}), test split: {len(ds)} images of "
-                       f"{image_size} px, prompts in held-out phrasings")
-    rows = ds.indices if isinstance(ds, Subset) else np.arange(len(ds))
-    labels = np.asarray(base.targets, dtype=np.int64)
-    if dataset in BENCHMARKS:
-        task = ZeroShotTask(dataset, list(base.classes), list(base.templates), labels[rows])
-        return EvalSet("benchmark", ds, {dataset: task}, dataset,
-                       f"CLIP_benchmark's {dataset} ({base.split} split, {base.root}): {len(ds)} "
-                       f"of {len(base)} images, {len(base.classes)} classes, "
-                       f"{len(base.templates)} templates")
-    if dataset == "imagefolder":
-        _, templates, source = resolve_vocabulary(classnames_file, base.folders)
-        task = ZeroShotTask("imagefolder", list(base.classes), templates, labels[rows])
-        skipped = f", {len(base.skipped)} unreadable files skipped" if base.skipped else ""
-        return EvalSet("imagefolder", ds, {"imagefolder": task}, "imagefolder",
-                       f"image folder {data_dir}: {len(ds)} of {len(base)} images, "
-                       f"{len(base.classes)} classes named by {source}{skipped}")
-    if dataset == "digits":
-        from unirepclip.data import digits_zeroshot_task
-
-        classnames, templates = digits_zeroshot_task()
-        return EvalSet("digits", ds, {"digits": ZeroShotTask("digits", classnames, templates,
-                                                              labels[rows])}, "digits",
-                       f"scikit-learn digits, test split: {len(ds)} images of {image_size} px")
-    # skimage: each photograph is its own class, all of them stay in the vocabulary
-    task = ZeroShotTask("skimage", list(base.descriptions), ["a photo of {}."], labels[rows])
-    of = "" if ds is base else f" of {len(base)}"
-    return EvalSet("skimage", ds, {"skimage": task}, "skimage",
-                   f"scikit-image sample photographs: {len(ds)}{of} images, each its own class")
+    rows, classes = load_classified(dataset, n=n_images, image_size=image_size, seed=seed,
+                                    data_dir=data_dir, classnames_file=classnames_file)
+    return EvalSet(classes.kind, rows, classes.tasks, classes.main_task, classes.description,
+                   dataset)
 
 
 def sample_set(dataset: str, *, n_images: int, image_size: int = 64, seed: int = 0,
                classnames_file: str = "") -> EvalSet:
     """A handful of images for a first look at a model's predictions.
 
-    Synthetic and digits: the first images of their test splits with their tasks. Real-image
-    models (``imagefolder``, ``skimage``): scikit-image's sample photographs scored against the
-    image-folder vocabulary (``classnames_file``; ``""`` means open_clip's ImageNet class names),
-    with no true labels (the photographs are not ImageNet images).
+    A dataset whose spec's ``first_look`` is ``"own"`` (synthetic, digits): the first images of
+    its test split with its tasks. The others (real images): scikit-image's sample photographs
+    scored against the image-folder vocabulary (``classnames_file``; ``""`` means open_clip's
+    ImageNet class names), with no true labels (the photographs are not ImageNet images).
     """
-    if dataset not in DATASETS:
-        raise ValueError(f"dataset={dataset!r} is not one of {tuple(DATASETS)}")
-    if dataset in ("synthetic", "digits"):
+    if dataset_spec(dataset).first_look == "own":
         return classification_set(dataset, n_images=n_images, image_size=image_size, seed=seed)
     ds = load_dataset("skimage", n=n_images, seed=seed)
     classnames, templates, source = resolve_vocabulary(classnames_file or "imagenet")
     task = ZeroShotTask("vocabulary", classnames, templates, None)
     return EvalSet("skimage", ds, {"vocabulary": task}, "vocabulary",
-                   f"{len(ds)} scikit-image sample photographs, classes from {source}")
+                   f"{len(ds)} scikit-image sample photographs, classes from {source}", "skimage")
 
 
 @dataclasses.dataclass
@@ -197,46 +136,50 @@ def caption_set(captions_file: str, *, evalset: Optional[EvalSet] = None, n_imag
                 image_size: int = 64, seed: int = 0, data_dir: str = "") -> Optional[CaptionSet]:
     """The image-caption pairs for retrieval, or None when there are none (see the module doc).
 
-    With ``captions_file=""`` and a synthetic ``evalset`` its very dataset is reused (the test
-    captions are in held-out phrasings), so its image features serve both evaluations.
-    ``n_images`` caps the images of a caption file (its first ones) and sizes a new synthetic set;
-    of a CLIP_benchmark retrieval set (``captions_file="mscoco_captions"`` or ``"flickr30k"``,
-    read from ``data_dir``) it keeps a seeded random subset, every caption of each image kept.
+    ``captions_file``: a registered retrieval set's name (read from ``data_dir``; ``n_images``
+    keeps a seeded random subset of a finite set, every caption of each image kept, and sizes an
+    endless one), else a caption file (``n_images`` caps its images, its first ones). ``""``: the
+    captions of ``evalset``'s own dataset when it serves retrieval (its very rows are reused, so
+    its image features serve both evaluations; the synthetic test captions are in held-out
+    phrasings), None when it does not; with no ``evalset``, the synthetic test split.
     """
-    from unirepclip.data.benchmarks import benchmark_names
-
-    if captions_file in benchmark_names("retrieval"):
-        ds = load_dataset(captions_file, n=n_images, seed=seed, data_dir=data_dir)
-        base = base_dataset(ds)
-        rows = ds.indices if isinstance(ds, Subset) else np.arange(len(ds))
-        per_image = base.captions()
-        pairs = [(c, k) for k, i in enumerate(rows) for c in per_image[int(i)]]
-        return CaptionSet("benchmark", ds, [c for c, _ in pairs],
-                          np.asarray([k for _, k in pairs], dtype=np.int64),
-                          f"CLIP_benchmark's {captions_file} ({base.root}): {len(ds)} of "
-                          f"{len(base)} images, {len(pairs)} captions")
+    name, _ = name_or_path(captions_file, "retrieval")
+    if name is not None:
+        rows = load_dataset(name, n=n_images, image_size=image_size, seed=seed, data_dir=data_dir)
+        return _captions_of(name, rows)
     if captions_file:
-        from unirepclip.data import CaptionDataset
-
-        full = CaptionDataset(captions_file)
-        n = len(full) if n_images <= 0 else min(int(n_images), len(full))
-        ds = full if n == len(full) else Subset(full, np.arange(n))
-        keep = set(range(n))
-        pairs = [(c, int(i)) for c, i in zip(full.captions, full.text_to_image) if int(i) in keep]
-        skipped = f", {len(full.skipped)} unreadable images skipped" if full.skipped else ""
-        return CaptionSet("file", ds, [c for c, _ in pairs],
-                          np.asarray([i for _, i in pairs], dtype=np.int64),
-                          f"caption file {captions_file}: {n} images, {len(pairs)} captions"
-                          f"{skipped}")
-    if evalset is not None and evalset.kind != "synthetic":
-        return None
+        return _file_captions(captions_file, n_images)
     if evalset is None:
         evalset = classification_set("synthetic", n_images=n_images, image_size=image_size,
                                      seed=seed)
-    ds = evalset.dataset
-    return CaptionSet("synthetic", ds, list(ds.captions), np.arange(len(ds), dtype=np.int64),
-                      f"synthetic test captions (held-out phrasings): {len(ds)} images, one "
-                      f"caption each")
+    if "retrieval" not in dataset_spec(evalset.name).tasks:
+        return None
+    return _captions_of(evalset.name, evalset.dataset)
+
+
+def _captions_of(name: str, rows: Any) -> CaptionSet:
+    per_row = dataset_captions(name, rows)
+    pairs = [(c, k) for k, caps in enumerate(per_row) for c in caps]
+    base = base_dataset(rows)
+    where = getattr(base, "root", None)
+    return CaptionSet(dataset_spec(name).kind, rows, [c for c, _ in pairs],
+                      np.asarray([k for _, k in pairs], dtype=np.int64),
+                      f"the captions of {name}{f' ({where})' if where else ''}: {len(rows)} of "
+                      f"{len(base)} images, {len(pairs)} captions")
+
+
+def _file_captions(captions_file: str, n_images: int) -> CaptionSet:
+    from unirepclip.data import CaptionDataset
+
+    full = CaptionDataset(captions_file)
+    n = len(full) if n_images <= 0 else min(int(n_images), len(full))
+    ds = full if n == len(full) else Subset(full, np.arange(n))
+    keep = set(range(n))
+    pairs = [(c, int(i)) for c, i in zip(full.captions, full.text_to_image) if int(i) in keep]
+    skipped = f", {len(full.skipped)} unreadable images skipped" if full.skipped else ""
+    return CaptionSet("file", ds, [c for c, _ in pairs],
+                      np.asarray([i for _, i in pairs], dtype=np.int64),
+                      f"caption file {captions_file}: {n} images, {len(pairs)} captions{skipped}")
 
 
 def val_transform(model: Any, image_size: Optional[int] = None) -> Callable:
