@@ -253,10 +253,17 @@ def test_bad_backend_and_device_are_named(monkeypatch):
 def test_bad_dataset_arguments_are_named(tmp_path):
     with pytest.raises(ValueError, match="--dataset 'cifar'"):
         build_dataset("cifar")
-    with pytest.raises(ValueError, match="--data-root applies to --dataset imagefolder"):
+    with pytest.raises(ValueError, match="--data-root applies to datasets read from files, not "
+                                         "digits"):
         build_dataset("digits", data_root=str(tmp_path))
     with pytest.raises(ValueError, match="needs --data-root"):
         build_dataset("imagefolder")
+    with pytest.raises(ValueError, match="--dataset cifar10 needs --data-root DIR, a folder "
+                                         "holding cifar-10-batches-py"):
+        build_dataset("cifar10")
+    with pytest.raises(ValueError, match="--classnames applies to datasets named by class "
+                                         "folders, not cifar10"):
+        build_dataset("cifar10", data_root=str(tmp_path), classnames="imagenet")
     with pytest.raises(FileNotFoundError, match="--data-root"):
         build_dataset("imagefolder", data_root=str(tmp_path / "nope"))
 
@@ -286,6 +293,50 @@ def test_command_line_datasets_are_the_notebooks_datasets(tmp_path):
     # --split names a sub-folder of --data-root
     assert build_dataset("imagefolder", data_root=str(tmp_path), split="val").root == \
         tmp_path / "val"
+
+
+def _write_cifar10(root: Path, n: int = 6) -> list:
+    """CIFAR-10's python batches (pickled dicts of channel-major rows), ``n`` images each; the
+    test batch's labels are returned."""
+    import pickle
+
+    d = root / "cifar-10-batches-py"
+    d.mkdir(parents=True)
+    for k, f in enumerate(["test_batch"] + [f"data_batch_{i}" for i in range(1, 6)]):
+        rows = np.stack([np.full((3, 32, 32), 20 * k + i, np.uint8) for i in range(n)])
+        with open(d / f, "wb") as fh:
+            pickle.dump({"data": rows.reshape(n, -1), "labels": [(k + i) % 10 for i in range(n)]},
+                        fh)
+    with open(d / "batches.meta", "wb") as fh:
+        pickle.dump({"label_names": [f"class {c}" for c in range(10)]}, fh)
+    return [i % 10 for i in range(n)]
+
+
+def test_extract_command_reads_a_benchmark_by_name_from_data_root(tmp_path, monkeypatch,
+                                                                   checkpoint, model, ident):
+    """``extract --dataset cifar10 --data-root DIR`` fills the entry notebook 02 looks up when
+    its dataset is cifar10 and its data_dir DIR."""
+    import os as _os
+
+    import torchvision.datasets.cifar as cifar
+
+    from unirepclip.cli import main
+    from unirepclip.data.sets import classification_set
+
+    # torchvision md5-checks CIFAR's files against the real release; these are only its format
+    monkeypatch.setattr(cifar, "check_integrity", lambda path, md5=None: _os.path.isfile(path))
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR"):
+        monkeypatch.delenv(var, raising=False)
+    labels = _write_cifar10(tmp_path / "cifar10")
+    cache = FeatureCache(tmp_path / "cache")
+    assert main(["extract", "--model", MODEL, "--checkpoint", str(checkpoint),
+                 "--dataset", "cifar10", "--data-root", str(tmp_path / "{dataset}"),
+                 "--cache-dir", str(cache.root), "--batch-size", "4", "--no-progress"]) == 0
+    evalset = classification_set("cifar10", n_images=0, data_dir=str(tmp_path / "cifar10"))
+    got = extract_image_features(model, evalset.dataset, progress=False, model_ident=ident,
+                                 cache=cache)
+    assert got.from_cache and cache.keys() == [got.key]
+    assert got.labels.tolist() == labels == evalset.tasks["cifar10"].labels.tolist()
 
 
 # ------------------------------------------------------------------------------------------------

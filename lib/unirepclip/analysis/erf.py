@@ -494,40 +494,41 @@ def erf_images(dataset: str, n: int, resolution: int, *, data_dir: Optional[str]
     """``n`` normalized images (n, 3, R, R) at ``resolution`` for an ERF measurement.
 
     Args:
-        dataset: ``"synthetic"`` (the synthetic world's test split rendered at ``resolution``, so
-            objects keep their size relative to the image), ``"imagefolder"`` (``n`` images drawn
-            without replacement, seeded, from an ImageNet-style folder ``data_dir``; resized on the
-            short side and centre-cropped, as RepLKNet resized ImageNet validation images), or
-            ``"skimage"`` (scikit-image's sample photographs, at most as many as ship).
+        dataset: a registered dataset (:mod:`unirepclip.data.registry`), its evaluated split.
+            An endless one (``"synthetic"``) is rendered at ``resolution``, so objects keep
+            their size relative to the image; one read from files (``"imagefolder"``, a
+            CLIP_benchmark name) gives ``n`` images drawn without replacement, seeded, resized
+            on the short side and centre-cropped, as RepLKNet resized ImageNet validation
+            images; one shipped in a package (``"skimage"``) its first ``n`` (at most as many as
+            ship).
         n: number of images (RepLKNet used 50).
         resolution: image side in pixels.
-        data_dir: the folder for ``"imagefolder"``.
+        data_dir: where a dataset read from files has them.
         seed: picks the images.
         mean, std: normalization; default open_clip's OpenAI values (what every model here uses).
 
     Unreadable files in a folder are skipped and replaced by the next drawn image.
     """
     import open_clip
-    from unirepclip.data.registry import DATASETS, load_dataset
+    from unirepclip.data.registry import dataset_spec, load_dataset
 
-    if dataset not in DATASETS:
-        raise ValueError(f"erf_images: dataset must be one of {tuple(DATASETS)}, got {dataset!r}")
+    spec = dataset_spec(dataset)  # one line naming the registered names when it is none
     for name, value, low in (("n", n, 1), ("resolution", resolution, 8)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
             raise ValueError(f"erf_images: {name} must be an int >= {low}, got {value!r}")
     n, resolution = int(n), int(resolution)
     mean = tuple(open_clip.OPENAI_DATASET_MEAN if mean is None else mean)
     std = tuple(open_clip.OPENAI_DATASET_STD if std is None else std)
-    if dataset == "synthetic":
-        world = load_dataset("synthetic", n=n, image_size=resolution, seed=int(seed))
-        pixels = world.samples.images
+    if spec.endless:  # rendered at the resolution: objects keep their size relative to it
+        world = load_dataset(dataset, n=n, image_size=resolution, seed=int(seed))
+        pixels = np.stack([np.asarray(world[i][0]) for i in range(len(world))])
         x = torch.from_numpy(pixels).permute(0, 3, 1, 2).float().div_(255.0)
         return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
     transform = open_clip.image_transform(resolution, is_train=False, mean=mean, std=std)
     # every image of the set, in its order; which n of them is this function's rule
     ds = load_dataset(dataset, data_dir=data_dir or "", image_size=resolution, seed=int(seed),
                       transform=transform)
-    if dataset == "skimage":
+    if not spec.layout:  # shipped in a package: every image readable, in the package's order
         return torch.stack([ds[i][0] for i in range(min(n, len(ds)))])
     from unirepclip.data import UnreadableImage
     order = np.random.default_rng(int(seed)).permutation(len(ds))

@@ -13,8 +13,8 @@ of :class:`~unirepclip.eval.probes.KNNProbe` fitted on the same data. Around it:
 * :func:`compare` / :func:`compare_many`: every probe in every space, one JSON-ready dict per
   dataset, the fits spread over ``n_jobs`` processes;
 * :func:`probe_gaps`: the main probe's lead over each baseline with its binomial standard error;
-* :func:`probe_dataset`: the train / val / test splits of the synthetic world, scikit-learn's
-  digits or an image folder.
+* :func:`probe_dataset`: the train / val / test splits of a registered probe set (the synthetic
+  world, scikit-learn's digits, an image folder, a CLIP_benchmark name with a train split).
 
 The tables and figures of these results are :mod:`unirepclip.viz.probe`.
 """
@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from unirepclip.data.registry import base_dataset, dataset_names, load_dataset, resolve_vocabulary
+from unirepclip.data.registry import (PROBE_SPLITS, base_dataset, dataset_names, dataset_spec,
+                                      load_classified, load_dataset)
 from unirepclip.eval.metrics import (ArrayLike, check_features, mcnemar_exact,
                                      mean_per_class_recall, to_numpy)
 from unirepclip.eval.probes import KNNProbe, LinearProbe, _encode, _py
@@ -161,8 +161,7 @@ def evaluate(X_train: ArrayLike, y_train: ArrayLike, X_val: ArrayLike, y_val: Ar
 # ---------------------------------------------------------------------------------------------
 
 FEATURE_KINDS = ("pre_projection", "embedding")
-PROBE_SPLITS = ("train", "val", "test")
-PROBE_DATASETS = dataset_names(splits=PROBE_SPLITS)  # the resolver's sets with all three
+PROBE_DATASETS = dataset_names("probe")  # at import; probe_dataset asks the registry each call
 
 
 class FeatureSplits(NamedTuple):
@@ -268,82 +267,46 @@ def probe_dataset(dataset: str, *, n_train: int, n_val: int, n_test: int, image_
     """The train / val / test splits a notebook's parameters name.
 
     Args:
-        dataset: ``"synthetic"`` (the synthetic world's own train / val / test splits, classes
-            ``synthetic_task``: ``"shape"`` or ``"colour"``), ``"digits"`` (scikit-learn's
-            handwritten digits, the stratified 60/20/20 split of ``SklearnDigits``),
-            ``"imagefolder"`` (``data_dir/{train,val,test}/<class>/<image>``) or a
-            CLIP_benchmark name with a train split (``cifar10``, ...; its val split, or a seeded
-            share of its train split where it has none: :mod:`unirepclip.data.registry`).
-        n_train, n_val, n_test: images per split: the synthetic world renders exactly that many
+        dataset: a registered probe set (``unirepclip.data.registry.dataset_names("probe")``):
+            the synthetic world's own splits, scikit-learn's digits (the stratified 60/20/20
+            split of ``SklearnDigits``), an image folder (``data_dir/{train,val,test}/<class>/
+            <image>``) or a CLIP_benchmark name with a train split (``cifar10``, ...; its val
+            split, or a seeded share of its train split where it has none).
+        n_train, n_val, n_test: images per split: an endless set renders exactly that many
             (> 0); finite sets take a seeded random subset when smaller than the split (0: all).
         image_size: side of the synthetic images and of the upscaled digits.
         seed: the synthetic world's seed, the digits' split seed and the subsets' seed.
         name: the name in results (default: ``dataset``).
-        data_dir, classnames_file: the image folder and its vocabulary
-            (:func:`unirepclip.data.registry.resolve_vocabulary`).
+        data_dir, classnames_file: where the files are and an image folder's class names.
+        synthetic_task: which of a set's class tasks labels the rows, for a set that has several
+            (the synthetic world: ``"shape"`` or ``"colour"``).
 
-    Every split comes from the one dataset resolver, :func:`unirepclip.data.registry.load_dataset`.
+    Every split comes from the one dataset specification, :mod:`unirepclip.data.registry`.
     """
-    if dataset not in PROBE_DATASETS:
-        raise ValueError(f"dataset={dataset!r} is not one of {PROBE_DATASETS}")
+    spec = dataset_spec(dataset, "probe")
     sizes = {"train": _check_size("n_train", n_train), "val": _check_size("n_val", n_val),
              "test": _check_size("n_test", n_test)}
-    name = name or dataset
-    if dataset == "synthetic":
-        from unirepclip.data import zeroshot_task
-
-        if synthetic_task not in ("shape", "colour"):
-            raise ValueError(f"synthetic_task={synthetic_task!r} is not 'shape' or 'colour'")
-        zero = [f"n_{s}" for s, n in sizes.items() if n == 0]
-        if zero:
-            raise ValueError(f"{', '.join(zero)} = 0: the synthetic world is endless, give a size")
-        splits = {s: load_dataset("synthetic", s, n=n, image_size=image_size, seed=seed,
-                                  target=synthetic_task) for s, n in sizes.items()}
-        classnames, templates = zeroshot_task(synthetic_task)
-        desc = (f"synthetic world (seed {seed}), task '{synthetic_task}': "
-                f"{'/'.join(str(len(d)) for d in splits.values())} train/val/test images of "
-                f"{image_size} px")
-        return ProbeDataset(name, dataset, splits, list(classnames), list(templates), desc)
-    if dataset == "digits":
-        from unirepclip.data import digits_zeroshot_task
-
-        splits = {s: load_dataset("digits", s, n=n, image_size=image_size, seed=seed)
-                  for s, n in sizes.items()}
-        classnames, templates = digits_zeroshot_task()
-        desc = (f"scikit-learn digits (split seed {seed}): "
-                f"{'/'.join(str(len(d)) for d in splits.values())} train/val/test images, "
-                f"8 x 8 px upscaled to {image_size} px")
-        return ProbeDataset(name, dataset, splits, list(classnames), list(templates), desc)
-    if dataset != "imagefolder":  # a CLIP_benchmark name with a train split
-        splits = {s: load_dataset(dataset, s, n=sizes[s], seed=seed, data_dir=data_dir or "",
-                                  classnames_file=classnames_file) for s in PROBE_SPLITS}
-        bench = base_dataset(splits["test"])
-        desc = (f"CLIP_benchmark's {dataset} ({bench.root}): "
-                f"{'/'.join(str(len(d)) for d in splits.values())} train/val/test images, "
-                f"{len(bench.classes)} classes")
-        return ProbeDataset(name, dataset, splits, list(bench.classes), list(bench.templates),
-                            desc)
-    if not data_dir:
-        raise ValueError("dataset='imagefolder' needs data_dir, a folder holding train/, val/ "
-                         "and test/ class folders")
-    root = Path(data_dir)
-    missing = [s for s in PROBE_SPLITS if not (root / s).is_dir()]
-    if missing:
-        raise FileNotFoundError(f"data_dir={data_dir!r} lacks the split folder(s) "
-                                f"{', '.join(missing)} (expected "
-                                f"{root}/{{train,val,test}}/<class>/<image>)")
-    splits = {s: load_dataset("imagefolder", s, n=sizes[s], seed=seed, data_dir=str(root),
-                              classnames_file=classnames_file) for s in PROBE_SPLITS}
-    folders = {s: base_dataset(d) for s, d in splits.items()}
-    for s in ("val", "test"):
-        if folders[s].folders != folders["train"].folders:
-            raise ValueError(f"{root / s} has other class folders than {root / 'train'} "
-                             f"({len(folders[s].folders)} vs {len(folders['train'].folders)})")
-    _, templates, source = resolve_vocabulary(classnames_file, folders["train"].folders)
-    classnames = folders["train"].classes
-    desc = (f"image folder {root}: {'/'.join(str(len(d)) for d in splits.values())} "
-            f"train/val/test images, {len(classnames)} classes named by {source}")
-    return ProbeDataset(name, dataset, splits, list(classnames), list(templates), desc)
+    if spec.targets and synthetic_task not in spec.targets:
+        raise ValueError(f"synthetic_task={synthetic_task!r} is not one of {spec.targets}")
+    zero = [f"n_{s}" for s, n in sizes.items() if n == 0]
+    if spec.endless and zero:
+        raise ValueError(f"{', '.join(zero)} = 0: {spec.summary} is endless, give a size")
+    opts = dict(image_size=image_size, seed=seed, data_dir=data_dir or "",
+                classnames_file=classnames_file, target=synthetic_task)
+    train, classes = load_classified(dataset, "train", n=sizes["train"], **opts)
+    splits = {"train": train, **{s: load_dataset(dataset, s, n=sizes[s], **opts)
+                                 for s in PROBE_SPLITS[1:]}}
+    folders = {s: getattr(base_dataset(d), "folders", None) for s, d in splits.items()}
+    for s in PROBE_SPLITS[1:]:
+        if folders[s] != folders["train"]:
+            raise ValueError(f"the {s} split of dataset={dataset!r} has other class folders than "
+                             f"its train split ({len(folders[s])} vs {len(folders['train'])})")
+    task = classes.tasks[synthetic_task if spec.targets else classes.main_task]
+    what = f", task {synthetic_task!r}" if spec.targets else ""
+    desc = (f"{classes.source}{what}: {'/'.join(str(len(d)) for d in splits.values())} "
+            f"train/val/test images")
+    return ProbeDataset(name or dataset, dataset, splits, list(task.classnames),
+                        list(task.templates), desc)
 
 
 def _pixel_source(ds: Any) -> Optional[np.ndarray]:

@@ -46,7 +46,7 @@ import torch
 from torch import distributed as dist
 from torch import nn
 
-from unirepclip.data.registry import DATASETS, load_dataset
+from unirepclip.data.registry import DATASETS, dataset_names, load_dataset
 from unirepclip.features.extract import (
     finish_embeddings,
     FeatureCache,
@@ -409,29 +409,36 @@ def build_dataset(name: str, *, data_root: Optional[str] = None, split: Optional
     """The dataset the command line names, through the resolver the notebooks use
     (:func:`unirepclip.data.registry.load_dataset`), so the cache keys agree.
 
-    ``n`` (``--n-images``): images, default 1000 for the endless synthetic world and all for a
-    finite set; ``split``: default the dataset's evaluated one (``test``; an image folder's
-    ``all`` is ``data_root`` itself). ``classnames`` (imagefolder): ``"auto"`` (open_clip's
-    ImageNet names for 1000 folders, else the folder names), ``"imagenet"``, ``"folders"`` or a
-    class-name file.
+    ``name``: any registered dataset (``--dataset``). ``data_root`` (``--data-root``): where a
+    dataset read from files has them (an image folder, a CLIP_benchmark root; ``{dataset}``
+    stands for the name), as a notebook's ``data_dir``. ``n`` (``--n-images``): images, default
+    1000 for the endless synthetic world and all for a finite set; ``split``: default the
+    dataset's evaluated one (``test``; an image folder's ``all`` is ``data_root`` itself).
+    ``classnames`` (a set named by class folders): ``"auto"`` (open_clip's ImageNet names for
+    1000 folders, else the folder names), ``"folders"``, a registered vocabulary or a file.
     """
-    if name not in DATASETS:
-        raise ValueError(f"--dataset {name!r} is not one of {tuple(DATASETS)}")
-    if name != "imagefolder" and data_root is not None:
-        raise ValueError(f"--data-root applies to --dataset imagefolder only, not {name}")
+    if name not in dataset_names():
+        raise ValueError(f"--dataset {name!r} is not one of {dataset_names()}")
+    spec = DATASETS[name]
+    if not spec.layout and data_root is not None:
+        raise ValueError(f"--data-root applies to datasets read from files, not {name} "
+                         f"({spec.summary})")
+    if spec.layout and data_root is None:
+        raise ValueError(f"--dataset {name} needs --data-root DIR, a folder holding "
+                         f"{spec.layout}")
+    if not spec.vocabulary and classnames != "auto":
+        raise ValueError(f"--classnames applies to datasets named by class folders, not {name}")
     classnames_file = ""
-    if name == "imagefolder":
-        if data_root is None:
-            raise ValueError("--dataset imagefolder needs --data-root DIR (root/<class>/<image>)")
-        root = Path(data_root)
+    if spec.layout:
+        root = Path(spec.data_root(data_root))
         if not root.is_dir():
             raise FileNotFoundError(f"--data-root {root} does not exist or is not a folder")
-        if classnames == "auto":
+        if spec.vocabulary and classnames == "auto":
             n_folders = sum(1 for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
             classnames = "imagenet" if n_folders == 1000 else "folders"
-        classnames_file = "" if classnames == "folders" else classnames
+        classnames_file = "" if classnames in ("auto", "folders") else classnames
     if n is None:
-        n = 1000 if DATASETS[name].endless else 0
+        n = 1000 if spec.endless else 0
     return load_dataset(name, split, n=n, image_size=image_size, seed=seed,
                         data_dir=data_root or "", classnames_file=classnames_file, target=target)
 
@@ -445,10 +452,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default=None,
                    help="checkpoint file; 'demo' for the shipped one; omit for random weights "
                         "(then every rank must draw the same ones: --seed)")
-    p.add_argument("--dataset", required=True, choices=tuple(DATASETS))
-    p.add_argument("--data-root", default=None, help="the image folder (imagefolder)")
+    p.add_argument("--dataset", required=True, choices=dataset_names(),
+                   help="a registered dataset, as a notebook's dataset parameter", metavar="NAME")
+    p.add_argument("--data-root", default=None,
+                   help="where a dataset read from files has them: an image folder, a "
+                        "CLIP_benchmark root ('{dataset}' stands for the name); a notebook's "
+                        "data_dir")
     p.add_argument("--classnames", default="auto",
-                   help="imagefolder class names: auto, imagenet, folders or a file")
+                   help="class names of an image folder: auto, folders, imagenet or a file")
     p.add_argument("--split", default=None,
                    help="the split (default: the dataset's evaluated one, test; imagefolder: "
                         "all = the --data-root itself, else its sub-folder)")
