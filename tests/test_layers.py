@@ -1,7 +1,7 @@
 """The package's layers point one way, and no module imports itself back through others.
 
 Layers from the bottom (a module may import only modules of its own layer or of layers below):
-utils < models < data < features < eval < analysis < viz < training < workbook < cli, with the
+vocab (the torch-free parameter vocabulary) < utils < models < data < features < eval < analysis < viz < training < workbook < cli, with the
 package's ``__init__.py`` and ``__main__.py`` on top (they re-export and dispatch). Imports are read
 with ``ast`` from the source, so an import inside a function counts as much as one at the top; the
 cycle search runs on the module-level imports (a function-level import is what breaks a cycle at
@@ -17,8 +17,8 @@ import pytest
 
 PKG = "unirepclip"
 ROOT = Path(__file__).resolve().parents[1] / "lib" / PKG
-LAYERS = ["vocab", "utils", "models", "data", "features", "eval", "analysis", "viz", "training", "workbook",
-          "cli"]
+LAYERS = ["vocab", "utils", "models", "data", "features", "eval", "analysis", "viz", "training",
+          "workbook", "cli"]
 TOP = len(LAYERS)  # the package's __init__ / __main__
 # What the package root defines itself, before it imports anything: reading it from below is no
 # upward dependency (the root is always initialized first).
@@ -215,3 +215,53 @@ def test_a_function_level_import_breaks_no_cycle_but_a_self_import_is_one(tmp_pa
 def test_a_module_outside_the_layers_is_named(tmp_path):
     with pytest.raises(ValueError, match="'plugins' is in no layer"):
         layer_of("unirepclip.plugins.x")
+
+
+# -- the workbook layer stays small enough to find one's way in (issue 22) --------------------------
+
+MAX_MODULE_LINES, MAX_FUNCTION_LINES, MAX_PARAMETERS = 400, 60, 8
+
+
+def shape_problems(root: Path) -> List[str]:
+    """Modules over :data:`MAX_MODULE_LINES`, functions over :data:`MAX_FUNCTION_LINES` lines or
+    :data:`MAX_PARAMETERS` parameters (self/cls aside, ``*args``/``**kw`` counted), and imports of
+    another module's ``_private`` names, under ``root``."""
+    problems = []
+    for path in sorted(root.rglob("*.py")):
+        src = path.read_text()
+        rel = path.relative_to(root.parent)
+        if len(src.splitlines()) > MAX_MODULE_LINES:
+            problems.append(f"{rel}: {len(src.splitlines())} lines")
+        for node in ast.walk(ast.parse(src)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                a = node.args
+                names = [x.arg for x in a.posonlyargs + a.args + a.kwonlyargs]
+                n = len([x for x in names if x not in ("self", "cls")])
+                n += (a.vararg is not None) + (a.kwarg is not None)
+                lines = node.end_lineno - node.lineno + 1
+                if n > MAX_PARAMETERS or lines > MAX_FUNCTION_LINES:
+                    problems.append(f"{rel}:{node.lineno} {node.name}: {n} parameters, "
+                                    f"{lines} lines")
+            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith(
+                    PKG)):
+                problems += [f"{rel}:{node.lineno} imports {node.module}.{al.name}"
+                             for al in node.names if al.name.startswith("_")
+                             and not al.name.startswith("__")]
+    return problems
+
+
+def test_the_workbook_layer_has_small_modules_short_functions_and_no_private_imports():
+    assert shape_problems(ROOT / "workbook") == []
+
+
+def test_the_shape_check_sees_a_long_function_many_parameters_and_a_private_import(tmp_path):
+    pkg = tmp_path / "workbook"
+    pkg.mkdir()
+    body = "\n".join(f"    x{i} = {i}" for i in range(60))
+    (pkg / "a.py").write_text(f"def long():\n{body}\n\n\ndef wide(a, b, c, d, e, f, g, h, *rest):"
+                              "\n    pass\n\n\ndef ok(self, a, b, c, d, e, f, g, h):\n    pass\n"
+                              "from unirepclip.workbook.run.engine import _private_folder\n")
+    got = shape_problems(pkg)
+    assert len(got) == 3, got
+    assert "long: 0 parameters, 61 lines" in got[0] and "wide: 9 parameters" in got[1]
+    assert "imports unirepclip.workbook.run.engine._private_folder" in got[2]

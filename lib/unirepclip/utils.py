@@ -22,14 +22,16 @@ from typing import Any, Dict, Iterator, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 from scipy.special import softmax as _scipy_softmax
+
+# What a notebook's ``precision`` may say (fp32, or bf16 autocast; the weights stay fp32): the
+# torch-free vocabulary, which the workbook's parameter check reads too.
+from unirepclip.vocab import PRECISIONS
 from torch import nn
 
 __all__ = ["PRECISIONS", "check_precision", "autocast", "eval_mode", "module_device",
            "resolve_device", "set_seed", "l2_normalize", "softmax", "max_relative_difference",
            "file_sha256", "normalization_stats", "normalize_images", "denormalize_images"]
 
-# What a notebook's ``precision`` may say: fp32, or bf16 autocast (the weights stay fp32).
-PRECISIONS = ("fp32", "bf16")
 
 
 def check_precision(precision: Any, name: str = "precision") -> str:

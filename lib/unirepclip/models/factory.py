@@ -30,7 +30,9 @@ from unirepclip.models.loading import (CheckpointMismatchError, attach_report, f
 
 _logger = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "bf16", "fp16", "amp", "amp_bf16", "amp_bfloat16")
+#: What ``create_model(precision=...)`` may cast the weights to (open_clip's meaning of the word):
+#: not the notebooks' compute precision (:data:`unirepclip.vocab.PRECISIONS`, autocast).
+WEIGHT_CASTS = ("fp32", "bf16", "fp16", "amp", "amp_bf16", "amp_bfloat16")
 
 _REQUIRED_FIELDS = {
     "": ("embed_dim", "vision_cfg", "text_cfg"),
@@ -242,8 +244,9 @@ def create_model(
     :func:`resolve_pooling`) go to the load report (``model.load_report.notes``), and to the log
     when there is no checkpoint.
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision not in WEIGHT_CASTS:
+        raise ValueError(f"precision (a weight cast) must be one of {', '.join(WEIGHT_CASTS)}, "
+                         f"got {precision!r}")
     cfg, config_notes = resolve_pooling(get_model_config(name_or_config))
     if pretrained is None:
         model = build_model(cfg, force_image_size=force_image_size, deploy=deploy)

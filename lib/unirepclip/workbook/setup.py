@@ -123,23 +123,41 @@ def load(model_name: str, checkpoint: Optional[str] = "demo", *, device: str = "
                   str(model_name), deploy=deploy, channels_last=channels_last)
 
 
-def setup(*, model_name: str, checkpoint: Optional[str] = "demo", device: str = "auto",
-          precision: str = "fp32", seed: int = 0, output_dir: Optional[str] = None,
-          results_path: Optional[str] = None, num_threads: int = 0, deploy: bool = False,
-          channels_last: bool = False, blas_threads: bool = False) -> Loaded:
-    """The common first cell of every notebook: the figure style, the seed, the CPU threads
-    (``num_threads`` > 0; ``blas_threads=True`` caps BLAS's too), the results recorder for the
-    report folder (``lm.results``), then the model.
-    """
+@dataclasses.dataclass(frozen=True)
+class SetupOptions:
+    """What a notebook's first cell passes to :func:`setup`: its parameters of the same names."""
+
+    model_name: str
+    checkpoint: Optional[str] = "demo"
+    device: str = "auto"
+    precision: str = "fp32"
+    seed: int = 0
+    output_dir: Optional[str] = None
+    results_path: Optional[str] = None
+    num_threads: int = 0
+    deploy: bool = False
+    channels_last: bool = False
+    blas_threads: bool = False
+
+
+def setup(**parameters: Any) -> Loaded:
+    """The common first cell of every notebook (its parameters by name, :class:`SetupOptions`):
+    the figure style, the seed, the CPU threads (``num_threads`` > 0; ``blas_threads=True`` caps
+    BLAS's too), the results recorder for the report folder (``lm.results``), then the model."""
+    try:
+        o = SetupOptions(**parameters)
+    except TypeError as e:
+        raise TypeError(f"workbook.setup: {e} (it takes {', '.join(SetupOptions.__dataclass_fields__)})"
+                        ) from None
     style.use_style()
-    set_seed(seed)
-    recorder = Recorder(output_dir, results_path or None)
-    if num_threads:
-        torch.set_num_threads(num_threads)
-        if blas_threads:
+    set_seed(o.seed)
+    recorder = Recorder(o.output_dir, o.results_path or None)
+    if o.num_threads:
+        torch.set_num_threads(o.num_threads)
+        if o.blas_threads:
             from threadpoolctl import threadpool_limits
-            threadpool_limits(num_threads)  # small L-BFGS fits stall on a shared machine
-    lm = load(model_name, checkpoint, device=device, precision=precision, deploy=deploy,
-              channels_last=channels_last)
+            threadpool_limits(o.num_threads)  # small L-BFGS fits stall on a shared machine
+    lm = load(o.model_name, o.checkpoint, device=o.device, precision=o.precision,
+              deploy=o.deploy, channels_last=o.channels_last)
     lm.results = recorder
     return lm
