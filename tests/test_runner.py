@@ -1,4 +1,4 @@
-"""unirepclip.workbook.runner and the `run` CLI: profiles, parameter validation, a run of tiny notebooks."""
+"""The runner (unirepclip.workbook.run, .params) and the `run` CLI: profiles, parameter validation, a run of tiny notebooks."""
 import json
 from pathlib import Path
 

@@ -315,3 +315,36 @@ def test_recorded_figures_hold_their_relations(run):
             assert entry["mean"] == pytest.approx(np.mean(entry["accs"])), (name, k)
             assert entry["std"] == pytest.approx(np.std(entry["accs"]), abs=1e-12) or \
                 entry["std"] == pytest.approx(np.std(entry["accs"], ddof=1)), (name, k)
+
+
+def test_the_run_says_what_the_code_before_the_workbook_rebuild_said(run):
+    """Issue 22's rebuild moved the runner, reports and sweeps, not what they record: the figures
+    (timings aside), the manifest's record of what ran with what, and the index's notebook table
+    equal those of the ci run made with the code before it (tests/data/baseline_ci, written by
+    tests/report_snapshot.py; a change that means to alter a figure rewrites it)."""
+    import report_snapshot
+
+    folder, _, _ = run
+    now = report_snapshot.snapshot(folder)
+    for part in ("figures", "manifest", "index_table"):
+        before = json.loads((REPO / "tests" / "data" / "baseline_ci" / f"{part}.json").read_text())
+        assert json.loads(json.dumps(now[part])) == before, part
+
+
+def test_the_snapshot_sees_a_changed_figure_status_or_headline(run, tmp_path):
+    import shutil
+
+    import report_snapshot
+
+    folder, _, _ = run
+    copy = tmp_path / "ci"
+    shutil.copytree(folder, copy)
+    base = report_snapshot.snapshot(copy)
+    results = json.loads((copy / "results.json").read_text())
+    results["zeroshot"]["tasks"]["shape"]["acc1"] += 0.001
+    (copy / "results.json").write_text(json.dumps(results))
+    page = (copy / "index.html").read_text().replace(">ok</span>", ">failed</span>", 1)
+    (copy / "index.html").write_text(page)
+    changed = report_snapshot.snapshot(copy)
+    assert changed["figures"] != base["figures"] and changed["index_table"] != base["index_table"]
+    assert changed["manifest"] == base["manifest"]

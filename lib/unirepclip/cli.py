@@ -3,7 +3,7 @@
 Commands:
 
 * ``run``: run the notebooks with papermill into ``reports/<profile>/`` (HTML reports, results.json,
-  manifest, index page); see :mod:`unirepclip.workbook.runner`. Exit status 0 when every notebook ran, 1 when
+  manifest, index page); see :mod:`unirepclip.workbook.run`. Exit status 0 when every notebook ran, 1 when
   one failed (the others still ran and the index says which), 2 for bad parameters or usage (nothing
   ran).
 * ``inspect CKPT``: what a checkpoint file holds and how it would load

@@ -96,8 +96,8 @@ class Range:
         """None if ``value`` is in range, else what was expected and what came. Paths are
         checked by the workbook (they resolve against where they were written first)."""
         named = self.choices is not None or self.names is not None
-        if value is None or self.path or not (named or self.low is not None or
-                                               self.high is not None or self.items or self.also):
+        ranged = named or self.items or bool(self.also) or (self.low, self.high) != (None, None)
+        if value is None or self.path or not ranged:
             return None  # a path (checked where it resolves), or declared on purpose unranged
         if named:
             values = value if self.items and isinstance(value, (list, tuple)) else [value]

@@ -24,7 +24,7 @@ PARAMETERS: Tuple[Param, ...] = (
     # effective receptive field (analysis.erf)
     Param("n_erf_images", "int", "images averaged per ERF", SIZE),
     Param("erf_batch_size", "int", "images per forward/backward pass of the ERF", SIZE),
-    Param("resolutions", "list", "input sides (px) of the ERF; the first is the trained one", SIZES),
+    Param("resolutions", "list", "input sides (px) of the ERF, the trained one first", SIZES),
     Param("stages", "list", "tower stages whose centre unit is measured",
           Range(low=0, items=True, per_model=last_stage)),
     Param("n_reparam_images", "int", "images of the training- vs inference-form check", SIZE),

@@ -39,8 +39,8 @@ PARAMETERS: Tuple[Param, ...] = (
     Param("data_dir", "Optional[str]", "the dataset's folder ('{dataset}' stands for its name)",
           Range(path="dir", empty="none needed")),
     Param("captions_file", "Optional[str]", "a CSV/JSONL of image-caption pairs, or a registered "
-          "retrieval set read from data_dir", Range(names=retrieval_choices, path="file",
-                                                   empty="the dataset's own captions")),
+          "retrieval set read from data_dir",
+          Range(names=retrieval_choices, path="file", empty="the dataset's own captions")),
     Param("classnames_file", "str", "a file of class names (one a line), or a registered "
           "vocabulary", Range(names=vocabulary_choices, path="file", empty="the folder names")),
 )

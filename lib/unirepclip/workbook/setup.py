@@ -147,8 +147,8 @@ def setup(**parameters: Any) -> Loaded:
     try:
         o = SetupOptions(**parameters)
     except TypeError as e:
-        raise TypeError(f"workbook.setup: {e} (it takes {', '.join(SetupOptions.__dataclass_fields__)})"
-                        ) from None
+        names = ", ".join(SetupOptions.__dataclass_fields__)
+        raise TypeError(f"workbook.setup: {e} (it takes {names})") from None
     style.use_style()
     set_seed(o.seed)
     recorder = Recorder(o.output_dir, o.results_path or None)

@@ -24,7 +24,8 @@ _SIMPLE_TYPES: Dict[str, Tuple[type, ...]] = {
     "int": (int,), "float": (float, int), "str": (str,), "bool": (bool,),
     "list": (list, tuple), "tuple": (list, tuple), "dict": (dict,), "NoneType": (type(None),),
 }
-_GENERIC_RE = re.compile(r"^(?:typing\.)?(List|Dict|Tuple|Sequence|Mapping|list|dict|tuple)\s*\[.*\]$")
+_GENERIC_RE = re.compile(
+    r"^(?:typing\.)?(List|Dict|Tuple|Sequence|Mapping|list|dict|tuple)\s*\[.*\]$")
 _LITERAL_ERRORS = (ValueError, SyntaxError, TypeError, MemoryError, RecursionError)
 
 
@@ -49,7 +50,7 @@ class NotebookParameter:
         if g:
             t = {"sequence": "list", "mapping": "dict"}.get(g.group(1).lower(), g.group(1).lower())
         if t in ("", "None", "Any", "typing.Any") or t not in _SIMPLE_TYPES:
-            return None  # a type the runner cannot judge (a class, a Union): the notebook's to judge
+            return None  # a class, a Union: the notebook's to judge, not the runner's
         return _SIMPLE_TYPES[t], optional
 
     def check(self, value: Any) -> Optional[str]:

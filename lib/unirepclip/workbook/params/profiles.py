@@ -81,8 +81,8 @@ def _read(path: Path) -> Dict[str, Any]:
     notebooks = doc.get("notebooks") or {}
     if not isinstance(doc.get("common") or {}, dict):
         problems.append(f"profile {path}: 'common' must be a mapping of parameter: value")
-    if not isinstance(notebooks, dict) or not all(isinstance(v, dict) or v is None
-                                                   for v in notebooks.values()):
+    if not isinstance(notebooks, dict) or not all(
+            isinstance(v, dict) or v is None for v in notebooks.values()):
         problems.append(f"profile {path}: 'notebooks' must map notebook names to mappings")
     if doc.get("sweep") is not None and not isinstance(doc.get("sweep"), dict):
         problems.append(f"profile {path}: 'sweep' must be a mapping (grid, cases, reference, ...)")

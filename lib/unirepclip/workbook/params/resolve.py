@@ -137,11 +137,12 @@ def _request_layers(layers: _Layers, request: Request) -> None:
             layers.problems.extend(e.problems)
             continue
         cli[f"{scope}.{k}" if scope else k] = v
+
     def clash(item: str) -> bool:  # the same parameter of the same notebook(s) in -p
         scope, _, k = item.rpartition(".")
-        return k in cli or any(c.rpartition(".")[2] == k and (not scope or
-                                                               c.rpartition(".")[0] == scope)
-                               for c in cli)
+        return k in cli or any(
+            c.rpartition(".")[2] == k and (not scope or c.rpartition(".")[0] == scope)
+            for c in cli)
 
     for item in request.setting or {}:
         if clash(item):
@@ -202,4 +203,3 @@ def resolve_parameters(notebooks: Sequence[Notebook], profile: Mapping[str, Any]
         raise ParameterError(list(dict.fromkeys(layers.problems)),
                              f"profile {profile.get('name')!r}")
     return resolved
-

@@ -92,7 +92,9 @@ def gpus() -> List[str]:
                            capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.SubprocessError):
         return []
-    return [line.strip() for line in r.stdout.splitlines() if line.strip()] if r.returncode == 0 else []
+    if r.returncode != 0:
+        return []
+    return [line.strip() for line in r.stdout.splitlines() if line.strip()]
 
 
 def device_info(requested: Iterable[Any] = ()) -> Dict[str, Any]:

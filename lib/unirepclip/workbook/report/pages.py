@@ -81,15 +81,15 @@ def _headline(doc: Optional[Mapping[str, Any]]) -> List[Dict[str, str]]:
 def _notes(r: Mapping[str, Any], run_ck: Mapping[str, Any], run_seed: Any) -> List[Dict[str, Any]]:
     notes: List[Dict[str, Any]] = []
     if r.get("earlier"):
-        notes.append({"text": f"from an earlier run ({r.get('finished')})", "code": []})
+        notes.append({"text": f"from an earlier run ({r.get('finished')})"})
     if r.get("kept"):
-        notes.append({"text": r["kept"], "code": []})
+        notes.append({"text": r["kept"]})
     ck = r.get("checkpoint") or {}
     if ck and (ck.get("path"), ck.get("sha256")) != (run_ck.get("path"), run_ck.get("sha256")):
-        notes.append({"text": "checkpoint", "code": [
-            str(ck.get("path")), f"sha256 {ck.get('sha256') or 'not recorded'}"]})
+        notes.append({"text": "", "checkpoint": (str(ck.get("path")),
+                                                 ck.get("sha256") or "not recorded")})
     if r.get("seed") is not None and r.get("seed") != run_seed:
-        notes.append({"text": f"seed {json.dumps(r.get('seed'))}", "code": []})
+        notes.append({"text": f"seed {json.dumps(r.get('seed'))}"})
     return notes
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Union
+from typing import Any, Dict, List, Optional, Union
 
 from unirepclip.workbook import results as _results
 from unirepclip.workbook.params import ParameterError, check_folder_name

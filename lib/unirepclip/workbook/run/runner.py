@@ -96,7 +96,8 @@ def plan(options: RunOptions, notebooks: Optional[List[Notebook]] = None,
                               "another --output-dir"])
     injected, effective = {}, {}
     for nb in chosen:
-        reserved = {"output_dir": str(out), "results_path": str(out / "results" / f"{nb.name}.json")}
+        reserved = {"output_dir": str(out),
+                    "results_path": str(out / "results" / f"{nb.name}.json")}
         injected[nb.name] = {**params[nb.name],
                              **{k: v for k, v in reserved.items() if k in nb.parameters}}
         effective[nb.name] = {**{k: default_value(v) for k, v in nb.parameters.items()
@@ -260,7 +261,8 @@ def _acquire(out: Path, options: RunOptions):
         who = _folder.holder(out)
         if not options.wait:
             raise _folder.RunLocked(f"report folder {out} is in use by another run ({who}); pass "
-                                    "--wait to wait for it, or choose another --output-dir") from None
+                                    "--wait to wait for it, or choose another --output-dir"
+                                    ) from None
         _log(f"waiting for the run that holds {out} ({who}) ...", options)
         lock.acquire()
     return lock

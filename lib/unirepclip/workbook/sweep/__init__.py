@@ -1,4 +1,5 @@
-"""Sweeps (:mod:`.spec`, :mod:`.compare`, :mod:`.runner`, :mod:`.parallel`): the notebooks run once per setting, and one page that compares the settings.
+"""Sweeps: the notebooks run once per setting, and one page that compares the settings
+(:mod:`.spec`, :mod:`.compare`, :mod:`.runner`, :mod:`.parallel`).
 
 ``python -m unirepclip run --sweep n_images=200,1000 --sweep seed=0,1`` runs the profile four times
 (a grid: every combination of the ``--sweep`` flags; each value a YAML scalar, a notebook-scoped

@@ -19,7 +19,9 @@ def key_id(key: Any) -> str:
 def matches(match: Mapping[str, Any], setting: Mapping[str, Any]) -> bool:
     for k, v in match.items():
         have = setting.get("name") if k == "name" else setting.get("values", {}).get(k)
-        if json.dumps(have, sort_keys=True, default=str) != json.dumps(v, sort_keys=True, default=str):
+        same = json.dumps(have, sort_keys=True, default=str) == json.dumps(
+            v, sort_keys=True, default=str)
+        if not same:
             return False
     return True
 
@@ -54,7 +56,8 @@ def comparison(settings: Sequence[Mapping[str, Any]], columns: Sequence[Mapping[
                     m = _results.get_path(s.get("results") or {}, r["key"])
                 except KeyError:
                     m = None
-                measured = m * scale if isinstance(m, (int, float)) and not isinstance(m, bool) else None
+                number = isinstance(m, (int, float)) and not isinstance(m, bool)
+                measured = m * scale if number else None
                 pub = r.get("value")
                 ref_rows.append({
                     "slug": s["slug"], "key": r["key"], "metric": r.get("metric"),

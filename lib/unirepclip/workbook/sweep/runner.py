@@ -11,7 +11,6 @@ import threading
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from unirepclip.workbook import results as _results
 from unirepclip.workbook.params import ParameterError, inspect_notebooks, load_profile
 from unirepclip.workbook.report import gpus, now, write_sweep_index
 from unirepclip.workbook.run import folder as _folder
@@ -170,7 +169,8 @@ def _acquire(folder: Path, options: RunOptions):
     except Timeout:
         if not options.wait:
             raise _folder.RunLocked(f"sweep folder {folder} is in use by another sweep; pass "
-                                    "--wait to wait for it, or choose another --output-dir") from None
+                                    "--wait to wait for it, or choose another --output-dir"
+                                    ) from None
         lock.acquire()
     return lock
 
