@@ -15,6 +15,8 @@ import sys
 
 import wrapt
 
+from unirepclip.lazy import lazy_exports
+
 __version__ = "0.1.0"
 
 # the model API, from unirepclip.models
@@ -22,16 +24,8 @@ _MODEL_API = ("CheckpointError", "CheckpointMismatchError", "create_model",
               "create_model_and_transforms", "get_model_config", "get_tokenizer",
               "inspect_checkpoint", "list_models", "register_model_configs")
 __all__ = list(_MODEL_API)
-
-
-def __getattr__(name):
-    if name in _MODEL_API:
-        return getattr(importlib.import_module("unirepclip.models"), name)
-    raise AttributeError(f"module 'unirepclip' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_MODEL_API))
+__getattr__, __dir__ = lazy_exports(__name__, {n: "unirepclip.models" for n in _MODEL_API},
+                                    globals())
 
 
 def _register_towers(_timm) -> None:

@@ -8,7 +8,7 @@ from typing import Optional, Tuple
 from unirepclip.models.params import stage_count
 from unirepclip.vocab import COUNT, SIZE, SIZES, Param, Range
 
-__all__ = ["PARAMETERS", "last_stage"]
+__all__ = ["PARAMETERS", "BASELINES", "last_stage"]
 
 
 def last_stage(model_name: str) -> Optional[int]:
@@ -18,7 +18,8 @@ def last_stage(model_name: str) -> Optional[int]:
 
 
 _STAGE = Range(low=0, per_model=last_stage)
-_REFERENCE_IMAGES = ("zero", "grey", "blur")
+#: The reference images of IG and occlusion (:func:`unirepclip.analysis.attribution.make_baseline`).
+BASELINES = ("zero", "grey", "blur")
 
 PARAMETERS: Tuple[Param, ...] = (
     # effective receptive field (analysis.erf)
@@ -43,9 +44,9 @@ PARAMETERS: Tuple[Param, ...] = (
     Param("nt_samples", "int", "SmoothGrad noise samples", SIZE),
     Param("occlusion_window", "int", "occlusion window side (px)", SIZE),
     Param("occlusion_stride", "int", "occlusion stride (px)", SIZE),
-    Param("ig_baseline", "str", "IG's reference image", Range(choices=_REFERENCE_IMAGES)),
+    Param("ig_baseline", "str", "IG's reference image", Range(choices=BASELINES)),
     Param("occlusion_baseline", "str", "what fills an occluded window",
-          Range(choices=_REFERENCE_IMAGES)),
+          Range(choices=BASELINES)),
     Param("gradcam_stage", "Union[int,str]", "Grad-CAM's stage, or 'auto' (the best measured)",
           Range(low=0, also=("auto",), per_model=last_stage)),
     # cost (analysis.cost) and the first look (analysis.first_look)

@@ -31,6 +31,7 @@ from unirepclip.data.registry import (PROBE_SPLITS, base_dataset, dataset_names,
                                       load_classified, load_dataset)
 from unirepclip.eval.metrics import (ArrayLike, check_features, mcnemar_exact,
                                      mean_per_class_recall, to_numpy)
+from unirepclip.eval.params import FEATURE_KINDS
 from unirepclip.eval.probes import KNNProbe, LinearProbe, _encode, _py
 
 __all__ = [
@@ -160,7 +161,6 @@ def evaluate(X_train: ArrayLike, y_train: ArrayLike, X_val: ArrayLike, y_val: Ar
 # Notebook building blocks: the probe datasets, feature spaces, the comparison, tables, figures
 # ---------------------------------------------------------------------------------------------
 
-FEATURE_KINDS = ("pre_projection", "embedding")
 PROBE_DATASETS = dataset_names("probe")  # at import; probe_dataset asks the registry each call
 
 

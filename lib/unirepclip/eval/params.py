@@ -6,7 +6,14 @@ from typing import Tuple
 
 from unirepclip.vocab import COUNT, SIZE, SIZES, Param, Range
 
-__all__ = ["PARAMETERS"]
+__all__ = ["PARAMETERS", "C_SWEEPS", "PROBE_BACKENDS", "FEATURE_KINDS"]
+
+#: How the probe's C is searched (:class:`unirepclip.eval.probes.LinearProbe`'s ``sweep``).
+C_SWEEPS = ("clip", "grid")
+#: The L-BFGS implementations of the probe (its ``backend``).
+PROBE_BACKENDS = ("torch", "sklearn", "auto")
+#: Which tower output a probe reads (:func:`unirepclip.eval.linear_probe.feature_matrix`).
+FEATURE_KINDS = ("pre_projection", "embedding")
 
 PARAMETERS: Tuple[Param, ...] = (
     # zero-shot (eval.zeroshot)
@@ -25,12 +32,13 @@ PARAMETERS: Tuple[Param, ...] = (
     Param("n_test", "int", "test images", COUNT),
     Param("n_kshot_seeds", "int", "random draws per k of the k-shot probes", SIZE),
     Param("kshot_spaces", "list", "feature spaces that get k-shot probes"),
-    Param("c_sweep", "str", "how the probe's C is searched", Range(choices=("clip", "grid"))),
+    Param("c_sweep", "str", "how the probe's C is searched", Range(choices=C_SWEEPS)),
     Param("probe_backend", "str", "the L-BFGS implementation of the probe",
-          Range(choices=("torch", "sklearn", "auto"))),
+          Range(choices=PROBE_BACKENDS)),
     Param("synthetic_task", "str", "classes of the synthetic world",
           Range(choices=("shape", "colour"))),
     Param("center_features", "bool", "subtract the training split's mean feature first"),
     Param("normalize_features", "bool", "L2-normalize features before the linear probe"),
+    Param("feature_kind", "str", "which tower output a probe reads", Range(choices=FEATURE_KINDS)),
     Param("dataset_name", "str", "the main dataset's name in results.json ('': the dataset's)"),
 )

@@ -56,6 +56,7 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 from tqdm.auto import tqdm
 
 from unirepclip.eval.metrics import ArrayLike, to_numpy
+from unirepclip.eval.params import C_SWEEPS, PROBE_BACKENDS
 
 __all__ = [
     "TORCH_SIZE_THRESHOLD", "SWEEP_RANGE", "SWEEP_STEPS_PER_DECADE", "sweep_grid", "clip_sweep",
@@ -362,12 +363,12 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
 
     # -- helpers ------------------------------------------------------------------------------
     def _check_params(self) -> None:
-        if self.backend not in ("auto", "sklearn", "torch"):
+        if self.backend not in PROBE_BACKENDS:
             raise ValueError(f"backend must be 'auto', 'sklearn' or 'torch', got {self.backend!r}")
         if self.C is not None and not (isinstance(self.C, (int, float)) and self.C > 0):
             raise ValueError(f"C must be a positive number or None, got {self.C!r}")
         if isinstance(self.sweep, str):
-            if self.sweep not in ("clip", "grid"):
+            if self.sweep not in C_SWEEPS:
                 raise ValueError(f"sweep must be 'clip', 'grid' or a sequence of C values, got "
                                  f"{self.sweep!r}")
         elif not len(self.sweep) or any(not c > 0 for c in self.sweep):

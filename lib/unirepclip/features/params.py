@@ -12,6 +12,4 @@ PARAMETERS: Tuple[Param, ...] = (
     Param("num_workers", "int", "DataLoader worker processes", COUNT),
     Param("cache_dir", "str", "the feature cache's folder ('' for none)",
           Range(path="out", empty="no cache")),
-    Param("feature_kind", "str", "which tower output a probe reads",
-          Range(choices=("pre_projection", "embedding"))),
 )

@@ -4,8 +4,9 @@ loading (state dict in, state dict out), inspection, and the weights shipped wit
 Importing this package is light; its names load their modules on first use. The towers are
 registered with timm, and :data:`CONFIG_DIR`'s configs with open_clip, by the post-import hooks
 that ``import unirepclip`` sets (see :mod:`unirepclip`)."""
-import importlib
 from pathlib import Path
+
+from unirepclip.lazy import lazy_exports
 
 CONFIG_DIR = Path(__file__).parent / "model_configs"
 
@@ -26,13 +27,5 @@ _LAZY = {
     "CheckpointError": "loading", "CheckpointMismatchError": "loading",
 }
 __all__ = ["CONFIG_DIR", "register_model_configs", *_LAZY]
-
-
-def __getattr__(name):
-    if name in _LAZY:
-        return getattr(importlib.import_module(f"unirepclip.models.{_LAZY[name]}"), name)
-    raise AttributeError(f"module 'unirepclip.models' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_exports(
+    __name__, {n: f"unirepclip.models.{m}" for n, m in _LAZY.items()}, globals())

@@ -13,11 +13,11 @@ from typing import Optional, Sequence, Union
 import numpy as np
 import torch
 
+from unirepclip.analysis.params import BASELINES
 from unirepclip.utils import normalization_stats
 
 __all__ = ["BASELINES", "BaselineLike", "pixel_baseline", "blurred_baseline", "make_baseline"]
 
-BASELINES = ("zero", "grey", "blur")
 
 # a kind from BASELINES, a number, or a tensor broadcastable to the images (or one per image)
 BaselineLike = Union[str, float, np.ndarray, torch.Tensor]

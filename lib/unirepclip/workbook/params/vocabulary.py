@@ -21,7 +21,7 @@ RESERVED: Tuple[str, ...] = ("output_dir", "results_path")
 
 PARAMETERS: Tuple[Param, ...] = (
     Param("output_dir", "str", "the report folder (set by the runner)", Range(path="out")),
-    Param("results_path", "Optional[str]", "this notebook's results file (set by the runner)",
+    Param("results_path", "str", "this notebook's results file (set by the runner)",
           Range(path="out")),
 )
 
