@@ -169,3 +169,50 @@ def _running(folder: Path) -> bool:
     except ValueError:
         return False
     return any(r.get("status") == "running" for r in m.get("notebooks", []))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_stopped_run_says_so_in_one_line_without_kernel_tracebacks(sig, tmp_path):
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "unirepclip", "run", "--notebooks-dir", str(QUICK), "--profile",
+         str(QPROFILE), "--output-dir", str(tmp_path), "--only", "02", "-p", "sleep_s=30", "-q",
+         "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    folder = tmp_path / "quick"
+    deadline = time.time() + 240
+    while not _running(folder):
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.2)
+    time.sleep(2)  # the kernel is in the notebook's sleep
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + sig
+    assert "Traceback" not in err and "ZMQError" not in err, err
+    assert err.strip().splitlines() == [f"error: interrupted by {signal.Signals(sig).name}; "
+                                        "`run --resume` completes the run"]
+
+
+def test_a_write_that_fails_ends_the_notebook_failed_naming_the_file(tmp_path):
+    """A file-size limit stands for a full disk: the notebook's HTML (about 300 kB) cannot be
+    written while the manifest and index (a few kB) can. The run must end failed, name the file
+    it could not write, and leave no truncated page in place."""
+    import resource
+
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "unirepclip", "run", "--notebooks-dir", str(QUICK), "--profile",
+         str(QPROFILE), "--output-dir", str(tmp_path), "--only", "01", "-q", "--no-progress"],
+        preexec_fn=limit, capture_output=True, text=True, timeout=300)
+    folder = tmp_path / "quick"
+    assert proc.returncode == 1, proc.stderr
+    m = json.loads((folder / "manifest.json").read_text())
+    run = m["notebooks"][0]
+    assert m["status"] == "failed" and run["status"] == "failed" and run["html"] is None
+    assert "File too large" in run["error"] and "01_fast.html" in run["error"]
+    assert not (folder / "01_fast.html").exists()
+    assert not list(folder.rglob("*.tmp")) and not (folder / ".partial").exists()
+    page = (folder / "index.html").read_text()
+    assert "still going" not in page and "01_fast.html" in page  # the error names it

@@ -15,10 +15,11 @@ check needs before anything heavy loads: :data:`PRECISIONS` and :data:`DEVICE_CH
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
-from typing import Any, Callable, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Mapping, Optional, Sequence, Tuple, Union
 
-__all__ = ["Param", "Range", "PRECISIONS", "DEVICE_CHOICES", "DEVICE_PATTERN", "COUNT", "SIZE",
+__all__ = ["Param", "Range", "folder_problem", "PRECISIONS", "DEVICE_CHOICES", "DEVICE_PATTERN", "COUNT", "SIZE",
            "SIZES", "UNRANGED", "PARAMETERS"]
 
 #: Compute precisions of a forward pass (autocast; the weights stay fp32). The one vocabulary:
@@ -113,6 +114,28 @@ class Range:
                     self.high is not None and v > self.high):
                 return f"must be {self.describe()}, got {value!r}"
         return None
+
+
+def folder_problem(path: Union[str, "os.PathLike[str]"]) -> Optional[str]:
+    """Why files cannot be written in the folder ``path`` (None: they can): a file there, or
+    the folder (or its nearest existing parent, where it would be created) refuses a new file.
+    Tried, not guessed from permission bits (root passes those, and ``/proc`` still refuses)."""
+    import tempfile
+    from pathlib import Path
+
+    p = Path(path)
+    existing = next((q for q in (p, *p.parents) if q.exists()), None)
+    if existing is None:
+        return None
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    try:
+        fd, name = tempfile.mkstemp(dir=existing, prefix=".unirepclip-write-test-")
+    except OSError as e:
+        return f"no file can be created in {existing} ({e.strerror or e})"
+    os.close(fd)
+    os.unlink(name)
+    return None
 
 
 COUNT = Range(low=0)      # how many (0 means none, or all where the notebook says so)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import os
 from pathlib import Path
@@ -65,12 +66,26 @@ def load_image(path: PathLike) -> Union[Image.Image, UnreadableImage]:
         return UnreadableImage(str(path), _reason(err))
 
 
+def read_text(path: PathLike, what: str) -> str:
+    """A text file's contents as UTF-8 (a byte-order mark is allowed); a file in another encoding
+    is a ``ValueError`` naming ``what`` (``"class-name file"``), the file, the line and the byte."""
+    p = Path(path)
+    data = p.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data[:err.start].count(b"\n") + 1
+        column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
+        raise ValueError(f"{what} {p}, line {line}: byte 0x{data[err.start]:02x} at column "
+                         f"{column} is not UTF-8; save the file as UTF-8") from None
+
+
 def read_classnames(path: PathLike) -> List[str]:
     """Class names from a text file, one per line; blank lines are ignored."""
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"class-name file {p} does not exist")
-    names = [line.strip() for line in p.read_text(encoding="utf-8").splitlines()]
+    names = [line.strip() for line in read_text(p, "class-name file").splitlines()]
     names = [n for n in names if n]
     if not names:
         raise ValueError(f"class-name file {p} holds no names")
@@ -238,24 +253,23 @@ class CaptionDataset:
         suffix = self.path.suffix.lower()
         if suffix in (".jsonl", ".ndjson"):
             rows = []
-            with open(self.path, encoding="utf-8") as f:
-                for n, line in enumerate(f, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        obj = json.loads(line)
-                    except json.JSONDecodeError as err:
-                        raise ValueError(f"{self.path}, line {n}: not valid JSON ({err})") from None
-                    if not isinstance(obj, dict):
-                        raise ValueError(f"{self.path}, line {n}: expected a JSON object")
-                    rows.append((n, obj))
+            for n, line in enumerate(read_text(self.path, "caption file").splitlines(), 1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise ValueError(f"{self.path}, line {n}: not valid JSON ({err})") from None
+                if not isinstance(obj, dict):
+                    raise ValueError(f"{self.path}, line {n}: expected a JSON object")
+                rows.append((n, obj))
             if rows:
                 self._check_columns(set().union(*(r.keys() for _, r in rows)), "its rows")
             return rows
         if suffix not in (".csv", ".tsv", ".txt"):
             raise ValueError(f"caption file {self.path}: unknown format {suffix!r} "
                              f"(expected .csv, .tsv or .jsonl)")
-        with open(self.path, encoding="utf-8", newline="") as f:
+        with io.StringIO(read_text(self.path, "caption file"), newline="") as f:
             header = f.readline()
             if sep is None:
                 sep = "\t" if (suffix == ".tsv" or "\t" in header) else ","

@@ -45,6 +45,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from unirepclip.utils import autocast, check_precision, eval_mode, file_sha256, l2_normalize
+from unirepclip.vocab import folder_problem
 
 __all__ = ["FeatureSet", "FeatureCache", "extract_image_features", "extract_text_features",
            "model_identity", "image_feature_key", "text_feature_key", "resolve_image_transform",
@@ -114,6 +115,10 @@ class FeatureCache:
 
     def __init__(self, root: Union[str, os.PathLike]):
         self.root = Path(root)
+        problem = folder_problem(self.root)
+        if problem:
+            raise ValueError(f"feature cache folder {self.root} is not writable: {problem}; "
+                             "choose another cache_dir")
         self.hits = 0
         self.misses = 0
         self.rebuilt = 0

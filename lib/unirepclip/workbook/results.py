@@ -153,24 +153,34 @@ def _umask() -> int:
     return mask
 
 
-def dump_json(doc: Any, path: PathLike) -> None:
-    """Write ``doc`` as strict, indented JSON to ``path`` atomically (a reader never sees half a
-    file; NaN and infinity are refused), with the permissions the process umask gives."""
+def write_text_atomic(path: PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` atomically: a reader (or a full disk) never leaves half a file
+    in its place; an ``OSError`` names ``path`` (a full disk's does not by itself). The file gets
+    the permissions the process umask gives."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         # mkstemp makes the file 0600; a report file is as readable as any other file written
-        # here (the process umask decides, as for the HTML).
+        # here (the process umask decides).
         os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(doc, f, indent=2, allow_nan=False, ensure_ascii=False)
-            f.write("\n")
+            f.write(text)
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    except OSError as e:
+        if e.filename is None:
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from None
         raise
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def dump_json(doc: Any, path: PathLike) -> None:
+    """Write ``doc`` as strict, indented JSON to ``path`` atomically (NaN and infinity are
+    refused; see :func:`write_text_atomic`)."""
+    write_text_atomic(path, json.dumps(doc, indent=2, allow_nan=False, ensure_ascii=False) + "\n")
 
 
 def load(path: PathLike) -> Dict[str, Any]:

@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-from unirepclip.vocab import Param, Range
+from unirepclip.vocab import Param, Range, folder_problem
 
 __all__ = ["PLACEHOLDER_PREFIX", "finite", "check_value", "resolve_path", "has_schema"]
 
@@ -63,8 +63,11 @@ def _path_problem(rng: Range, value: Any, values: Mapping[str, Any]) -> Optional
                 and not has_schema(value):
             return f"must be {rng.describe()}, got {value!r}"
         return None
-    if rng.path == "out" or value.startswith(PLACEHOLDER_PREFIX):
+    if value.startswith(PLACEHOLDER_PREFIX):
         return None
+    if rng.path == "out":
+        problem = folder_problem(value)
+        return None if problem is None else f"is no writable folder: {problem}"
     fields = {k: v for k, v in values.items() if isinstance(v, (str, int)) and v != ""}
     path = _FIELD_RE.sub(lambda m: str(fields.get(m.group(1), m.group(0))), value)
     if "{" in path:

@@ -9,6 +9,8 @@ import re
 from pathlib import Path
 from typing import Any, Dict
 
+from unirepclip.workbook.results import write_text_atomic
+
 __all__ = ["clean_html", "export_html", "has_math"]
 
 
@@ -96,5 +98,5 @@ def export_html(ipynb: os.PathLike, html_path: os.PathLike, hide_code: bool = Fa
     nb = nbformat.read(str(ipynb), as_version=4)
     body, _ = exporter.from_notebook_node(nb, resources={"unirepclip_math": has_math(nb)})
     html_path = Path(html_path)
-    html_path.write_text(body, encoding="utf-8")
+    write_text_atomic(html_path, body)
     return html_path

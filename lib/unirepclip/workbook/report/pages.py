@@ -186,23 +186,13 @@ def render_index(manifest: Mapping[str, Any], docs: Mapping[str, Optional[Mappin
         **_banner(manifest))
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    """Write, then rename: a reader (or a full disk) never finds half a page."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write_index(folder: os.PathLike, manifest: Mapping[str, Any],
                 docs: Mapping[str, Optional[Mapping[str, Any]]]) -> Path:
     """Write ``manifest.json`` and ``index.html`` into ``folder``; return the index path."""
     folder = Path(folder)
     _results.dump_json(manifest, folder / "manifest.json")
     path = folder / "index.html"
-    _atomic_write(path, render_index(manifest, docs))
+    _results.write_text_atomic(path, render_index(manifest, docs))
     return path
 
 
@@ -279,5 +269,5 @@ def write_sweep_index(folder: os.PathLike, doc: Mapping[str, Any]) -> Path:
     folder = Path(folder)
     _results.dump_json(doc, folder / "sweep.json")
     path = folder / "index.html"
-    _atomic_write(path, render_sweep_index(doc))
+    _results.write_text_atomic(path, render_sweep_index(doc))
     return path

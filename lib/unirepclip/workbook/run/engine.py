@@ -113,13 +113,24 @@ class PapermillEngine:
             shutil.rmtree(self.runtime, ignore_errors=True)
             self.runtime = None
 
-    def _manager_class(self) -> type:
+    def _manager_class(self, log: Optional[Path]) -> type:
+        """A kernel manager that remembers the kernels it starts and sends the kernel process's
+        own stderr and stdout (its logging, not the notebook's output, which papermill reads
+        from the kernel's messages) to ``log``: a kernel ended by a stopped run otherwise
+        prints ZMQ tracebacks into the terminal."""
         from jupyter_client.manager import AsyncKernelManager
         started = self._kernels
 
         class RunKernelManager(AsyncKernelManager):
             async def _async_launch_kernel(self, kernel_cmd, **kw):
-                await super()._async_launch_kernel(kernel_cmd, **kw)
+                sink = open(log, "ab") if log is not None else None
+                if sink is not None:
+                    kw["stdout"] = kw["stderr"] = sink
+                try:
+                    await super()._async_launch_kernel(kernel_cmd, **kw)
+                finally:
+                    if sink is not None:
+                        sink.close()  # the kernel process holds its own copy
                 started.append(self)
 
         return RunKernelManager
@@ -158,13 +169,13 @@ class PapermillEngine:
                 language="python", cwd=str(nb.path.parent), progress_bar=self.progress,
                 log_output=False, execution_timeout=self.cell_timeout,
                 config=Config({"KernelManager": self._kernel_config(nb.name)}),
-                kernel_manager_class=self._manager_class())
+                kernel_manager_class=self._manager_class(self.kernel_log(nb.name)))
             return None
         except PapermillExecutionError as e:
             first = str(e.evalue).strip().splitlines()
             return f"{e.ename}: {first[0] if first else ''} (cell In [{e.exec_count}])"
         except Exception as e:  # a kernel that died or never started: still leave a report
-            msg = f"{type(e).__name__}: {e}".strip()
+            msg = f"{type(e).__name__}: {e}".strip() + self._log_tail(nb.name)
             partial = out_ipynb if out_ipynb.exists() else nb.path  # papermill may have saved some
             nbformat.write(error_notebook(partial, msg), str(out_ipynb))
             return msg.splitlines()[0]
@@ -175,6 +186,18 @@ class PapermillEngine:
                     os.environ.pop(k, None)
                 else:
                     os.environ[k] = v
+
+    def kernel_log(self, name: str) -> Optional[Path]:
+        """Where the kernel of notebook ``name`` logs (None without a private folder)."""
+        return None if self.runtime is None else self.runtime / f"kernel-{name}.log"
+
+    def _log_tail(self, name: str, lines: int = 5) -> str:
+        log = self.kernel_log(name)
+        try:
+            tail = log.read_text(errors="replace").strip().splitlines()[-lines:] if log else []
+        except OSError:
+            tail = []
+        return ("\nthe kernel's last words:\n" + "\n".join(tail)) if tail else ""
 
     def stop_kernels(self, grace_s: float = 3.0) -> None:
         """End the kernels still running (SIGTERM to each kernel's own process group, then
