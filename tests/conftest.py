@@ -30,6 +30,19 @@ def _seed():
     torch.manual_seed(0)
 
 
+_THREADS = torch.get_num_threads()  # this worker's share (set above, before torch loaded)
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads():
+    """Every test starts and ends on this worker's thread count: a test that calls
+    torch.set_num_threads (workbook.setup does) must not change the floats of the tests after it
+    (a reduction over another number of threads sums in another order)."""
+    torch.set_num_threads(_THREADS)
+    yield
+    torch.set_num_threads(_THREADS)
+
+
 @pytest.fixture(scope="session")
 def ci_reports(tmp_path_factory):
     """Every real notebook run once on the `ci` profile (the demo checkpoint, counts shrunk):
