@@ -6,6 +6,9 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PROFILE ?= demo
+# Notebooks run at once by `make reports` (each in its own kernel on one CPU thread: the demo's
+# notebooks set num_threads=1), so two cores run two.
+JOBS ?= 2
 # The tests run on every core (pytest-xdist; the workers share one ci-profile run of the
 # notebooks, tests/conftest.py); XDIST= runs them in one process.
 XDIST  ?= -n auto
@@ -36,7 +39,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 reports: $(STAMP)
-	$(PY) -m unirepclip run --profile $(PROFILE)
+	$(PY) -m unirepclip run --profile $(PROFILE) --jobs $(JOBS)
 
 # Installs Chromium and its driver where they are missing and it can (root, apt); else stops here,
 # before any test runs, with the one command that installs them.

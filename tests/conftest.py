@@ -57,8 +57,9 @@ def ci_reports(tmp_path_factory):
     out, done = root / "ci-reports", root / "ci-reports.exit-code"
     with FileLock(str(root / "ci-reports.lock")):
         if not done.exists():
+            # two notebooks at once, as `make reports` runs them (and so tested on every run)
             code = main(["run", "--profile", "ci", "--notebooks-dir", str(REPO / "notebooks"),
-                         "--output-dir", str(out), "--no-progress", "-q"])
+                         "--output-dir", str(out), "--no-progress", "-q", "--jobs", "2"])
             done.write_text(str(code))
     return int(done.read_text()), out / "ci"
 

@@ -296,7 +296,7 @@ def test_a_temporary_folder_too_deep_for_a_socket_still_runs(tmp_path, monkeypat
     engine = wrun.PapermillEngine(kernel="unused").open()  # IPC sockets still, in a shorter folder
     folder = engine.runtime
     try:
-        assert len(str(folder / "kernel-ipc-65535")) <= 103 and folder.stat().st_mode & 0o077 == 0
+        assert len(str(folder / "kernel-ipc999-65535")) <= 103 and folder.stat().st_mode & 0o077 == 0
     finally:
         engine.close()
     assert not folder.exists()
@@ -423,3 +423,23 @@ def test_output_files_follow_the_umask(tmp_path):
     with pytest.raises(ValueError):
         results.dump_json({"a": float("nan")}, tmp_path / "n.json")
     assert not (tmp_path / "n.json").exists() and len(list(tmp_path.iterdir())) == 1
+
+
+def test_notebooks_at_once_give_what_one_after_another_gives(tmp_path, monkeypatch):
+    from unirepclip.workbook.run import runner
+    monkeypatch.setattr(runner, "source_sha256", lambda root=None: "same source")
+    one = _quick(tmp_path / "one", "sleep_s=1")
+    two = _quick(tmp_path / "two", "sleep_s=1", jobs=2)
+    assert one.ok and two.ok
+    assert [r.name for r in two.notebooks] == ["01_fast", "02_slow"]  # the workbook's order
+    assert two.results == one.results and two.results  # the same figures, merged alike
+    m1, m2 = _manifest(tmp_path / "one" / "quick"), _manifest(tmp_path / "two" / "quick")
+    assert [r["status"] for r in m2["notebooks"]] == ["ok", "ok"]
+    assert m1["parameters"] == m2["parameters"]
+    for name in ("01_fast", "02_slow"):
+        assert (tmp_path / "two" / "quick" / f"{name}.html").is_file()
+    assert not (tmp_path / "two" / "quick" / wrun.PARTIAL_DIR).exists()
+    # they did run at once: the second started before the first finished
+    starts = sorted(r["started"] for r in m2["notebooks"])
+    ends = sorted(r["finished"] for r in m2["notebooks"])
+    assert starts[1] <= ends[0]

@@ -45,7 +45,7 @@ def _refused(capsys, *args, notebooks=NOTEBOOKS):
     (["--cell-timeout", "-5"], "--cell-timeout -5: must be a whole number of seconds above 0"),
     (["--cell-timeout", "0"], "--cell-timeout 0: must be a whole number of seconds above 0"),
     (["--jobs", "0"], "--jobs 0: must be at least 1"),
-    (["--jobs", "2"], "--jobs 2: runs sweep settings at once, and this run is no sweep"),
+    (["--jobs", "-1"], "--jobs -1: must be at least 1"),
     (["--output-dir", ""], "--output-dir '': an empty folder name"),
     (["--notebooks-dir", ""], "--notebooks-dir '': an empty folder name"),
 ])
@@ -62,6 +62,7 @@ def test_run_options_refuse_the_same_in_the_api():
     with pytest.raises(params.ParameterError, match="--cell-timeout"):
         wrun.RunOptions(cell_timeout=-1)
     assert wrun.RunOptions(cell_timeout=5, jobs=2, sweep=("seed=0,1",)).jobs == 2
+    assert wrun.RunOptions(jobs=2).jobs == 2  # a plain run: notebooks at once
 
 
 @pytest.mark.parametrize("item, says", [
@@ -171,13 +172,15 @@ def _running(folder: Path) -> bool:
     return any(r.get("status") == "running" for r in m.get("notebooks", []))
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_a_stopped_run_says_so_in_one_line_without_kernel_tracebacks(sig, tmp_path):
+@pytest.mark.parametrize("sig, jobs", [(signal.SIGINT, 1), (signal.SIGTERM, 1),
+                                       (signal.SIGINT, 2)])
+def test_a_stopped_run_says_so_in_one_line_without_kernel_tracebacks(sig, jobs, tmp_path):
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "unirepclip", "run", "--notebooks-dir", str(QUICK), "--profile",
-         str(QPROFILE), "--output-dir", str(tmp_path), "--only", "02", "-p", "sleep_s=30", "-q",
-         "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+         str(QPROFILE), "--output-dir", str(tmp_path), "-p", "02_slow.sleep_s=30", "-q",
+         "--no-progress", "--jobs", str(jobs)] + (["--only", "02"] if jobs == 1 else []),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
     folder = tmp_path / "quick"
     deadline = time.time() + 240
     while not _running(folder):
@@ -190,6 +193,10 @@ def test_a_stopped_run_says_so_in_one_line_without_kernel_tracebacks(sig, tmp_pa
     assert "Traceback" not in err and "ZMQError" not in err, err
     assert err.strip().splitlines() == [f"error: interrupted by {signal.Signals(sig).name}; "
                                         "`run --resume` completes the run"]
+    m = json.loads(_text(folder / "manifest.json"))
+    assert m["status"] == "interrupted"
+    assert {r["name"]: r["status"] for r in m["notebooks"]}["02_slow"] == "interrupted"
+    assert not (folder / "02_slow.html").exists() and not (folder / ".partial").exists()
 
 
 def test_a_write_that_fails_ends_the_notebook_failed_naming_the_file(tmp_path):

@@ -102,8 +102,9 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="run once per value (YAML scalars; NN_name.key too); several flags make "
                         "a grid; replaces the profile's sweep axis of the same key")
     r.add_argument("--jobs", type=_int, default=1, metavar="N",
-                   help="sweep settings run at once (default 1): one GPU each on CUDA "
-                        "(CUDA_VISIBLE_DEVICES), else the CPU threads split (num_threads)")
+                   help="notebooks run at once (default 1), each in its own kernel; in a sweep, "
+                        "settings at once: one GPU each on CUDA (CUDA_VISIBLE_DEVICES), else the "
+                        "CPU threads split (num_threads)")
     # One setting of a sweep run by `--jobs` in its own process: {"slug", "values", "sources"}.
     r.add_argument("--sweep-setting", default=None, help=argparse.SUPPRESS)
 

@@ -11,6 +11,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -19,8 +20,8 @@ from unirepclip.workbook.params import KERNEL_NAME, Notebook
 
 __all__ = ["PapermillEngine", "ensure_kernel", "error_notebook"]
 
-# The kernel's sockets are <runtime>/kernel-ipc-<port>. Linux allows 107 bytes of socket path,
-# macOS 103; the longest name is kernel-ipc-65535.
+# A kernel's sockets are <runtime>/kernel-ipc<N>-<port>. Linux allows 107 bytes of socket path,
+# macOS 103; the longest name checked is kernel-ipc999-65535.
 _IPC_NAME = "kernel-ipc"
 _SOCKET_PATH_MAX = 103
 
@@ -71,7 +72,7 @@ def error_notebook(path: Path, message: str):
 
 
 def _fits_a_socket(folder: Path) -> bool:
-    return len(os.fsencode(folder / f"{_IPC_NAME}-65535")) <= _SOCKET_PATH_MAX
+    return len(os.fsencode(folder / f"{_IPC_NAME}999-65535")) <= _SOCKET_PATH_MAX
 
 
 def _private_folder() -> Path:
@@ -100,18 +101,35 @@ class PapermillEngine:
         self.kernel, self.progress, self.cell_timeout = kernel, progress, cell_timeout
         self.runtime: Optional[Path] = None
         self._kernels: List[Any] = []
+        self._lock = threading.Lock()  # execute may run in several threads at once
+        self._started = 0
+        self._environ: Dict[str, Optional[str]] = {}
 
     def open(self) -> "PapermillEngine":
+        """Register the kernel, make the private folder, and set what the kernels inherit:
+        tqdm.auto warns in every kernel without ipywidgets and then draws text bars, which is
+        what a static report wants (the warning goes); Jupyter's runtime folder is the private
+        one."""
         self.kernel = self.kernel or ensure_kernel()
         self.runtime = _private_folder()
+        self._environ = {k: os.environ.get(k) for k in ("PYTHONWARNINGS", "JUPYTER_RUNTIME_DIR")}
+        os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [self._environ["PYTHONWARNINGS"],
+                                                              "ignore:IProgress not found"]))
+        os.environ["JUPYTER_RUNTIME_DIR"] = str(self.runtime)
         return self
 
     def close(self) -> None:
-        """End the kernels still running and remove the private folder."""
+        """End the kernels still running, remove the private folder, restore the environment."""
         self.stop_kernels()
         if self.runtime is not None:
             shutil.rmtree(self.runtime, ignore_errors=True)
             self.runtime = None
+        for k, v in self._environ.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        self._environ = {}
 
     def _manager_class(self, log: Optional[Path]) -> type:
         """A kernel manager that remembers the kernels it starts and sends the kernel process's
@@ -119,7 +137,7 @@ class PapermillEngine:
         from the kernel's messages) to ``log``: a kernel ended by a stopped run otherwise
         prints ZMQ tracebacks into the terminal."""
         from jupyter_client.manager import AsyncKernelManager
-        started = self._kernels
+        started, lock = self._kernels, self._lock
 
         class RunKernelManager(AsyncKernelManager):
             async def _async_launch_kernel(self, kernel_cmd, **kw):
@@ -131,7 +149,8 @@ class PapermillEngine:
                 finally:
                     if sink is not None:
                         sink.close()  # the kernel process holds its own copy
-                started.append(self)
+                with lock:
+                    started.append(self)
 
         return RunKernelManager
 
@@ -145,7 +164,11 @@ class PapermillEngine:
         if rt is not None:
             km["connection_file"] = str(rt / f"kernel-{name}.json")
             if transport == "ipc":
-                km["ip"] = str(rt / _IPC_NAME)
+                # A prefix of its own per kernel: jupyter_client numbers a kernel's sockets
+                # from the first free name, and two kernels starting at once would pick the same.
+                with self._lock:
+                    self._started += 1
+                    km["ip"] = str(rt / f"{_IPC_NAME}{self._started}")
         return km
 
     def execute(self, nb: Notebook, params: Dict[str, Any], out_ipynb: Path) -> Optional[str]:
@@ -156,13 +179,6 @@ class PapermillEngine:
         from papermill.exceptions import PapermillExecutionError
         from traitlets.config import Config
 
-        # The kernel inherits this environment. tqdm.auto warns in every kernel without
-        # ipywidgets and then draws text bars, which is what a static report wants.
-        saved = {k: os.environ.get(k) for k in ("PYTHONWARNINGS", "JUPYTER_RUNTIME_DIR")}
-        os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [saved["PYTHONWARNINGS"],
-                                                              "ignore:IProgress not found"]))
-        if self.runtime is not None:
-            os.environ["JUPYTER_RUNTIME_DIR"] = str(self.runtime)
         try:
             papermill.execute_notebook(
                 str(nb.path), str(out_ipynb), parameters=params, kernel_name=self.kernel,
@@ -180,12 +196,8 @@ class PapermillEngine:
             nbformat.write(error_notebook(partial, msg), str(out_ipynb))
             return msg.splitlines()[0]
         finally:
-            self._kernels[:] = [k for k in self._kernels if _alive(k)]
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+            with self._lock:
+                self._kernels[:] = [k for k in self._kernels if _alive(k)]
 
     def kernel_log(self, name: str) -> Optional[Path]:
         """Where the kernel of notebook ``name`` logs (None without a private folder)."""
@@ -204,7 +216,9 @@ class PapermillEngine:
         SIGKILL)."""
         import signal
         procs = []
-        for km in self._kernels:
+        with self._lock:
+            kernels = list(self._kernels)
+        for km in kernels:
             prov = getattr(km, "provisioner", None)
             if not _alive(km):
                 continue
@@ -227,4 +241,5 @@ class PapermillEngine:
                     pass
             if all(proc.poll() is not None for proc, _ in procs):
                 break
-        self._kernels.clear()
+        with self._lock:
+            self._kernels.clear()

@@ -23,7 +23,8 @@ class RunOptions:
     bounds each cell; ``dry_run`` checks everything that can be checked without running;
     ``wait`` waits for another run that holds the folder instead of refusing; ``resume`` keeps
     each notebook whose outputs are complete and current; ``sweep`` are ``--sweep`` flags and
-    ``jobs`` how many settings run at once; ``engine`` runs one notebook (default: papermill,
+    ``jobs`` how many notebooks (a plain run) or settings (a sweep) run at once; ``engine``
+    runs one notebook (default: papermill,
     :class:`~unirepclip.workbook.run.engine.PapermillEngine`)."""
 
     profile: Union[str, os.PathLike] = "demo"
@@ -59,9 +60,6 @@ class RunOptions:
                        "above 0 (leave it out for no limit)")
         if isinstance(self.jobs, bool) or not isinstance(self.jobs, int) or self.jobs < 1:
             out.append(f"--jobs {self.jobs}: must be at least 1")
-        elif self.jobs > 1 and not self.sweep and not self.is_sweep_profile():
-            out.append(f"--jobs {self.jobs}: runs sweep settings at once, and this run is no "
-                       "sweep (give --sweep, or a profile with a sweep: section)")
         for name in ("output_dir", "notebooks_dir"):
             v = getattr(self, name)
             if v is not None and not str(v).strip():

@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -34,6 +33,7 @@ from unirepclip.workbook.run.engine import PapermillEngine
 from unirepclip.workbook.run.options import RunOptions
 from unirepclip.workbook.run.provenance import (NotebookRun, checkpoint_record, file_sha256,
                                                 source_sha256, stale_reason)
+from unirepclip.workbook.run.schedule import run_parallel, run_sequential
 from unirepclip.workbook.run.signals import RunInterrupted, SignalGuard
 
 __all__ = ["Plan", "RunResult", "plan", "run"]
@@ -191,57 +191,6 @@ def _records(state: _State, previous: Dict[str, Dict[str, Any]]) -> List[Noteboo
     return todo
 
 
-def _staged(params: Dict[str, Any], stage: Path, name: str) -> Dict[str, Any]:
-    staged = dict(params)
-    if "output_dir" in staged:
-        staged["output_dir"] = str(stage)
-    if "results_path" in staged:
-        staged["results_path"] = str(stage / "results" / f"{name}.json")
-    return staged
-
-
-def _run_one(state: _State, nb: Notebook, engine: Any, guard: SignalGuard,
-             previous: Dict[str, Dict[str, Any]]) -> None:
-    """Run one notebook into its staging folder, render it, and move its outputs into place."""
-    from unirepclip.workbook.report import export_html
-    out, rec = state.plan.out, state.runs[nb.name]
-    stage = out / _folder.PARTIAL_DIR / nb.name
-    shutil.rmtree(stage, ignore_errors=True)
-    (stage / "results").mkdir(parents=True)
-    rec.status, rec.started = "running", now()
-    with guard.atomic():
-        state.write()
-    t0 = time.perf_counter()
-    out_ipynb, html_name = stage / f"{nb.name}.ipynb", None
-    try:
-        error = engine.execute(nb, _staged(state.plan.injected[nb.name], stage, nb.name),
-                               out_ipynb)
-        try:
-            if out_ipynb.exists():
-                _folder.unstage_paths(out_ipynb, stage, out)
-            export_html(out_ipynb, stage / f"{nb.name}.html", hide_code=state.options.hide_code)
-            html_name = f"{nb.name}.html"
-        except Exception as e:  # a report we cannot render is a failure, not a crash
-            error = error or f"HTML export failed: {type(e).__name__}: {e}"
-    except RunInterrupted:
-        rec.status, rec.finished = "interrupted", now()
-        rec.duration_s = round(time.perf_counter() - t0, 2)
-        old = previous.get(nb.name)
-        if old and old.get("html") and (out / old["html"]).is_file():
-            rec.kept = (f"the outputs shown are the earlier run's ({old.get('status')}, "
-                        f"finished {old.get('finished')})")
-            rec.html, rec.ipynb = old.get("html"), old.get("ipynb")
-        raise
-    with guard.atomic():
-        has_ipynb = out_ipynb.exists()
-        _folder.commit_outputs(out, stage, nb.name)
-        rec.duration_s = round(time.perf_counter() - t0, 2)
-        rec.status, rec.finished, rec.error = "failed" if error else "ok", now(), error
-        rec.html, rec.ipynb = html_name, f"{nb.name}.ipynb" if has_ipynb else None
-        state.write()
-    shutil.rmtree(stage, ignore_errors=True)
-
-
 def _end(state: _State, status: str, interrupted: Optional[Dict[str, Any]] = None) -> None:
     """The run's last word in its manifest and index."""
     state.status, state.interrupted = status, interrupted
@@ -285,12 +234,10 @@ def _execute_plan(state: _State, engine: Any, guard: SignalGuard) -> RunResult:
     with guard.atomic():
         state.write()
     try:
-        for i, nb in enumerate(todo, 1):
-            _log(f"[{i}/{len(todo)}] {nb.name} ...", options)
-            _run_one(state, nb, engine, guard, previous)
-            rec = state.runs[nb.name]
-            _log(f"[{i}/{len(todo)}] {nb.name}: {rec.status} ({rec.duration_s:.1f} s)"
-                 + (f": {rec.error}" if rec.error else ""), options)
+        if options.jobs > 1 and len(todo) > 1:
+            run_parallel(state, todo, engine, previous)
+        else:
+            run_sequential(state, todo, engine, guard, previous)
     except RunInterrupted as e:
         guard.close()
         _end(state, "interrupted", {"signal": e.signal, "at": now()})
