@@ -223,3 +223,17 @@ def test_a_write_that_fails_ends_the_notebook_failed_naming_the_file(tmp_path):
     assert not list(folder.rglob("*.tmp")) and not (folder / ".partial").exists()
     page = (folder / "index.html").read_text()
     assert "still going" not in page and "01_fast.html" in page  # the error names it
+
+
+def test_a_profile_is_read_once_per_run_and_once_per_sweep(tmp_path, monkeypatch):
+    from unirepclip.workbook.params import profiles
+    reads = []
+    real = profiles.load_yaml
+    monkeypatch.setattr(profiles, "load_yaml", lambda text: reads.append(text) or real(text))
+    assert main(["run", "--notebooks-dir", str(QUICK), "--profile", str(QPROFILE), "--dry-run",
+                 "--output-dir", str(tmp_path)]) == 0
+    assert reads == [QPROFILE.read_text()]
+    reads.clear()
+    assert main(["run", "--notebooks-dir", str(QUICK), "--profile", str(QPROFILE), "--dry-run",
+                 "--output-dir", str(tmp_path), "--sweep", "seed=0,1,2"]) == 0
+    assert reads == [QPROFILE.read_text()]  # not once per setting

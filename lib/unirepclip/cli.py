@@ -161,7 +161,7 @@ def _setting(text: str):
 
 
 def _cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from unirepclip.workbook.params import ParameterError, list_profiles
+    from unirepclip.workbook.params import ParameterError, list_profiles, load_profile
     from unirepclip.workbook.run import RunLocked, run
 
     if args.list_profiles:
@@ -170,10 +170,11 @@ def _cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         return 0
     try:
         options = _options(args, argv)
-        if args.sweep_setting is None and (options.sweep or options.is_sweep_profile()):
-            return _cmd_sweep(options)
+        profile = load_profile(options.profile)  # once: it decides run or sweep, and runs
+        if args.sweep_setting is None and (options.sweep or profile["sweep"] is not None):
+            return _cmd_sweep(options, profile)
         setting = None if args.sweep_setting is None else _setting(args.sweep_setting)
-        res = run(options, setting=setting)
+        res = run(options, setting=setting, profile=profile)
     except (ParameterError, RunLocked) as e:
         return _error(e)
     if res.interrupted:
@@ -195,7 +196,7 @@ def _cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return 0
 
 
-def _cmd_sweep(options) -> int:
+def _cmd_sweep(options, profile) -> int:
     import json
     import signal
 
@@ -204,7 +205,7 @@ def _cmd_sweep(options) -> int:
     from unirepclip.workbook.sweep import run_sweep
 
     try:
-        res = run_sweep(options)
+        res = run_sweep(options, profile)
     except (ParameterError, RunLocked) as e:
         return _error(e)
     if options.dry_run:

@@ -69,15 +69,6 @@ class RunOptions:
             out.append("--kernel '': an empty kernel name; leave it out for this interpreter's")
         return out
 
-    def is_sweep_profile(self) -> bool:
-        """True when the profile has a ``sweep:`` section (a bad profile: False; the run
-        reports it)."""
-        from unirepclip.workbook.params import load_profile
-        try:
-            return load_profile(self.profile).get("sweep") is not None
-        except ParameterError:
-            return False
-
     @property
     def notebooks_path(self) -> Path:
         return Path(self.notebooks_dir) if self.notebooks_dir is not None \

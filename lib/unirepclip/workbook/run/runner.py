@@ -79,11 +79,12 @@ class Plan:
 
 
 def plan(options: RunOptions, notebooks: Optional[List[Notebook]] = None,
-         setting: Optional[Any] = None) -> Plan:
+         setting: Optional[Any] = None, profile: Optional[Dict[str, Any]] = None) -> Plan:
     """Everything :func:`run` checks before it runs (``--dry-run`` stops here). ``notebooks``:
     already inspected (a sweep inspects once for all its settings); ``setting``: one sweep
-    setting (``slug``, ``values``, ``sources``) whose folder is ``<output-dir>/<slug>``."""
-    prof = load_profile(options.profile)
+    setting (``slug``, ``values``, ``sources``) whose folder is ``<output-dir>/<slug>``;
+    ``profile``: ``options.profile`` already loaded (a profile file is read once per command)."""
+    prof = profile if profile is not None else load_profile(options.profile)
     notebooks = notebooks if notebooks is not None else inspect_notebooks(options.notebooks_path)
     chosen = select(notebooks, options.only)
     request = Request(options.overrides, setting.values if setting else None,
@@ -260,14 +261,14 @@ def _execute_plan(state: _State, engine: Any, guard: SignalGuard) -> RunResult:
 
 
 def run(options: RunOptions = RunOptions(), *, notebooks: Optional[List[Notebook]] = None,
-        setting: Optional[Any] = None) -> RunResult:
+        setting: Optional[Any] = None, profile: Optional[Dict[str, Any]] = None) -> RunResult:
     """Run ``options.profile``'s notebooks (see the module docstring) and return what happened.
 
     Raises :class:`ParameterError` before any work for bad parameters, and
     :class:`~unirepclip.workbook.run.folder.RunLocked` when another run holds the folder. A
     plain run refuses a folder that holds a sweep. ``notebooks`` and ``setting``: see
     :func:`plan`."""
-    p = plan(options, notebooks, setting)
+    p = plan(options, notebooks, setting, profile)
     if options.dry_run:
         return RunResult(p.profile["name"], p.out,
                          [NotebookRun(nb.name, "not run", None) for nb in p.chosen],

@@ -114,7 +114,7 @@ def _check(options: RunOptions, spec: SweepSpec, prof: Dict[str, Any], folder: P
     sub = options.replace(profile=prof["path"], output_dir=folder, dry_run=True)
     for s in spec.settings:
         try:
-            dry[s.slug] = run(sub, notebooks=notebooks, setting=s).manifest
+            dry[s.slug] = run(sub, notebooks=notebooks, setting=s, profile=prof).manifest
         except ParameterError as e:
             problems.extend(p for p in e.problems if p not in problems)
     for s in spec.settings if spec.reference else ():
@@ -175,7 +175,8 @@ def _acquire(folder: Path, options: RunOptions):
     return lock
 
 
-def _serial(state: SweepState, options: RunOptions, notebooks: list) -> Optional[str]:
+def _serial(state: SweepState, options: RunOptions, notebooks: list,
+            prof: Dict[str, Any]) -> Optional[str]:
     """The settings one after another in this process; the signal that stopped them, if any."""
     for i, s in enumerate(state.spec.settings, 1):
         state.setting(s.slug)["status"] = "running"
@@ -184,7 +185,7 @@ def _serial(state: SweepState, options: RunOptions, notebooks: list) -> Optional
             import sys
             print(f"setting [{i}/{len(state.spec.settings)}] {s.slug} ...", file=sys.stderr,
                   flush=True)
-        res = run(options, notebooks=notebooks, setting=s)
+        res = run(options, notebooks=notebooks, setting=s, profile=prof)
         state.refresh(s.slug)
         state.write(with_figure=True)
         if res.interrupted:
@@ -209,14 +210,15 @@ def _finish(state: SweepState, interrupted: Optional[str]) -> None:
     state.write(with_figure=True)
 
 
-def run_sweep(options: RunOptions = RunOptions()) -> SweepResult:
+def run_sweep(options: RunOptions = RunOptions(),
+              profile: Optional[Dict[str, Any]] = None) -> SweepResult:
     """Run every setting of ``options.profile``'s sweep with ``options.sweep`` applied into
     ``<output-dir>/<profile>/<slug>/`` and write the sweep's ``sweep.json`` and ``index.html``.
     Raises :class:`ParameterError` before anything runs when the sweep or a setting's parameters
     are bad (or there is no sweep), and ``RunLocked`` when another sweep holds the folder;
     ``dry_run`` checks and returns the settings' parameters in ``doc["settings"]``."""
     from unirepclip.workbook.sweep.parallel import run_parallel
-    prof = load_profile(options.profile)
+    prof = profile if profile is not None else load_profile(options.profile)
     spec = build_spec(prof, options.sweep)
     if spec is None:
         raise ParameterError([f"profile {prof['name']!r} has no sweep: section and no --sweep "
@@ -239,7 +241,7 @@ def run_sweep(options: RunOptions = RunOptions()) -> SweepResult:
     try:
         state.write()
         guard.open()
-        interrupted = (_serial(state, options, notebooks) if options.jobs == 1 else
+        interrupted = (_serial(state, options, notebooks, prof) if options.jobs == 1 else
                        run_parallel(state, options, dry, gpu_ids))
     except RunInterrupted as e:
         interrupted = e.signal
