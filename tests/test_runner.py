@@ -329,3 +329,47 @@ def test_a_kernel_that_cannot_start_still_gives_reports(tmp_path):
         page = (res.output_dir / r.html).read_text()
         assert "This notebook did not run" in page and 'id="papermill-error-cell"' in page
     assert res.index.is_file() and json.loads((res.output_dir / "results.json").read_text()) == {}
+
+
+class _RecordingEngine:
+    """An engine (open/execute/close) that runs no kernel: it writes what a notebook would (its
+    results file and executed copy) from the parameters it is given, so the runner is tested
+    without papermill."""
+
+    def __init__(self):
+        self.calls = []
+        self.opened = self.closed = 0
+
+    def open(self):
+        self.opened += 1
+        return self
+
+    def close(self):
+        self.closed += 1
+
+    def execute(self, nb, params, out_ipynb):
+        from unirepclip.workbook.results import Recorder
+        self.calls.append((nb.name, dict(params)))
+        if nb.name == "02_fail":
+            nbformat.write(new_notebook(cells=[new_code_cell("raise ValueError")]), str(out_ipynb))
+            return "ValueError: on purpose (cell In [1])"
+        with Recorder(params["output_dir"], params["results_path"]) as rec:
+            rec.record("toy", {"seed": params.get("seed"), "label": params.get("label")})
+        nbformat.write(new_notebook(cells=[new_code_cell("1")]), str(out_ipynb))
+        return None
+
+
+def test_an_injected_engine_runs_the_plan(tmp_path):
+    engine = _RecordingEngine()
+    res = wrun.run(wrun.RunOptions(profile=PROFILE, notebooks_dir=NOTEBOOKS, output_dir=tmp_path,
+                                   overrides=("label=square",), quiet=True, engine=engine))
+    assert engine.opened == engine.closed == 1
+    assert [name for name, _ in engine.calls] == ["01_record", "02_fail"]
+    params = dict(engine.calls)["01_record"]
+    assert params["label"] == "square" and params["seed"] == 1
+    assert params["output_dir"].endswith("/.partial/01_record")  # staged, then moved
+    assert [r.status for r in res.notebooks] == ["ok", "failed"] and not res.ok
+    assert res.results == {"toy": {"seed": 1, "label": "square"}}
+    assert (res.output_dir / "01_record.html").is_file()
+    m = json.loads((res.output_dir / "manifest.json").read_text())
+    assert m["status"] == "failed" and m["notebooks"][1]["error"].startswith("ValueError")
