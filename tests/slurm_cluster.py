@@ -77,7 +77,8 @@ AccountingStoragePass={d}/munge.socket
 JobCompType=jobcomp/none
 SchedulerType=sched/backfill
 SelectType=select/cons_tres
-SelectTypeParameters=CR_Core_Memory
+SelectTypeParameters=CR_Core
+SlurmdParameters=config_overrides
 MpiDefault=none
 ReturnToService=2
 KillWait=5
@@ -140,7 +141,7 @@ class Cluster:
         return subprocess.run(list(cmd), env=self.env, capture_output=True, text=True,
                               timeout=30)
 
-    def start(self, cpus: int = 2, mem_mb: int = 4000) -> "Cluster":
+    def start(self, cpus: int = 8, mem_mb: int = 8000) -> "Cluster":
         d = self.folder
         for sub in ("state", "spool", "db"):
             (d / sub).mkdir(parents=True, exist_ok=True)

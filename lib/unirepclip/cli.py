@@ -105,6 +105,23 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="notebooks run at once (default 1), each in its own kernel; in a sweep, "
                         "settings at once: one GPU each on CUDA (CUDA_VISIBLE_DEVICES), else the "
                         "CPU threads split (num_threads)")
+    r.add_argument("--executor", choices=("local", "slurm"), default="local",
+                   help="where a sweep's settings run: here (default) or as one Slurm job array "
+                        "through submitit (each setting a task; see the README's Slurm section)")
+    g = r.add_argument_group("Slurm (with --executor slurm; over the profile's slurm: section)")
+    g.add_argument("--partition", default=None, help="sbatch --partition")
+    g.add_argument("--account", default=None, help="sbatch --account")
+    for flag, what in (("--gpus-per-task", "GPUs per setting"), ("--cpus-per-task",
+                       "CPUs per setting"), ("--time-min", "each attempt's time limit (minutes)"),
+                       ("--max-requeue", "requeues after a time limit (default 3)"),
+                       ("--signal-delay-s", "seconds of warning before the time limit, to "
+                        "stop cleanly and requeue (default 90)"),
+                       ("--parallelism", "at most this many settings at once")):
+        g.add_argument(flag, type=_int, default=None, metavar="N", help=what)
+    g.add_argument("--mem-gb", type=float, default=None, metavar="GB", help="memory per setting")
+    g.add_argument("--detach", action="store_true",
+                   help="return once the job array is submitted (default: watch it to the end; "
+                        "`status DIR` shows it any time)")
     # One setting of a sweep run by `--jobs` in its own process: {"slug", "values", "sources"}.
     r.add_argument("--sweep-setting", default=None, help=argparse.SUPPRESS)
 
@@ -139,7 +156,12 @@ def _options(args: argparse.Namespace, argv: Sequence[str]):
         kernel=args.kernel, progress=not (args.no_progress or args.quiet),
         cell_timeout=args.cell_timeout, dry_run=args.dry_run, quiet=args.quiet,
         command=["python", "-m", "unirepclip", *argv], wait=args.wait, resume=args.resume,
-        sweep=tuple(args.sweep), jobs=args.jobs)
+        sweep=tuple(args.sweep), jobs=args.jobs, executor=args.executor,
+        slurm={k: getattr(args, k) for k in _SLURM_FLAGS}, detach=args.detach)
+
+
+_SLURM_FLAGS = ("partition", "account", "gpus_per_task", "cpus_per_task", "mem_gb", "time_min",
+                "max_requeue", "signal_delay_s", "parallelism")
 
 
 def _error(e: Exception) -> int:
@@ -173,6 +195,10 @@ def _cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         profile = load_profile(options.profile)  # once: it decides run or sweep, and runs
         if args.sweep_setting is None and (options.sweep or profile["sweep"] is not None):
             return _cmd_sweep(options, profile)
+        if options.executor == "slurm" and args.sweep_setting is None:
+            raise ParameterError(["--executor slurm runs a sweep's settings as a job array; "
+                                  "give --sweep (or a profile with a sweep: section), or submit "
+                                  "a plain run with sbatch"])
         setting = None if args.sweep_setting is None else _setting(args.sweep_setting)
         res = run(options, setting=setting, profile=profile)
     except (ParameterError, RunLocked) as e:
@@ -228,8 +254,12 @@ def _cmd_sweep(options, profile) -> int:
 def _cmd_status(args: argparse.Namespace) -> int:
     """A report folder's state as its manifest says (a dead run's folder is marked, and its index
     rewritten, as interrupted)."""
+    from pathlib import Path
+
     from unirepclip.workbook.run import read_manifest
 
+    if (Path(args.folder) / "sweep.json").is_file():
+        return _sweep_status(Path(args.folder))
     m = read_manifest(args.folder)
     if m is None:
         print(f"error: {args.folder} holds no readable manifest.json", file=sys.stderr)
@@ -238,6 +268,24 @@ def _cmd_status(args: argparse.Namespace) -> int:
     for r in m.get("notebooks", []):
         print(f"  {r.get('name')}: {r.get('status')}" + (f" ({r['error']})" if r.get("error")
                                                           else ""))
+    return 0
+
+
+def _sweep_status(folder) -> int:
+    """A sweep folder's settings; a Slurm sweep's index re-rendered from its tasks' state files
+    and Slurm's accounting first."""
+    import json
+
+    if (folder / "slurm" / "sweep-spec.pickle").is_file():
+        from unirepclip.workbook.sweep.slurm_state import render
+        doc = render(folder)
+    else:
+        doc = json.loads((folder / "sweep.json").read_text())
+    job = (doc.get("slurm") or {}).get("job_id")
+    print(f"{folder}: sweep {doc.get('status')}" + (f" (Slurm job array {job})" if job else ""))
+    for e in doc.get("settings", []):
+        print(f"  {e.get('slug')}: {e.get('status')}"
+              + (f" ({'; '.join(e['errors'])})" if e.get("errors") else ""))
     return 0
 
 

@@ -9,6 +9,7 @@ path::
       02_zeroshot:
         n_images: 200
     sweep: ...               # optional: see unirepclip.workbook.sweep
+    slurm: ...               # optional: see unirepclip.workbook.params.slurm
 
 A key given twice in one mapping is refused (YAML would keep the last one silently)."""
 from __future__ import annotations
@@ -19,12 +20,13 @@ from typing import Any, Dict, List, Tuple, Union
 
 import yaml
 
+from unirepclip.workbook.params.slurm import slurm_problems
 from unirepclip.workbook.params.values import ParameterError, load_yaml
 
 __all__ = ["PROFILES_DIR", "PROFILE_KEYS", "list_profiles", "load_profile", "check_folder_name"]
 
 PROFILES_DIR = Path(__file__).resolve().parents[1] / "profiles"
-PROFILE_KEYS = ("description", "extends", "common", "notebooks", "sweep")
+PROFILE_KEYS = ("description", "extends", "common", "notebooks", "sweep", "slurm")
 
 
 def check_folder_name(name: str) -> Union[str, None]:
@@ -86,6 +88,7 @@ def _read(path: Path) -> Dict[str, Any]:
         problems.append(f"profile {path}: 'notebooks' must map notebook names to mappings")
     if doc.get("sweep") is not None and not isinstance(doc.get("sweep"), dict):
         problems.append(f"profile {path}: 'sweep' must be a mapping (grid, cases, reference, ...)")
+    problems += slurm_problems(doc.get("slurm"), f"profile {path}")
     bad = check_folder_name(path.stem)
     if bad:
         problems.append(f"profile {path}: its name {path.stem!r} (the file name less .yaml) "
@@ -100,7 +103,8 @@ def load_profile(name_or_path: Union[str, os.PathLike], _seen: Tuple[str, ...] =
     """A profile with ``extends`` applied: ``{"name", "path", "description", "common", "notebooks",
     "sources", "sweep", "sweep_path"}`` where ``sources`` maps ``"common.key"`` / ``"NN_name.key"``
     to the file that set it (for error messages); ``sweep`` is the nearest profile's ``sweep:``
-    section as written (None when none has one) and ``sweep_path`` the file it came from."""
+    section as written (None when none has one) and ``sweep_path`` the file it came from; ``slurm``
+    the ``slurm:`` sections, a profile's keys over its base's."""
     path = _profile_file(name_or_path)
     if str(path.resolve()) in _seen:
         raise ParameterError([f"profile {path}: 'extends' loops ({' -> '.join(_seen)})"])
@@ -108,7 +112,8 @@ def load_profile(name_or_path: Union[str, os.PathLike], _seen: Tuple[str, ...] =
     if doc.get("extends"):
         base = load_profile(doc["extends"], _seen + (str(path.resolve()),))
     else:
-        base = {"common": {}, "notebooks": {}, "sources": {}, "sweep": None, "sweep_path": None}
+        base = {"common": {}, "notebooks": {}, "sources": {}, "sweep": None, "sweep_path": None,
+                "slurm": {}}
     common = dict(base["common"])
     sources = dict(base["sources"])
     for k, v in (doc.get("common") or {}).items():
@@ -125,4 +130,5 @@ def load_profile(name_or_path: Union[str, os.PathLike], _seen: Tuple[str, ...] =
         sweep, sweep_path = doc["sweep"], path
     return {"name": path.stem, "path": path, "description": str(doc.get("description", "")),
             "common": common, "notebooks": notebooks, "sources": sources,
-            "sweep": sweep, "sweep_path": sweep_path}
+            "sweep": sweep, "sweep_path": sweep_path,
+            "slurm": {**base["slurm"], **(doc.get("slurm") or {})}}

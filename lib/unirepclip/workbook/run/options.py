@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Any, List, Optional, Sequence, Union
+from typing import Any, List, Mapping, Optional, Sequence, Union
 
 from unirepclip.workbook.params import ParameterError, default_notebooks_dir
 
@@ -25,7 +25,10 @@ class RunOptions:
     each notebook whose outputs are complete and current; ``sweep`` are ``--sweep`` flags and
     ``jobs`` how many notebooks (a plain run) or settings (a sweep) run at once; ``engine``
     runs one notebook (default: papermill,
-    :class:`~unirepclip.workbook.run.engine.PapermillEngine`)."""
+    :class:`~unirepclip.workbook.run.engine.PapermillEngine`); ``executor`` runs a sweep's
+    settings here (``local``) or as one Slurm job array (``slurm``, see
+    :mod:`unirepclip.workbook.sweep.slurm`), ``slurm`` holds the ``--partition`` ... flags (over
+    the profile's ``slurm:`` section) and ``detach`` returns once the array is submitted."""
 
     profile: Union[str, os.PathLike] = "demo"
     overrides: Sequence[str] = ()
@@ -44,6 +47,9 @@ class RunOptions:
     sweep: Sequence[str] = ()
     jobs: int = 1
     engine: Any = None
+    executor: str = "local"
+    slurm: Optional[Mapping[str, Any]] = None
+    detach: bool = False
 
     def __post_init__(self) -> None:
         problems = self.problems()
@@ -65,8 +71,24 @@ class RunOptions:
             if v is not None and not str(v).strip():
                 out.append(f"--{name.replace('_', '-')} '': an empty folder name; leave it out "
                            "for the default")
+        out += self._executor_problems()
         if self.kernel is not None and not str(self.kernel).strip():
             out.append("--kernel '': an empty kernel name; leave it out for this interpreter's")
+        return out
+
+    def _executor_problems(self) -> List[str]:
+        from unirepclip.workbook.params.slurm import flag_problems
+        if self.executor not in ("local", "slurm"):
+            return [f"--executor {self.executor}: must be local or slurm"]
+        given = sorted(k for k, v in (self.slurm or {}).items() if v is not None)
+        if self.executor == "local":
+            out = [f"--{given[0].replace('_', '-')}: a Slurm setting, given without "
+                   "--executor slurm"] if given else []
+            return out + (["--detach: only with --executor slurm"] if self.detach else [])
+        out = flag_problems(dict(self.slurm or {}))
+        if self.jobs != 1:
+            out.append(f"--jobs {self.jobs} with --executor slurm: every setting is a task of "
+                       "its own; bound how many run at once with slurm.parallelism")
         return out
 
     @property

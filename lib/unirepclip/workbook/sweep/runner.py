@@ -230,6 +230,9 @@ def run_sweep(options: RunOptions = RunOptions(),
     dry = _check(options, spec, prof, folder, notebooks)
     gpu_ids = _gpu_ids(options, dry)
     doc = _document(options, spec, prof, dry)
+    if options.executor == "slurm":  # the settings as one Slurm job array
+        from unirepclip.workbook.sweep.slurm import run_on_slurm
+        return run_on_slurm(SweepState(folder, doc, spec), options, dry, prof)
     if options.dry_run:
         doc["status"] = "dry run"
         return SweepResult(folder, doc)

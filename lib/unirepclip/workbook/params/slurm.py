@@ -1,0 +1,72 @@
+"""The ``slurm:`` section of a profile and the ``--partition`` ... flags: where and how a sweep's
+settings run as one Slurm job array (``run --executor slurm``)::
+
+    slurm:
+      partition: gpu          # sbatch --partition (default: the cluster's default partition)
+      account: myproject      # sbatch --account
+      gpus_per_task: 1        # GPUs per setting (required > 0 when a setting's device is cuda)
+      cpus_per_task: 8
+      mem_gb: 32
+      time_min: 240           # each attempt's time limit, in minutes
+      max_requeue: 3          # how often a task that hit its time limit is requeued
+      signal_delay_s: 120     # the warning before the time limit (checkpoint, then requeue)
+      parallelism: 16         # at most this many settings at once (default: all)
+
+A flag wins over the profile; every bad value is one line, before anything is submitted."""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+__all__ = ["SLURM_KEYS", "SLURM_DEFAULTS", "flag_problems", "slurm_problems", "slurm_settings"]
+
+#: key -> (kind, the smallest value allowed) for numbers; kind "str" for names.
+SLURM_KEYS: Dict[str, Tuple[str, Optional[float]]] = {
+    "partition": ("str", None), "account": ("str", None),
+    "gpus_per_task": ("int", 0), "cpus_per_task": ("int", 1), "mem_gb": ("float", 0.001),
+    "time_min": ("int", 1), "max_requeue": ("int", 0), "signal_delay_s": ("int", 1),
+    "parallelism": ("int", 1),
+}
+SLURM_DEFAULTS: Dict[str, Any] = {"gpus_per_task": 0, "cpus_per_task": 1, "time_min": 60,
+                                  "max_requeue": 3, "signal_delay_s": 90}
+
+
+def _bad(key: str, value: Any) -> Optional[str]:
+    kind, low = SLURM_KEYS[key]
+    if kind == "str":
+        return None if isinstance(value, str) and value.strip() else "must be a non-empty name"
+    ok_type = (int,) if kind == "int" else (int, float)
+    if isinstance(value, bool) or not isinstance(value, ok_type):
+        return f"must be {'a whole number' if kind == 'int' else 'a number'}"
+    if low is not None and value < low:
+        return f"must be at least {low:g}" if kind == "int" else "must be above 0"
+    return None
+
+
+def slurm_problems(section: Any, where: str) -> List[str]:
+    """Every problem of one ``slurm:`` mapping (``where`` names its file or the flags)."""
+    if section is None:
+        return []
+    if not isinstance(section, Mapping):
+        return [f"{where}: 'slurm' must be a mapping of {', '.join(SLURM_KEYS)}"]
+    out = []
+    for k, v in section.items():
+        if k not in SLURM_KEYS:
+            out.append(f"{where}: slurm.{k}: unknown key (allowed: {', '.join(SLURM_KEYS)})")
+        elif v is not None and _bad(k, v):
+            out.append(f"{where}: slurm.{k} = {v!r}: {_bad(k, v)}")
+    return out
+
+
+def flag_problems(flags: Mapping[str, Any]) -> List[str]:
+    """Every bad ``--partition`` ... flag (None: not given), named as typed."""
+    return [f"--{k.replace('_', '-')} {v}: {_bad(k, v)}" for k, v in flags.items()
+            if v is not None and k in SLURM_KEYS and _bad(k, v)]
+
+
+def slurm_settings(profile_section: Optional[Mapping[str, Any]],
+                   flags: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
+    """The defaults, then the profile's section, then the flags (None: not given)."""
+    out = dict(SLURM_DEFAULTS)
+    for layer in (profile_section or {}, flags or {}):
+        out.update({k: v for k, v in layer.items() if v is not None})
+    return out
