@@ -1,4 +1,5 @@
 """Checkpoint layouts, formats and failures: every file either loads exactly or says why not."""
+import dataclasses
 import json
 import os
 import pickle
@@ -517,3 +518,136 @@ def test_hf_hub_without_network_fails_at_once_with_the_way_out(tmp_path, monkeyp
     msg = str(e.value)
     assert "cannot be reached" in msg and "local checkpoint file" in msg
     assert "HF_HUB_OFFLINE=1" in msg and "HF_HUB_CACHE" in msg
+
+
+# ----------------------------------------------------------------------------------------------
+# The shipped demo checkpoints: "demo" means the weights whose sha256 is recorded beside them
+# ----------------------------------------------------------------------------------------------
+
+def _sha(path) -> str:
+    import hashlib
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+@pytest.fixture
+def tampered_demo(tmp_path, monkeypatch):
+    """The package's weights folder copied, the demo CLIP's largest tensor zeroed in a valid
+    safetensors file (no CRC or format check sees it: it loads, and scores at chance), and the
+    copy put where ``checkpoint="demo"`` looks."""
+    import shutil
+
+    from safetensors import safe_open
+    from unirepclip.models import pretrained
+
+    weights = tmp_path / "weights"
+    shutil.copytree(pretrained.WEIGHTS_DIR, weights)
+    path = weights / pretrained.checkpoint_name(NAME)
+    with safe_open(str(path), "pt") as f:
+        metadata = f.metadata()
+        sd = {k: f.get_tensor(k) for k in f.keys()}
+    largest = max(sd, key=lambda k: sd[k].numel())
+    sd[largest] = torch.zeros_like(sd[largest])
+    save_file(sd, str(path), metadata=metadata)
+    monkeypatch.setattr(pretrained, "WEIGHTS_DIR", weights)
+    return path
+
+
+def test_demo_resolves_to_the_file_whose_sha256_is_recorded():
+    from unirepclip.models import pretrained
+
+    for model in pretrained.demo_model_names():
+        path = pretrained.resolve_checkpoint("demo", model)
+        recorded = json.loads(open(path[:-len(".safetensors")] + ".json").read())["sha256"]
+        assert _sha(path) == recorded == pretrained.demo_sha256(model)
+
+
+def test_a_modified_demo_checkpoint_is_refused_naming_the_file_and_both_digests(tampered_demo):
+    from unirepclip.models import pretrained
+    from unirepclip.workbook.setup import load
+
+    recorded = json.loads(tampered_demo.with_suffix(".json").read_text())["sha256"]
+    for attempt in (lambda: pretrained.resolve_checkpoint("demo", NAME),
+                    lambda: load(NAME, "demo")):
+        with pytest.raises(ValueError, match="is not the shipped demo checkpoint") as e:
+            attempt()
+        assert isinstance(e.value, pretrained.ModifiedDemoCheckpointError)
+        msg = str(e.value)
+        assert str(tampered_demo) in msg and recorded in msg and _sha(tampered_demo) in msg
+        assert "\n" not in msg and "train-demo" in msg
+    # the control's file is untouched and still resolves; the modified file loads when named
+    assert pretrained.resolve_checkpoint("demo", pretrained.CONTROL_MODEL_NAME)
+    assert unirepclip.create_model(NAME, pretrained=str(tampered_demo)) is not None
+
+
+def test_inspect_says_a_modified_demo_is_not_the_shipped_one(tampered_demo, capsys):
+    from unirepclip.cli import main
+
+    modified = unirepclip.inspect_checkpoint(tampered_demo)
+    assert modified.config_checks[NAME] == "matches"  # the names and shapes are the demo's
+    assert modified.demo.startswith("does NOT match the shipped demo checkpoint of " + NAME)
+    assert main(["inspect", str(tampered_demo)]) == 0
+    out = capsys.readouterr().out
+    assert f"demo         does NOT match the shipped demo checkpoint of {NAME}" in out
+    assert main(["inspect", "demo", "--json"]) == 0  # "demo" is the shipped file, as it loads
+    assert json.loads(capsys.readouterr().out)["demo"].startswith("does NOT match")
+
+
+def test_inspect_names_the_shipped_demo_and_nothing_else(tmp_path, reference):
+    from unirepclip.models import pretrained
+
+    for model in pretrained.demo_model_names():
+        shipped = unirepclip.inspect_checkpoint(pretrained.demo_checkpoint_path(model))
+        assert shipped.demo == f"the shipped demo checkpoint of {model} (sha256 as recorded)"
+    other = unirepclip.inspect_checkpoint(_save(reference[0].state_dict(),
+                                                tmp_path / "mine.safetensors"))
+    assert other.demo is None and "\ndemo " not in str(other)
+
+
+def _demo_run_index(model_names):
+    """The manifest and index page of a run whose notebooks used ``checkpoint="demo"``."""
+    from unirepclip.workbook.report.manifest import RunFacts, build_manifest
+    from unirepclip.workbook.report.pages import render_index
+    from unirepclip.workbook.run.provenance import NotebookRun, checkpoint_record
+
+    cache = {}
+    params = {f"0{i}_nb": {"checkpoint": "demo", "model_name": m, "seed": 0}
+              for i, m in enumerate(model_names)}
+    runs = [dataclasses.asdict(NotebookRun(nb, "ok", 1.0, parameters=p, model_name=p["model_name"],
+                                           seed=0, checkpoint=checkpoint_record(p, cache)))
+            for nb, p in params.items()]
+    m = build_manifest(RunFacts(profile={"name": "t"}, command=["run"], started="2024-01-01T00:00:00",
+                                parameters=params, runs=runs, code={"commit": None, "dirty": None}))
+    return m, render_index(m, {})
+
+
+def test_the_run_records_the_demo_digest():
+    """The provenance of a notebook run with ``checkpoint="demo"`` holds the shipped file's
+    sha256: the index said "checkpoint demo (sha256 not recorded)" beside notebooks 02-06 and
+    the manifest listed the demo again as an "other checkpoint"."""
+    from unirepclip.models import pretrained
+    from unirepclip.workbook.run.provenance import checkpoint_record
+
+    for model in pretrained.demo_model_names():
+        assert checkpoint_record({"checkpoint": "demo", "model_name": model}, {}) == {
+            "path": "demo", "sha256": _sha(pretrained.demo_checkpoint_path(model))}
+    assert checkpoint_record({"checkpoint": "", "model_name": NAME}, {}) == {
+        "path": "", "sha256": None}
+    m, page = _demo_run_index([NAME] * 3)
+    sha = pretrained.demo_sha256(NAME)
+    assert m["checkpoint"] == {"path": "demo", "sha256": sha, "model": NAME}
+    assert m["checkpoints"] == [{"path": "demo", "sha256": sha, "model": NAME,
+                                 "notebooks": ["00_nb", "01_nb", "02_nb"]}]
+    assert "not recorded" not in page and "other checkpoint" not in page and sha in page
+
+
+def test_the_run_records_a_modified_demo_as_modified(tampered_demo):
+    from unirepclip.models import pretrained
+    from unirepclip.workbook.run.provenance import checkpoint_record
+
+    record = checkpoint_record({"checkpoint": "demo", "model_name": NAME}, {})
+    recorded = pretrained.demo_sha256(NAME)
+    assert record["path"] == "demo" and record["sha256"] == _sha(tampered_demo) != recorded
+    assert recorded in record["modified"]
+    m, page = _demo_run_index([NAME, NAME])
+    assert m["checkpoint"]["modified"] == record["modified"]
+    assert page.count("MODIFIED") == 3  # the manifest's row and each notebook's note

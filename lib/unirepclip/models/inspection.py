@@ -1,5 +1,6 @@
 """What a checkpoint file holds, without building a real model: layout, form, projection, tensors
-and parameters by part, dtypes, sha256, and which registered configs it matches.
+and parameters by part, dtypes, sha256, which registered configs it matches (names and shapes),
+and whether it is a shipped demo checkpoint as recorded, or one modified since.
 
 ``python -m unirepclip inspect CKPT`` prints :func:`inspect_checkpoint`'s report.
 """
@@ -17,6 +18,7 @@ from unirepclip.models.factory import build_model, get_model_config, list_models
 from unirepclip.models.loading import (CheckpointError, Layout, _canonicalize, compare_to_model,
                                        detect_layout, nonfinite_tensors, read_checkpoint,
                                        resolve_path, unwrap_state_dict)
+from unirepclip.models.pretrained import MODEL_NAME, demo_checkpoint_path, shipped_demo
 from unirepclip.utils import file_sha256
 
 __all__ = ["CheckpointReport", "inspect_checkpoint", "is_inference_form"]
@@ -49,6 +51,8 @@ class CheckpointReport:
     config_checks: Dict[str, str]
     notes: List[str]
     nonfinite: List[str] = dataclasses.field(default_factory=list)
+    #: whether the file is a shipped demo checkpoint as recorded (None: not a demo file)
+    demo: Optional[str] = None
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -61,6 +65,7 @@ class CheckpointReport:
             f"checkpoint   {self.path}",
             f"size         {self.file_size / 1e6:.1f} MB ({self.file_format})",
             f"sha256       {self.sha256}",
+            *([f"demo         {self.demo}"] if self.demo else []),
             f"layout       {self.layout}, {self.form} form, projection {self.projection}",
             f"tensors      {self.n_tensors} ({self.n_params / 1e6:.2f}M parameters)",
         ]
@@ -92,10 +97,28 @@ def _config_check(cfg_name: str, layout: Layout, sd: Dict[str, torch.Tensor]) ->
             f"mis-shaped; e.g. {(missing + unexpected + [m[0] for m in mismatched])[:3]})")
 
 
+def demo_verdict(path: Union[str, os.PathLike], sha256: Optional[str] = None) -> Optional[str]:
+    """Whether ``path`` is a shipped demo checkpoint as recorded (its sha256 is the one stored
+    beside it), one that was modified (the shipped file, or its file name, with another sha256),
+    or neither (None). ``sha256``: the file's digest, when known."""
+    demo = shipped_demo(path, sha256)
+    if not demo:
+        return None
+    if not demo["modified"]:
+        return f"the shipped demo checkpoint of {demo['model']} (sha256 as recorded)"
+    return (f"does NOT match the shipped demo checkpoint of {demo['model']}: its sha256 is not "
+            f"the recorded {demo['recorded_sha256']} (modified or replaced; checkpoint='demo' "
+            f"refuses it)")
+
+
 def inspect_checkpoint(path: Union[str, os.PathLike], model: Optional[str] = None
                        ) -> CheckpointReport:
-    """Describe a checkpoint: layout, tensors and parameters by part, dtypes, sha256, size, and
-    which registered configs (or ``model``) it matches."""
+    """Describe a checkpoint: layout, tensors and parameters by part, dtypes, sha256, size,
+    which registered configs (or ``model``) it matches, and whether it is a shipped demo
+    checkpoint as recorded. ``path="demo"`` is the shipped checkpoint of ``model`` (default: the
+    demo CLIP), as ``checkpoint="demo"`` would load it."""
+    if str(path) == "demo" and not os.path.exists(path):
+        path = demo_checkpoint_path(model or MODEL_NAME)
     p = resolve_path(path)
     obj, fmt = read_checkpoint(p)
     sd, notes = unwrap_state_dict(obj, f"checkpoint {path}")
@@ -110,14 +133,15 @@ def inspect_checkpoint(path: Union[str, os.PathLike], model: Optional[str] = Non
     checks = {n: _config_check(n, layout, csd) for n in names}
     nonfinite = nonfinite_tensors(sd)
     matching = [n for n, v in checks.items() if v.startswith("matches")]
+    sha = file_sha256(p)
     if layout.kind == "tower":
         notes.append("no text tower in the file: text-dependent evaluation is unavailable")
     return CheckpointReport(
-        path=str(path), file_size=p.stat().st_size, sha256=file_sha256(p), file_format=fmt,
+        path=str(path), file_size=p.stat().st_size, sha256=sha, file_format=fmt,
         layout=layout.kind, form=layout.form, projection=layout.projection,
         n_tensors=len(csd), n_params=sum(v.numel() for v in csd.values()),
         params_by_part=by_part, dtypes=dtypes, matching_configs=matching, config_checks=checks,
-        notes=notes, nonfinite=nonfinite)
+        notes=notes, nonfinite=nonfinite, demo=demo_verdict(p, sha))
 
 
 def is_inference_form(model: nn.Module) -> bool:

@@ -153,18 +153,19 @@ def _run_checkpoint(f: RunFacts) -> Dict[str, Any]:
     def first(*names: str) -> Any:
         return next((p[n] for p in own_params for n in names if p.get(n) is not None), None)
 
-    path, sha = first("checkpoint"), None
+    path, sha, modified = first("checkpoint"), None, None
     for r in own:
         ck = r.get("checkpoint") or {}
         if ck.get("path") is not None or ck.get("sha256") is not None:
-            path, sha = ck.get("path"), ck.get("sha256")
+            path, sha, modified = ck.get("path"), ck.get("sha256"), ck.get("modified")
             break
     if sha is None:
         try:
             sha = _results.get_path(f.merged_results, "checkpoint.sha256")
         except KeyError:
             sha = None
-    return {"sha256": sha, "path": path, "model": first("model_name", "model")}
+    return {"sha256": sha, "path": path, "model": first("model_name", "model"),
+            **({"modified": modified} if modified else {})}
 
 
 def _checkpoints(f: RunFacts) -> List[Dict[str, Any]]:
@@ -198,7 +199,8 @@ def build_manifest(f: RunFacts) -> Dict[str, Any]:
     """The run manifest. Keys: ``profile`` (name, file), ``command``, ``started``/``finished``
     (ISO 8601) and ``duration_s``, ``parameters``, ``injected``, ``overrides`` (from ``-p``),
     ``seed``, ``git`` (commit, dirty), ``source_sha256``, ``versions`` (:func:`package_versions`),
-    ``device`` (:func:`device_info`), ``checkpoint`` (this run's path, sha256 and model),
+    ``device`` (:func:`device_info`), ``checkpoint`` (this run's path, sha256 and model, and
+    ``modified`` when a ``"demo"`` file is not the one recorded),
     ``checkpoints`` (every distinct one with its notebooks), ``status`` (``running``,
     ``complete``, ``failed``, ``interrupted``), ``interrupted`` (signal and time, or why),
     ``notebooks`` (each one's record) and ``setting`` for a sweep's setting."""

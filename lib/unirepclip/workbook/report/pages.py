@@ -88,6 +88,8 @@ def _notes(r: Mapping[str, Any], run_ck: Mapping[str, Any], run_seed: Any) -> Li
     if ck and (ck.get("path"), ck.get("sha256")) != (run_ck.get("path"), run_ck.get("sha256")):
         notes.append({"text": "", "checkpoint": (str(ck.get("path")),
                                                  ck.get("sha256") or "not recorded")})
+    if ck.get("modified"):
+        notes.append({"text": f"checkpoint {ck.get('path')} MODIFIED: {ck['modified']}"})
     if r.get("seed") is not None and r.get("seed") != run_seed:
         notes.append({"text": f"seed {json.dumps(r.get('seed'))}"})
     return notes
@@ -139,7 +141,8 @@ def _manifest_rows(m: Mapping[str, Any]) -> List[Tuple[str, Any]]:
         ("device", f'{dev.get("requested")} · CPU: {dev.get("cpu")} ×{dev.get("cpu_count")} · '
                    f'GPUs: {", ".join(dev.get("gpus") or []) or "none"} · {dev.get("platform")}'),
         ("checkpoint", f'{ck.get("path") or "–"} · model {ck.get("model") or "–"}'),
-        ("checkpoint sha256", ck.get("sha256") or "not recorded"),
+        ("checkpoint sha256", (ck.get("sha256") or "not recorded")
+         + (f" · MODIFIED: {ck['modified']}" if ck.get("modified") else "")),
         *others,
         ("status", m.get("status") or "–"),
         ("source sha256", m.get("source_sha256") or "–"),

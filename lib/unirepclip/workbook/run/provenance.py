@@ -8,6 +8,8 @@ import os
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional
 
+from unirepclip.models.pretrained import MODEL_NAME, demo_checkpoint_path, demo_sha256
+
 __all__ = ["NotebookRun", "STATUSES", "file_sha256", "source_sha256", "checkpoint_record",
            "stale_reason"]
 
@@ -70,15 +72,26 @@ def source_sha256(root: Optional[Path] = None) -> str:
 
 def checkpoint_record(params: Mapping[str, Any], cache: Dict[str, Optional[str]]
                       ) -> Dict[str, Any]:
-    """``{"path", "sha256"}`` of a notebook's ``checkpoint``; sha256 where it is a file (the
-    shipped ``demo`` weights are part of the package source hash)."""
-    path = params.get("checkpoint")
-    sha = None
-    if isinstance(path, str) and path and os.path.isfile(path):
-        if path not in cache:
-            cache[path] = file_sha256(Path(path))
-        sha = cache[path]
-    return {"path": path, "sha256": sha}
+    """``{"path", "sha256"}`` of a notebook's ``checkpoint``: the file's sha256 where it is a
+    file, and for ``"demo"`` that of the shipped checkpoint of the notebook's ``model_name``,
+    with ``"modified"`` added when that file's digest is not the one recorded beside it (loading
+    it is then refused; the record says why)."""
+    path, recorded = params.get("checkpoint"), None
+    file = path if isinstance(path, str) and path and os.path.isfile(path) else None
+    if path == "demo":  # what the loader reads for "demo", whatever is in the working folder
+        model = str(params.get("model_name") or MODEL_NAME)
+        try:
+            file, recorded = str(demo_checkpoint_path(model)), demo_sha256(model)
+        except (OSError, ValueError):  # no such demo model, its file or its record is gone
+            file = None
+    if file is None:
+        return {"path": path, "sha256": None}
+    if file not in cache:
+        cache[file] = file_sha256(Path(file))
+    record = {"path": path, "sha256": cache[file]}
+    if recorded is not None and recorded != cache[file]:
+        record["modified"] = f"not the shipped demo checkpoint, whose sha256 is {recorded}"
+    return record
 
 
 def stale_reason(prev: Mapping[str, Any], now: Mapping[str, Any], out: Path) -> Optional[str]:
