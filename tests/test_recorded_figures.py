@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 from torch import nn
-from torch.utils.benchmark.utils.common import Measurement
+from torch.utils.benchmark.utils.common import Measurement, TaskSpec
 
 from unirepclip.analysis import cost, erf
 from unirepclip.analysis import explore as ex
@@ -138,8 +138,10 @@ def test_gradcam_stage_score_is_the_mean_of_the_two_metrics_over_chance(monkeypa
     masks[0, :, :2] = True
     masks[1, :2, :2] = True
     maps = {1: masks.astype(np.float32), 2: np.ones((2, 4, 4), dtype=np.float32)}
-    monkeypatch.setattr(stages_mod, "attribute", lambda method, model, x, t, stage, **kw: maps[stage])
-    monkeypatch.setattr(stages_mod, "_stage_map_sizes", lambda model, x, dev: {1: (4, 4), 2: (2, 2)})
+    monkeypatch.setattr(stages_mod, "attribute",
+                        lambda method, model, x, t, stage, **kw: maps[stage])
+    monkeypatch.setattr(stages_mod, "_stage_map_sizes",
+                        lambda model, x, dev: {1: (4, 4), 2: (2, 2)})
     scores = gradcam_stage_scores(None, torch.zeros(2, 3, 4, 4), torch.zeros(2, 8), masks,
                                   stages=[1, 2])
     assert scores[1]["score"] == pytest.approx(8 / 3) and scores[2]["score"] == 1.0
@@ -191,11 +193,10 @@ def test_images_per_second_is_the_batch_over_the_median_time(monkeypatch):
 
         class FakeTimer:
             def __init__(self, stmt, globals, num_threads):
-                self.spec = types.SimpleNamespace(stmt=stmt)
+                self.spec = TaskSpec(stmt=stmt, setup="pass")
 
-            def timeit(self, number):
-                from torch.utils.benchmark.utils.common import TaskSpec
-                return Measurement(number, [next(runs)], TaskSpec(stmt="fn(images)", setup="pass"))
+            def timeit(self, number):  # one run of the hand-made length
+                return Measurement(number, [next(runs)], self.spec)
 
         monkeypatch.setattr(cost, "benchmark",
                             types.SimpleNamespace(Timer=FakeTimer, Measurement=Measurement))
