@@ -6,7 +6,7 @@ from typing import Tuple
 
 from unirepclip.vocab import COUNT, SIZE, SIZES, Param, Range
 
-__all__ = ["PARAMETERS", "C_SWEEPS", "PROBE_BACKENDS", "FEATURE_KINDS"]
+__all__ = ["PARAMETERS", "C_SWEEPS", "PROBE_BACKENDS", "FEATURE_KINDS", "SEARCHES"]
 
 #: How the probe's C is searched (:class:`unirepclip.eval.probes.LinearProbe`'s ``sweep``).
 C_SWEEPS = ("clip", "grid")
@@ -14,6 +14,8 @@ C_SWEEPS = ("clip", "grid")
 PROBE_BACKENDS = ("torch", "sklearn", "auto")
 #: Which tower output a probe reads (:func:`unirepclip.eval.linear_probe.feature_matrix`).
 FEATURE_KINDS = ("pre_projection", "embedding")
+#: How retrieval ranks its candidates (:func:`unirepclip.eval.retrieval.evaluate`'s ``search``).
+SEARCHES = ("exact", "approximate")
 
 PARAMETERS: Tuple[Param, ...] = (
     # zero-shot (eval.zeroshot)
@@ -41,4 +43,7 @@ PARAMETERS: Tuple[Param, ...] = (
     Param("normalize_features", "bool", "L2-normalize features before the linear probe"),
     Param("feature_kind", "str", "which tower output a probe reads", Range(choices=FEATURE_KINDS)),
     Param("dataset_name", "str", "the main dataset's name in results.json ('': the dataset's)"),
+    # retrieval (eval.retrieval): exact unless asked; approximate results say so
+    Param("retrieval_search", "str", "retrieval's ranking: every candidate scored, or a FAISS "
+          "index's top k", Range(choices=SEARCHES)),
 )

@@ -14,16 +14,26 @@ Similarity is the dot product of L2-normalized embeddings (cosine), as in CLIP. 
   exactly as high as the query's best positive ranks ahead of it. No reordering of the images
   or the captions changes the figures. Without repeated strings and without exact ties this
   equals CLIP_benchmark's protocol.
+
+Search. Exact by default: every candidate is scored, with the tie rules above. ``search=
+"approximate"`` ranks each query's top ``max(ks)`` candidates through the FAISS index of
+:mod:`unirepclip.features.search_index` (exact up to its ``exact_threshold``), for candidate sets
+too large to score in full; its order has no tie rule, a positive it misses counts as missed,
+and the result then carries ``"search"``: what was approximate (kind, factory, search parameter,
+its tuned recall), so a report says so.
 """
 from __future__ import annotations
 
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from unirepclip.eval.metrics import ArrayLike, check_features, recall_at_k, to_numpy
+from unirepclip.eval.params import SEARCHES
 
-__all__ = ["positives_mask", "similarity", "group_identical_texts", "evaluate"]
+__all__ = ["positives_mask", "similarity", "group_identical_texts", "evaluate", "SEARCHES"]
+
+
 
 
 def positives_mask(text_to_image: ArrayLike, num_images: int) -> np.ndarray:
@@ -78,7 +88,8 @@ def group_identical_texts(texts: Sequence[str]) -> Tuple[np.ndarray, np.ndarray]
 
 def evaluate(image_features: ArrayLike, text_features: ArrayLike, text_to_image: ArrayLike,
              ks: Iterable[int] = (1, 5, 10), normalize: bool = True, *,
-             texts: Optional[Sequence[str]] = None) -> Dict[str, Dict[str, float]]:
+             texts: Optional[Sequence[str]] = None, search: str = "exact",
+             index_options: Optional[Dict[str, Any]] = None) -> Dict[str, Dict[str, Any]]:
     """Recall@k in both directions from embeddings (the protocols in the module doc).
 
     Args:
@@ -90,11 +101,20 @@ def evaluate(image_features: ArrayLike, text_features: ArrayLike, text_to_image:
         texts: the (T,) caption strings: identical strings are one text whose positives are all
             the images they describe, and ties count against the query. ``None``: every caption
             is its own text and ties go by index (CLIP_benchmark).
+        search: ``"exact"``, or ``"approximate"`` (see the module doc).
+        index_options: for ``"approximate"``: keywords of
+            :func:`unirepclip.features.search_index.build_index` (``exact_threshold``, ...).
 
     Returns:
-        ``{"image_to_text": {"r1": ..., "r5": ..., "r10": ...}, "text_to_image": {...}}``.
+        ``{"image_to_text": {"r1": ..., "r5": ..., "r10": ...}, "text_to_image": {...}}``, and
+        ``"search"`` (the two indexes' parameters) when the search was approximate.
     """
     ks = tuple(ks)
+    if search not in SEARCHES:
+        raise ValueError(f"search={search!r} is not one of {', '.join(SEARCHES)}")
+    if search == "approximate":
+        return _approximate(image_features, text_features, text_to_image, ks, normalize,
+                            texts, index_options or {})
     sim = similarity(image_features, text_features, normalize)
     mask = positives_mask(text_to_image, sim.shape[0])
     if mask.shape[1] != sim.shape[1]:
@@ -117,3 +137,51 @@ def evaluate(image_features: ArrayLike, text_features: ArrayLike, text_to_image:
         "image_to_text": recall_at_k(sim, merged, ks, ties="worst"),
         "text_to_image": recall_at_k(sim.T, merged.T, ks, ties="worst"),
     }
+
+
+def _first_hit_ranks(found: np.ndarray, is_positive) -> np.ndarray:
+    """0-based rank of each row's first positive among its returned candidates (the row's
+    length where none is)."""
+    hit = is_positive(found) & (found >= 0)
+    return np.where(hit.any(axis=1), hit.argmax(axis=1), found.shape[1])
+
+
+def _approximate(image_features: ArrayLike, text_features: ArrayLike, text_to_image: ArrayLike,
+                 ks: Tuple[int, ...], normalize: bool, texts: Optional[Sequence[str]],
+                 options: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
+    """Recall@k from each query's top max(ks) through a search index (the module doc)."""
+    from unirepclip.features import search_index
+
+    img = check_features(image_features, "image_features", normalize)
+    txt = check_features(text_features, "text_features", normalize)
+    t2i = to_numpy(text_to_image, "text_to_image")
+    if t2i.ndim != 1 or not np.issubdtype(t2i.dtype, np.integer):
+        raise ValueError(f"text_to_image must be a 1-D array of image indices, got shape "
+                         f"{t2i.shape} and dtype {t2i.dtype}")
+    if len(t2i) != len(txt):
+        raise ValueError(f"text_to_image has {len(t2i)} entries, text_features has "
+                         f"{len(txt)} rows")
+    if t2i.size and (t2i.min() < 0 or t2i.max() >= len(img)):
+        raise ValueError(f"text_to_image holds an image index outside [0, {len(img)})")
+    if np.bincount(t2i, minlength=len(img)).min(initial=1) == 0:
+        raise ValueError("text_to_image: an image has no caption")
+    if texts is not None and len(texts) != len(txt):
+        raise ValueError(f"texts has {len(texts)} entries, text_features has {len(txt)} rows")
+    first, group = (group_identical_texts(texts) if texts is not None
+                    else (np.arange(len(txt)), np.arange(len(txt))))
+    n_img = len(img)
+    pairs = np.unique(group * n_img + t2i.astype(np.int64))  # (distinct text, image) positives, as one code
+    k = min(max(ks), len(first), n_img)
+    by_text = search_index.build_index(txt[first], **options)
+    by_image = search_index.build_index(img, **options)
+    i2t = _first_hit_ranks(by_text.search(img, k)[1],
+                           lambda f: np.isin(f * n_img + np.arange(n_img)[:, None], pairs))
+    t2i_rank = _first_hit_ranks(by_image.search(txt[first], k)[1],
+                                lambda f: np.isin(np.arange(len(first))[:, None] * n_img + f,
+                                                  pairs))
+    summary = {name: {key: ix.params.get(key) for key in
+                      ("kind", "factory", "search", "tuned_recall")}
+               for name, ix in (("texts", by_text), ("images", by_image))}
+    return {"image_to_text": {f"r{q}": float(np.mean(i2t < q)) for q in ks},
+            "text_to_image": {f"r{q}": float(np.mean(t2i_rank < q)) for q in ks},
+            "search": {"mode": "approximate", **summary}}
