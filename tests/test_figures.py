@@ -146,3 +146,59 @@ def test_save_rejects_bad_names_formats_and_a_missing_folder(tmp_path):
             figures.save(fig, "nowhere", missing)
     with pytest.raises(RuntimeError, match="'nowhere': this recorder has no output_dir"):
         results.Recorder(None, tmp_path / "nb.json").save_figure(fig, "nowhere")
+
+
+def test_a_cell_ending_in_save_figure_shows_nothing(tmp_path):
+    """Reports 02, 03, 05 and 06 printed ``[PosixPath('.../.partial/figures/...png'), ...]``
+    under every cell that ended in save_figure: the temporary folder's paths, gone once the run
+    completes. IPython's formatter decides what a cell's value shows (ipykernel sends nothing
+    for an empty bundle); the paths stay usable as a list."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    rec = results.Recorder(tmp_path, None)
+    fig, _ = figures.subplots()
+    paths = rec.save_figure(fig, "quiet", formats=("png", "svg"))
+    assert InteractiveShell.instance().display_formatter.format(paths) == ({}, {})
+    assert paths == [tmp_path / "figures" / "quiet.png", tmp_path / "figures" / "quiet.svg"]
+    assert [p.name for p in paths] == ["quiet.png", "quiet.svg"]
+
+
+@pytest.mark.parametrize("caption", [None, "", "  "])
+def test_a_headline_figure_needs_a_caption(tmp_path, caption):
+    """The index shows a headline figure's caption under its thumbnail; without one it showed
+    the raw file name (notebook 05's comparison)."""
+    rec = results.Recorder(tmp_path, tmp_path / "nb.json")
+    fig, _ = figures.subplots()
+    with pytest.raises(ValueError, match="'thumb': a headline figure needs a caption"):
+        rec.save_figure(fig, "thumb", formats=("png",), headline=True, caption=caption)
+    assert not (tmp_path / "figures" / "thumb.png").exists() and rec.document()["figures"] == []
+
+
+def test_save_wraps_titles_that_would_cross_the_edge_or_meet_a_neighbour(tmp_path):
+    """A row of images with long captions (the explorer's zero-shot figure): the last one ran
+    past the figure's right edge, neighbours into each other. After save, each title lies in
+    the figure and apart from the others, its words unchanged; a title that fits is left as
+    it was."""
+    figures.use_style()
+    fig, axes = figures.subplots(1, 6, width="two", aspect=0.3)
+    caption = "#5 a rendering of a large purple star on stripes, cost $5"
+    for ax in axes:
+        ax.imshow(np.zeros((8, 8, 3)))
+        ax.set_title(caption.replace("$", r"\$"), fontsize=6)
+    fig.suptitle("fits")
+    fig.canvas.draw()
+    r = fig.canvas.get_renderer()
+
+    def boxes():
+        return [ax.title.get_window_extent(r) for ax in axes]
+
+    before = boxes()
+    assert before[-1].x1 > fig.bbox.width and before[0].overlaps(before[1])
+    figures.save(fig, "row", tmp_path, formats=("png",))
+    fig.canvas.draw()
+    after = boxes()
+    assert all(0 <= b.x0 and b.x1 <= fig.bbox.width for b in after)
+    assert not any(a.overlaps(b) for a, b in zip(after, after[1:]))
+    assert all(ax.get_title().split() == caption.replace("$", r"\$").split() for ax in axes)
+    assert fig.get_suptitle() == "fits"
+    assert _png_size(tmp_path / "figures" / "row.png") == (2160, 648)

@@ -140,3 +140,40 @@ def test_retrieval_recall_and_throughput_bars():
     ax = plots.throughput({"training": 100.0, "inference": 150.0}, title="speed").axes[0]
     assert _bar_widths(ax) == [100.0, 150.0]
     assert [t.get_text() for t in ax.texts] == ["100/s (1.00x)", "150/s (1.50x)"]
+
+
+def _titles_out_of_room(fig):
+    """Titles (the suptitle, the axes' titles) that cross the figure's edge or overlap another
+    title, measured on a fresh drawing: what a saved file shows clipped or run together."""
+    fig.canvas.draw()
+    r = fig.canvas.get_renderer()
+    texts = [t for t in fig.texts + [ax.title for ax in fig.axes] if t.get_text()]
+    boxes = [(t.get_text(), t.get_window_extent(r)) for t in texts]
+    out = [t for t, b in boxes if b.x0 < -0.5 or b.x1 > fig.bbox.width + 0.5]
+    out += [(t, u) for i, (t, a) in enumerate(boxes) for u, b in boxes[i + 1:] if a.overlaps(b)]
+    return out
+
+
+def test_zero_shot_figures_keep_long_titles_inside_the_saved_figure(tmp_path):
+    """A panel's title is centred on its axes, which long class names push to the right: a long
+    task name ran past the figure's right edge in the saved file. Every word stays."""
+    names = ["circle", "a class name long enough to push the axes", "star"]
+    task = "colour of the object, a task whose name is long enough to run past the edge"
+    title = "UniRepLKNet-Demo: zero-shot accuracy per class (64 px) on imagenet-sketch"
+    figs = {
+        "per_class": plots.per_class_accuracy(
+            {"shape": (names, [0.5, 1.0, 0.25]), task: (names, [0.5, 1.0, 0.25])}, title=title),
+        "confusion": plots.confusion_matrix(
+            {"shape": (np.eye(3), names), task: (np.eye(3), names)}, title=title),
+        "templates": plots.template_accuracies(
+            {"shape": (["a photo of a {} in a template long enough"] * 3, [0.5] * 3, 0.6),
+             task: (["a photo of a {} in a template long enough"] * 3, [0.5] * 3, 0.6)},
+            title=title),
+    }
+    assert all(_titles_out_of_room(f) for f in figs.values())  # as drawn, before saving
+    for name, fig in figs.items():
+        words = [(t.get_text().split()) for t in fig.texts + [ax.title for ax in fig.axes]]
+        figures.save(fig, name, tmp_path, formats=("png",))
+        assert _titles_out_of_room(fig) == [], name
+        assert [t.get_text().split() for t in fig.texts + [ax.title for ax in fig.axes]] == \
+            words, name

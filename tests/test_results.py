@@ -144,3 +144,46 @@ def test_helpers_get_path_flatten_merge_load(tmp_path):
     (tmp_path / "broken.json").write_text("{")
     with pytest.raises(ValueError, match="broken.json"):
         results.load(tmp_path / "broken.json")
+
+
+def _notebook_calls(method: str):
+    """``{notebook: [ast.Call, ...]}``: the calls to ``<...>.results.<method>(...)`` in each shipped
+    notebook's code cells."""
+    import ast
+    from pathlib import Path
+
+    import nbformat
+
+    out = {}
+    for path in sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb")):
+        calls = []
+        for cell in nbformat.read(path, as_version=4).cells:
+            if cell.cell_type != "code":
+                continue
+            for node in ast.walk(ast.parse(cell.source)):
+                f = getattr(node, "func", None)
+                if (isinstance(f, ast.Attribute) and f.attr == method
+                        and isinstance(f.value, ast.Attribute) and f.value.attr == "results"):
+                    calls.append(node)
+        out[path.stem] = calls
+    return out
+
+
+def test_every_notebook_puts_a_headline_result_on_the_index():
+    """The index's "headline results" cell of notebook 06 read "–"."""
+    calls = _notebook_calls("headline")
+    assert len(calls) >= 6
+    assert [nb for nb, c in calls.items() if not c] == []
+
+
+def test_every_headline_figure_of_the_notebooks_has_a_caption():
+    """Notebook 05's thumbnail on the index was captioned with its file name."""
+    def kw(call, name):
+        return next((k.value for k in call.keywords if k.arg == name), None)
+
+    saves = _notebook_calls("save_figure")
+    assert sum(len(c) for c in saves.values()) >= 6
+    missing = [(nb, c.lineno) for nb, calls in saves.items()
+               for c in calls if getattr(kw(c, "headline"), "value", False) is True
+               and kw(c, "caption") is None]
+    assert missing == []

@@ -65,3 +65,31 @@ def test_gaps_text_hand_checked():
         "digits     probe 80.0% (C = 2, ± 2.0 points s.e. on 400 test images): -5.0 points over "
         "the random tower"]
 
+
+
+def test_comparison_marks_a_method_a_dataset_lacks_instead_of_an_empty_slot():
+    """The digits group had an empty zero-shot slot, which reads as 0%. Two methods kept (kNN,
+    which no dataset has, takes no slot): slots 0.4 wide at -0.2 and +0.2 around each dataset."""
+    fig, ax = figures.subplots(1, 1)
+    probe.plot_comparison(ax, {"syn": {"acc1": 0.9, "zeroshot_acc1": 0.55, "majority_acc1": 0.2},
+                               "dig": {"acc1": 0.5}},
+                          columns=(("acc1", "probe"), ("knn_acc1", "kNN"),
+                                   ("zeroshot_acc1", "zero-shot")))
+    bars = sorted((round(p.get_x() + p.get_width() / 2, 6), round(p.get_height(), 6))
+                  for p in ax.patches)
+    assert bars == [(-0.2, 90), (0.2, 55), (0.8, 50)]
+    marks = [(t.get_position()[0], t.get_text()) for t in ax.texts]
+    assert marks == [(pytest.approx(1.2), "not measured")]
+    assert sorted(t.get_text() for t in ax.get_legend().texts) == ["majority class", "probe",
+                                                                   "zero-shot"]
+
+
+def test_feature_kinds_are_said_in_words():
+    from unirepclip.eval.params import FEATURE_KINDS
+
+    assert set(probe.FEATURE_WORDS) == set(FEATURE_KINDS)
+    assert probe.feature_words("pre_projection") == \
+        "pooled tower features (before the projection)"
+    assert all("_" not in probe.feature_words(k) for k in FEATURE_KINDS)
+    with pytest.raises(ValueError, match="feature_kind='logits': expected one of"):
+        probe.feature_words("logits")

@@ -3,7 +3,8 @@
 Tables: :func:`comparison_table` (test top-1 by dataset and method), :func:`paired_tests_table`
 (McNemar's exact test of the main probe against each baseline), :func:`gaps_text` (the main
 probe's lead over each baseline beside its standard error). Figures, each drawn on a given
-matplotlib axis: :func:`plot_comparison`, :func:`plot_sweep`, :func:`plot_kshot`.
+matplotlib axis: :func:`plot_comparison`, :func:`plot_sweep`, :func:`plot_kshot`;
+:func:`feature_words` says in words which features were probed, for their titles.
 """
 from __future__ import annotations
 
@@ -13,13 +14,27 @@ import numpy as np
 
 from unirepclip.viz.style import OKABE_ITO, PALETTE
 
-__all__ = ["TABLE_COLUMNS", "comparison_table", "paired_tests_table", "GAP_LABELS", "gaps_text",
-           "plot_sweep", "plot_kshot", "plot_comparison"]
+__all__ = ["TABLE_COLUMNS", "FEATURE_WORDS", "feature_words", "comparison_table",
+           "paired_tests_table", "GAP_LABELS", "gaps_text", "plot_sweep", "plot_kshot",
+           "plot_comparison"]
 
 #: Columns of :func:`comparison_table`: (result key, header).
 TABLE_COLUMNS = (("acc1", "linear probe"), ("knn_acc1", "kNN"), ("zeroshot_acc1", "zero-shot"),
                  ("random_tower_acc1", "random tower (probe)"),
                  ("pixel_baseline_acc1", "raw pixels (probe)"), ("majority_acc1", "majority"))
+
+
+#: Each feature kind a probe reads (:data:`unirepclip.eval.params.FEATURE_KINDS`), in words.
+FEATURE_WORDS = {"pre_projection": "pooled tower features (before the projection)",
+                 "embedding": "CLIP embeddings (after the projection)"}
+
+
+def feature_words(kind: str) -> str:
+    """The features of ``kind`` (``feature_kind``, e.g. ``"pre_projection"``) in words, for a
+    figure's title."""
+    if kind not in FEATURE_WORDS:
+        raise ValueError(f"feature_kind={kind!r}: expected one of {sorted(FEATURE_WORDS)}")
+    return FEATURE_WORDS[kind]
 
 
 def comparison_table(by_dataset: Mapping[str, Mapping[str, Any]],
@@ -147,16 +162,23 @@ def plot_kshot(ax, result: Mapping[str, Any], spaces: Mapping[str, str], *,
 def plot_comparison(ax, by_dataset: Mapping[str, Mapping[str, Any]],
                     columns: Sequence[Tuple[str, str]] = TABLE_COLUMNS[:-1], *,
                     title: Optional[str] = None):
-    """Grouped bars of test top-1 (%): datasets along x, one bar per method a dataset has; the
-    majority-class rate of each dataset as a short black line (the floor)."""
+    """Grouped bars of test top-1 (%): datasets along x, one slot per method that some dataset
+    has (methods none has are left out); a dataset without a method says "not measured" in its
+    slot, which would otherwise read as 0%. The majority-class rate of each dataset is a short
+    black line (the floor)."""
     names = list(by_dataset)
+    columns = [(k, label) for k, label in columns if any(k in by_dataset[n] for n in names)]
     width = 0.8 / max(len(columns), 1)
     for j, (key, label) in enumerate(columns):
-        xs = [i + (j - (len(columns) - 1) / 2) * width for i, n in enumerate(names)
-              if key in by_dataset[n]]
-        ys = [100 * by_dataset[n][key] for n in names if key in by_dataset[n]]
-        if xs:
-            ax.bar(xs, ys, width=width, color=PALETTE[j % len(PALETTE)], label=label)
+        slots = [(i + (j - (len(columns) - 1) / 2) * width, by_dataset[n].get(key))
+                 for i, n in enumerate(names)]
+        ax.bar([x for x, v in slots if v is not None],
+               [100 * v for x, v in slots if v is not None], width=width,
+               color=PALETTE[j % len(PALETTE)], label=label)
+        for x, v in slots:
+            if v is None:
+                ax.text(x, 2, "not measured", rotation=90, ha="center", va="bottom",
+                        fontsize=6, color="0.4")
     for i, n in enumerate(names):
         if "majority_acc1" in by_dataset[n]:
             m = 100 * by_dataset[n]["majority_acc1"]

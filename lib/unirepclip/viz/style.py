@@ -12,7 +12,10 @@ the whole workbook shares one look:
 * a colour-blind-safe colour cycle: the Okabe-Ito palette (Okabe & Ito 2008, "Color Universal
   Design"), ordered so the first colours stay apart under protanopia, deuteranopia and
   tritanopia; sequential maps stay matplotlib's ``viridis`` (perceptually uniform and CVD-safe);
-* constrained layout, so labels never overlap without hand tuning.
+* constrained layout, so labels never overlap without hand tuning;
+* titles that fit: :func:`fit_titles` wraps a figure's or an axes' title that would run past
+  the figure's edge or into its neighbour's (measured after the layout), and :func:`save` calls
+  it, so no saved figure has a clipped title.
 
 ``style.save(fig, name, output_dir)`` writes ``<output_dir>/figures/<name>.png`` plus vector
 ``.pdf`` and ``.svg`` beside it and returns the paths. Vector files are written without creation
@@ -33,7 +36,7 @@ import matplotlib as mpl
 
 __all__ = [
     "ONE_COLUMN", "TWO_COLUMN", "OKABE_ITO", "PALETTE", "STYLE", "FORMATS",
-    "use_style", "figure_size", "figure", "subplots", "save",
+    "use_style", "figure_size", "figure", "subplots", "fit_titles", "save",
 ]
 
 ONE_COLUMN = 3.5  # inches: one column of a two-column paper
@@ -130,11 +133,91 @@ def subplots(nrows: int = 1, ncols: int = 1, *, width: Union[str, float] = "one"
     return plt.subplots(nrows, ncols, figsize=figure_size(width, aspect), **kwargs)
 
 
+def _layout(fig):
+    """The figure's renderer, with its layout engine's positions applied (no drawing)."""
+    renderer = fig.canvas.get_renderer()
+    engine = fig.get_layout_engine()
+    if engine is not None:
+        engine.execute(fig)
+    return renderer
+
+
+def _title_rooms(fig, renderer) -> List[Tuple[Any, float]]:
+    """``(text, room in pixels)`` for each centred figure text (the suptitle) and axes title: a
+    centred line may reach the nearer figure edge, and halfway to the centre of a neighbouring
+    axes in its row that has a title too."""
+    width = fig.bbox.width
+    out = []
+    for t in fig.texts:
+        if t.get_visible() and t.get_text() and t.get_ha() == "center":
+            b = t.get_window_extent(renderer)
+            out.append((t, 2 * min((b.x0 + b.x1) / 2, width - (b.x0 + b.x1) / 2)))
+    titled = [ax for ax in fig.axes if ax.get_visible() and ax.title.get_text()]
+    for ax in titled:
+        box = ax.get_window_extent(renderer)
+        cx = (box.x0 + box.x1) / 2
+        room = 2 * min(cx, width - cx)
+        for other in titled:
+            ob = other.get_window_extent(renderer)
+            if other is not ax and abs(ob.y1 - box.y1) < 0.5 * min(box.height, ob.height):
+                room = min(room, abs((ob.x0 + ob.x1) / 2 - cx))
+        out.append((ax.title, room))
+    return out
+
+
+def _wrap_line(line: str, room: float, measure) -> List[str]:
+    """``line`` broken at spaces into lines no wider than ``room`` by ``measure`` (a word wider
+    than that alone is broken between characters)."""
+    out: List[str] = []
+    current = ""
+    for word in line.split(" "):
+        candidate = f"{current} {word}" if current else word
+        if current and measure(candidate) > room:
+            out.append(current)
+            candidate = word
+        while len(candidate) > 1 and measure(candidate) > room:
+            cut = 1
+            while cut < len(candidate) - 1 and measure(candidate[:cut + 1]) <= room:
+                cut += 1
+            out.append(candidate[:cut])
+            candidate = candidate[cut:]
+        current = candidate
+    return out + [current]
+
+
+def fit_titles(fig, *, layout: bool = True) -> bool:
+    """Wrap, at word boundaries, each line of the figure's centred texts (its suptitle) and of
+    its axes' titles that is wider than its room (:func:`_title_rooms`: a line must not cross
+    the figure's edge nor reach a neighbour's title), measured on the renderer after the
+    layout; the layout is redone after a change (a title of two lines moves the axes). With
+    ``layout=False`` the first measurement takes the positions of the figure's last drawing
+    (cheap: :func:`save` measures after writing its first file). Returns whether a title
+    changed."""
+    changed_any = False
+    for attempt in range(3):
+        renderer = _layout(fig) if layout or attempt else fig.canvas.get_renderer()
+        changed = False
+        for t, room in _title_rooms(fig, renderer):
+            def measure(s, t=t):
+                return renderer.get_text_width_height_descent(
+                    s.replace("\\$", "$"), t.get_fontproperties(), ismath=False)[0]
+            text = t.get_text()
+            lines = [w for line in text.split("\n") for w in _wrap_line(line, room, measure)]
+            if "\n".join(lines) != text:
+                t.set_text("\n".join(lines))
+                changed = True
+        if not changed:
+            break
+        changed_any = True
+    return changed_any
+
+
 def save(fig, name: str, output_dir: Union[str, os.PathLike],
          formats: Iterable[str] = FORMATS, *, dpi: Optional[float] = None) -> List[Path]:
     """Save ``fig`` as ``<output_dir>/figures/<name>.<format>`` for each format; return the paths.
 
     ``name`` is a file stem (letters, digits, ``.``, ``_``, ``-``); ``output_dir`` the report folder.
+    A title too wide for its room is wrapped (:func:`fit_titles`) before the file is final.
     """
     if not isinstance(name, str) or not _NAME_RE.match(name):
         raise ValueError(f"figure name {name!r} must be a file stem made of letters, digits, "
@@ -156,5 +239,8 @@ def save(fig, name: str, output_dir: Union[str, os.PathLike],
     for fmt in formats:
         path = folder / f"{name}.{fmt}"
         fig.savefig(path, format=fmt, dpi=dpi, metadata=_NO_DATES.get(fmt))
+        # measured on the drawing just made (no extra layout unless a title is too wide)
+        if not paths and fit_titles(fig, layout=False):
+            fig.savefig(path, format=fmt, dpi=dpi, metadata=_NO_DATES.get(fmt))
         paths.append(path)
     return paths

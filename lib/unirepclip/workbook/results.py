@@ -52,7 +52,8 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 from unirepclip.viz import style
 
 __all__ = [
-    "FORMAT", "Key", "Recorder", "dump_json", "load", "merge", "flatten", "get_path", "to_jsonable",
+    "FORMAT", "Key", "Recorder", "SavedFiles", "dump_json", "load", "merge", "flatten", "get_path",
+    "to_jsonable",
 ]
 
 FORMAT = "unirepclip.results/1"
@@ -224,6 +225,16 @@ def _figure_entry(name: str, paths: Iterable[Path], root: Path, headline: bool,
     return {"name": name, "files": files, "headline": bool(headline), "caption": caption}
 
 
+class SavedFiles(List[Path]):
+    """The paths :meth:`Recorder.save_figure` wrote: a list, which a notebook does not display
+    when a cell ends with the call (IPython asks ``_ipython_display_`` and shows nothing). A
+    report must not print them: they name the run's temporary folder, gone once it completes,
+    and the results file lists the figure's files already."""
+
+    def _ipython_display_(self) -> None:
+        return None
+
+
 class Recorder:
     """One notebook's record: its results, headline marks and saved figures.
 
@@ -308,19 +319,23 @@ class Recorder:
 
     def save_figure(self, fig: Any, name: str, formats: Iterable[str] = style.FORMATS, *,
                     dpi: Optional[float] = None, headline: bool = False,
-                    caption: Optional[str] = None) -> List[Path]:
+                    caption: Optional[str] = None) -> SavedFiles:
         """Save ``fig`` with :func:`unirepclip.viz.style.save` into ``<output_dir>/figures`` and
-        list it in the results file; ``headline=True`` puts a thumbnail (``caption`` under it) on the
-        index page. Returns the paths written."""
+        list it in the results file; ``headline=True`` puts a thumbnail on the index page, with
+        ``caption`` under it (required: the index has no other words for it). Returns the paths
+        written (:class:`SavedFiles`: a cell ending in this call shows nothing)."""
         self._check_open()
         if self.output_dir is None:
             raise RuntimeError(f"save_figure {name!r}: this recorder has no output_dir; open it "
                                "with one (workbook.setup(output_dir=...), the runner passes it)")
+        if headline and not (isinstance(caption, str) and caption.strip()):
+            raise ValueError(f"save_figure {name!r}: a headline figure needs a caption (the index "
+                             "shows it under the thumbnail, where the file name would be)")
         paths = style.save(fig, name, self.output_dir, formats, dpi=dpi)
         entry = _figure_entry(name, paths, self.output_dir, headline, caption)
         self._figures = [f for f in self._figures if f["name"] != name] + [entry]
         self._write()
-        return paths
+        return SavedFiles(paths)
 
     def document(self) -> Dict[str, Any]:
         """The results file's content as it stands (a copy)."""
