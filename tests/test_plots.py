@@ -177,3 +177,17 @@ def test_zero_shot_figures_keep_long_titles_inside_the_saved_figure(tmp_path):
         assert _titles_out_of_room(fig) == [], name
         assert [t.get_text().split() for t in fig.texts + [ax.title for ax in fig.axes]] == \
             words, name
+
+
+def test_the_explorer_zero_shot_figure_shows_whole_captions_inside_the_figure(tmp_path):
+    """Notebook 06's zero-shot figure cut each image's caption at 22 characters ("#0 this image
+    contain…") and its last one ran off the figure's right edge."""
+    from unirepclip.viz.explorer import zeroshot_figure
+
+    names = ["#0 this image contains a red crescent", "#1 a rendering of a large purple star"] * 3
+    table = {"probabilities": np.full((6, 8), 1 / 8), "names": names,
+             "classnames": [f"class {i}" for i in range(8)]}
+    fig = zeroshot_figure(table, [np.zeros((8, 8, 3), np.uint8)] * 6, title="zero-shot")
+    figures.save(fig, "06_zeroshot", tmp_path, formats=("png",))
+    assert [ax.get_title().split() for ax in fig.axes[:6]] == [n.split() for n in names]
+    assert _titles_out_of_room(fig) == []

@@ -40,7 +40,8 @@ def zeroshot_figure(table: Mapping[str, Any], images: Sequence[np.ndarray], *, n
     for j in range(n_show):
         axes[0, j].imshow(images[j])
         axes[0, j].set_axis_off()
-        axes[0, j].set_title(_short(table["names"][j], 22), fontsize=6)
+        # whole: style.save wraps a caption to its column (cut at 22 characters, it lost words)
+        axes[0, j].set_title(table["names"][j], fontsize=6)
         order = np.argsort(-probs[j])[:k]
         ax = axes[1, j]
         ax.barh(np.arange(k)[::-1], probs[j, order], color=style.PALETTE[0])
