@@ -13,7 +13,7 @@ JOBS ?= 2
 # notebooks, tests/conftest.py); XDIST= runs them in one process.
 XDIST  ?= -n auto
 
-.PHONY: venv reports test test-all browser lab bench train-demo clean help
+.PHONY: venv reports test test-all browser slurm lab bench train-demo clean help
 
 # The browser tests drive Debian's headless Chromium (tests/test_browser.py finds it the same way:
 # $CHROMIUM / $CHROMEDRIVER, else on the PATH).
@@ -56,10 +56,28 @@ browser:
 	    fi; \
 	fi
 
-test: browser $(STAMP)
+# The Slurm tests start a real single-node cluster from Debian's packages (tests/slurm_cluster.py);
+# installed here where missing and it can (root, apt), else the tests say which command does.
+SLURM_PKGS := slurm-wlm slurmdbd mariadb-server munge
+HAVE_SLURM = command -v sbatch >/dev/null 2>&1 && \
+             PATH="$$PATH:/usr/sbin:/sbin" command -v slurmctld slurmd slurmdbd mariadbd munged >/dev/null 2>&1
+slurm:
+	@if ! ($(HAVE_SLURM)); then \
+	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	        echo "installing $(SLURM_PKGS) for the Slurm tests"; \
+	        apt-get update -qq && \
+	        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	            $(SLURM_PKGS) >/dev/null; \
+	    else \
+	        echo "the Slurm tests will be skipped: they need $(SLURM_PKGS); install them with" >&2; \
+	        echo "    sudo apt-get install -y $(SLURM_PKGS)" >&2; \
+	    fi; \
+	fi
+
+test: browser slurm $(STAMP)
 	$(PY) -m pytest -q -m "not slow" $(XDIST)
 
-test-all: browser $(STAMP)
+test-all: browser slurm $(STAMP)
 	$(PY) -m pytest -q $(XDIST)
 
 lab: $(STAMP)

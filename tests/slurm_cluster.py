@@ -180,6 +180,7 @@ class Cluster:
 
     def stop(self) -> None:
         import signal
+        _drain(self.env)
         for p in reversed(self.procs):
             if p.poll() is None:
                 try:
@@ -193,9 +194,110 @@ class Cluster:
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
         self.procs.clear()
+        _kill_leftovers(self.env["SLURM_CONF"])
+
+
+def _drain(env: Dict[str, str], timeout: float = 20.0) -> None:
+    """Cancel every job of the test cluster and wait for them to end."""
+    def run(*cmd: str) -> str:
+        try:
+            return subprocess.run(list(cmd), env=env, capture_output=True, text=True,
+                                  timeout=20).stdout
+        except (OSError, subprocess.SubprocessError):
+            return ""
+    run("scancel", f"--partition={PARTITION}")
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and run("squeue", "-h", "-o", "%i").strip():
+        time.sleep(0.5)
+
+
+def _kill_leftovers(conf: str) -> None:
+    """SIGKILL any process still running under this cluster's configuration (a job step the
+    stopped slurmd left behind): found by ``SLURM_CONF`` in its environment."""
+    import signal
+    mark = f"SLURM_CONF={conf}".encode()
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit() or int(d.name) == os.getpid():
+            continue
+        try:
+            if mark in (d / "environ").read_bytes().split(b"\0"):
+                os.kill(int(d.name), signal.SIGKILL)
+        except (OSError, ValueError):
+            pass
 
 
 def _listening(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.5)
         return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _stop_pids(pids: List[int]) -> None:
+    import signal
+    for pid in reversed(pids):
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    end = time.monotonic() + 20
+    for pid in reversed(pids):
+        while time.monotonic() < end and _alive(pid):
+            time.sleep(0.2)
+        if _alive(pid):
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[-1][:1] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+class SharedCluster:
+    """One cluster for every pytest-xdist worker: the first user starts it under a file lock in
+    the workers' common folder ``root``, each registers itself, and the last to leave stops it."""
+
+    def __init__(self, root: Path, user: str):
+        self.root, self.user = Path(root), user
+        self.folder = self.root / "slurm-cluster"
+        self.users = self.root / "slurm-users"
+
+    def _lock(self):
+        from filelock import FileLock
+        return FileLock(str(self.root / "slurm-cluster.lock"))
+
+    def enter(self) -> Dict[str, str]:
+        """Start the cluster (or join it); returns the environment its clients need."""
+        with self._lock():
+            up = self.folder / "pids"
+            if not up.exists():
+                shutil.rmtree(self.folder, ignore_errors=True)
+                self.folder.mkdir(parents=True)
+                c = Cluster(self.folder)
+                t0 = time.monotonic()
+                try:
+                    c.start()
+                except BaseException:
+                    c.stop()
+                    raise
+                (self.folder / "startup_s").write_text(f"{time.monotonic() - t0:.1f}")
+                up.write_text(" ".join(str(p.pid) for p in c.procs))
+            self.users.mkdir(exist_ok=True)
+            (self.users / self.user).touch()
+        return {"SLURM_CONF": str(self.folder / "slurm.conf")}
+
+    def leave(self) -> None:
+        with self._lock():
+            (self.users / self.user).unlink(missing_ok=True)
+            up = self.folder / "pids"
+            if up.exists() and not any(self.users.iterdir()):
+                conf = str(self.folder / "slurm.conf")
+                _drain(dict(os.environ, SLURM_CONF=conf))
+                _stop_pids([int(p) for p in up.read_text().split()])
+                _kill_leftovers(conf)
+                up.unlink()

@@ -239,6 +239,8 @@ def _cmd_sweep(options, profile) -> int:
                           for s in res.doc["settings"]}, indent=2))
         return 0
     print(res.index)
+    if options.detach:  # submitted; the tasks report on the index and to `status DIR`
+        return 0
     if res.interrupted:
         print(f"error: interrupted by {res.interrupted}; `run --resume` with the same sweep "
               "completes it", file=sys.stderr)

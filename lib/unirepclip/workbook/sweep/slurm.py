@@ -217,6 +217,7 @@ def submit_sweep(state: Any, options: RunOptions, dry: Dict[str, Any],
     array = jobs[0].job_id.split("_")[0]
     lock.update(job_id=array)
     state.doc["slurm"]["job_id"] = array
+    state.doc["slurm"]["tasks"] = {s.slug: j.job_id for s, j in zip(state.spec.settings, jobs)}
     state.write()
     render(folder)
     return state.doc["slurm"]

@@ -72,15 +72,16 @@ def slurm_active(holder: Mapping[str, Any]) -> bool:
 
 def _apply(doc: Dict[str, Any], sweep: Any, states: Dict[str, Dict[str, Any]]) -> None:
     job = (doc.get("slurm") or {}).get("job_id")
+    tasks = (doc.get("slurm") or {}).get("tasks") or {}
     slurm = sacct_states(job) if job else {}
-    for i, e in enumerate(doc["settings"]):
+    for e in doc["settings"]:
         st = states.get(e["slug"])
         if st is None:
             continue
         status = st.get("status") if st.get("status") in _SHOWN else e["status"]
         if status in ("ok", "failed"):
             sweep.refresh(e["slug"])
-        told = slurm.get(f"{job}_{st.get('index', i)}")
+        told = slurm.get(str(tasks.get(e["slug"])))
         if status in ("queued", "running") and told in FINAL_SLURM_STATES:
             status = "failed"
             e["errors"] = [f"Slurm reports the task {told} without a final state from it; see "
@@ -88,8 +89,7 @@ def _apply(doc: Dict[str, Any], sweep: Any, states: Dict[str, Dict[str, Any]]) -
         elif st.get("error"):
             e["errors"] = list(e.get("errors") or []) + [st["error"]]
         e["status"] = status
-        e["slurm"] = {"job_id": st.get("job_id") or (f"{job}_{st.get('index', i)}" if job
-                                                      else None),
+        e["slurm"] = {"task": tasks.get(e["slug"]), "job_id": st.get("job_id"),
                       "attempt": st.get("attempt"), "state": told, "updated": st.get("updated")}
 
 
