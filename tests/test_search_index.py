@@ -44,7 +44,7 @@ def test_choice_follows_size_and_memory():
     assert si.choose_index(n, d, memory_budget=10**12, hnsw_max_n=n - 1).kind == "ivf_flat"
     # 1M: 4 sqrt(1e6) = 4000 -> 4096 centroids; a budget of 40 bytes a vector: PQ32 (32 + 8)
     plan = si.choose_index(10**6, d, memory_budget=40 * 10**6 + 4 * 4096 * d)
-    assert (plan.kind, plan.factory) == ("ivf_pq", "OPQ32_224,IVF4096_HNSW32,PQ32")
+    assert (plan.kind, plan.factory) == ("ivf_pq", "OPQ32_224,IVF4096_HNSW32,PQ32np")
     assert si.nb_clusters(300) == 64                                  # 4 sqrt(300) = 69.3
     with pytest.raises(ValueError, match="n=0"):
         si.choose_index(0, d)
@@ -67,7 +67,7 @@ def test_exact_index_equals_a_full_sort():
 # ---- approximate against exact --------------------------------------------------------------------
 @pytest.mark.parametrize("kind,factory,floor", [
     ("hnsw", "HNSW16,Flat", 0.95), ("ivf_flat", "IVF64,Flat", 0.95),
-    ("ivf_pq", "OPQ8_32,IVF64,PQ8", 0.6)])
+    ("ivf_pq", "IVF64,PQ8np", 0.6)])
 def test_approximate_answers_against_exact(kind, factory, floor):
     x, q = _clustered(4000, seed=3), _clustered(200, seed=3, draw=1)   # queries apart from the rows
     plan = si.IndexPlan(kind, factory, len(x), x.shape[1], 0, "test")
@@ -174,3 +174,23 @@ def test_retrieval_approximate_merges_identical_texts():
                                 index_options={"exact_threshold": 100})
     assert approx["text_to_image"]["r10"] == exact["text_to_image"]["r10"]
     assert abs(approx["image_to_text"]["r1"] - exact["image_to_text"]["r1"]) <= 0.02
+
+
+# ---- the explorer's search panel (analysis/explore/search.py) -------------------------------------
+def test_explorer_search_uses_the_index_above_the_threshold(monkeypatch):
+    from unirepclip.analysis import explore as ex
+
+    x, q = _clustered(3000, seed=12), _clustered(5, seed=12, draw=1)
+    monkeypatch.setattr(si, "EXACT_THRESHOLD", 1000)
+    builds = []
+    real = si.build_index
+    monkeypatch.setattr(si, "build_index", lambda *a, **k: builds.append(1) or real(*a, **k))
+    names = [f"img{i}" for i in range(len(x))]
+    found = [[h["index"] for h in ex.search_images(row, x, 10, names)] for row in q]
+    assert len(builds) == 1                                    # built once for the gallery
+    assert si.recall_at_k(np.array(found), _brute(x, q, 10)) >= 0.95
+    hit = ex.search_images(q[0], x, 3, names)[0]
+    assert hit["rank"] == 1 and hit["name"] == names[hit["index"]]
+    assert hit["score"] == pytest.approx(float(q[0] @ x[hit["index"]]), abs=1e-5)
+    small = ex.search_images(q[0], x[:1000], 4)                # at the threshold: exact, as before
+    assert [h["index"] for h in small] == _brute(x[:1000], q[:1], 4)[0].tolist() and not builds[1:]

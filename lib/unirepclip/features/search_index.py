@@ -14,7 +14,8 @@ dependency) and the FAISS wiki's "Guidelines to choose an index":
   centroids rounded to a power of two (autofaiss's rule below 1M vectors; above it autofaiss
   takes 16384 and more, whose k-means takes hours on a few cores), trained on 40 rows per
   centroid, 10 k-means iterations; a graph over the centroids from 1,000 of them;
-* else IVF with PQ codes (``OPQ{m}_{y},IVF{c},PQ{m}``, the largest ``m`` that fits the budget).
+* else IVF with PQ codes (``OPQ{m}_{y},IVF{c},PQ{m}np``, the largest ``m`` that fits the
+  budget; ``np``: no polysemous training, which only serves Hamming filtering and is slow).
 
 The search parameter (HNSW's ``efSearch``, IVF's ``nprobe``) is the smallest of a ladder that
 reaches ``target_recall`` 10-recall@10 against exact search on a sample of the indexed rows
@@ -90,14 +91,16 @@ def nb_clusters(n: int) -> int:
     return int(min(2 ** round(math.log2(4 * math.sqrt(n))), 65_536))
 
 
-def choose_index(n: int, dim: int, *, exact_threshold: int = EXACT_THRESHOLD,
+def choose_index(n: int, dim: int, *, exact_threshold: Optional[int] = None,
                  memory_budget: Optional[int] = None, hnsw_max_n: int = HNSW_MAX_N
                  ) -> IndexPlan:
     """The index for ``n`` vectors of ``dim`` floats within ``memory_budget`` bytes (default:
-    half the available memory); the rules are in the module doc."""
+    half the available memory); ``exact_threshold`` defaults to :data:`EXACT_THRESHOLD`; the
+    rules are in the module doc."""
     if n < 1 or dim < 1:
         raise ValueError(f"choose_index: n={n} vectors of dim={dim}: need at least one of each")
     flat = 4 * n * dim
+    exact_threshold = EXACT_THRESHOLD if exact_threshold is None else exact_threshold
     if n <= exact_threshold:
         return IndexPlan("exact", "", n, dim, flat, f"n={n} <= exact_threshold={exact_threshold}")
     budget = int(memory_budget if memory_budget is not None else available_memory() // 2)
@@ -111,12 +114,13 @@ def choose_index(n: int, dim: int, *, exact_threshold: int = EXACT_THRESHOLD,
     ivf = flat + 8 * n + 4 * c * dim
     if ivf <= budget:
         return IndexPlan("ivf_flat", f"{coarse},Flat", n, dim, ivf,
-                         f"HNSW needs M >= {_HNSW_MIN_M} and n <= {hnsw_max_n}; IVF flat ({ivf} bytes) fits {budget}")
+                         f"HNSW needs M >= {_HNSW_MIN_M} and n <= {hnsw_max_n}; "
+                         f"IVF flat ({ivf} bytes) fits {budget}")
     for pq in (p for p in _PQ_CODES if p < dim):
         size = n * (pq + 8) + 4 * c * dim
         if size <= budget or pq == _PQ_CODES[-1]:
             y = (min(dim // pq, 6) + 1) * pq
-            return IndexPlan("ivf_pq", f"OPQ{pq}_{y},{coarse},PQ{pq}", n, dim, size,
+            return IndexPlan("ivf_pq", f"OPQ{pq}_{y},{coarse},PQ{pq}np", n, dim, size,
                              f"flat codes ({ivf} bytes) exceed {budget}: PQ{pq}")
     raise ValueError(f"choose_index: dim={dim} is too small for PQ codes and the flat "
                      f"vectors exceed memory_budget={budget}")
@@ -231,7 +235,7 @@ def _tune(index: Any, x: np.ndarray, plan: IndexPlan, target: float, seed: int
             "target_recall": target, "tune_queries": len(pick)}
 
 
-def build_index(embeddings: Any, *, exact_threshold: int = EXACT_THRESHOLD,
+def build_index(embeddings: Any, *, exact_threshold: Optional[int] = None,
                 memory_budget: Optional[int] = None, hnsw_max_n: int = HNSW_MAX_N,
                 target_recall: float = TARGET_RECALL, seed: int = 0,
                 plan: Optional[IndexPlan] = None) -> SearchIndex:

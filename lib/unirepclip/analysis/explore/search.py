@@ -13,7 +13,7 @@ import numpy as np
 import torch.nn as nn
 from numpy.typing import ArrayLike
 
-from unirepclip.features import extract_text_features
+from unirepclip.features import extract_text_features, search_index
 
 __all__ = ["encode_queries", "rank", "search_images", "search_texts", "text_tower_problem"]
 
@@ -65,7 +65,12 @@ def search_images(query_embedding: ArrayLike, image_embeddings: ArrayLike, k: in
     emb = np.asarray(image_embeddings, dtype=np.float32)
     if emb.ndim != 2 or emb.shape[1] != q.shape[0]:
         raise ValueError(f"search_images: a query of {q.shape[0]} dims and images {emb.shape}")
-    return rank(emb @ q, min(int(k), len(emb)), names)
+    if len(emb) <= search_index.EXACT_THRESHOLD:  # exact: the product, ties to the lower index
+        return rank(emb @ q, min(int(k), len(emb)), names)
+    scores, ids = search_index.index_for(image_embeddings).search(q, k)  # FAISS, built once
+    return [{"rank": r + 1, "index": int(i), "score": float(v),
+             "name": names[int(i)] if names is not None else f"#{int(i)}"}
+            for r, (v, i) in enumerate(zip(scores[0], ids[0]))]
 
 
 def search_texts(image_embedding: ArrayLike, text_embeddings: ArrayLike, texts: Sequence[str],
