@@ -615,8 +615,9 @@ def _demo_run_index(model_names):
     runs = [dataclasses.asdict(NotebookRun(nb, "ok", 1.0, parameters=p, model_name=p["model_name"],
                                            seed=0, checkpoint=checkpoint_record(p, cache)))
             for nb, p in params.items()]
-    m = build_manifest(RunFacts(profile={"name": "t"}, command=["run"], started="2024-01-01T00:00:00",
-                                parameters=params, runs=runs, code={"commit": None, "dirty": None}))
+    m = build_manifest(RunFacts(profile={"name": "t"}, command=["run"],
+                                started="2024-01-01T00:00:00", parameters=params, runs=runs,
+                                code={"commit": None, "dirty": None}))
     return m, render_index(m, {})
 
 
