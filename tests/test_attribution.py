@@ -181,6 +181,34 @@ def test_metrics_hand_computed():
         mass_in_mask(np.ones((8, 8)), m)
 
 
+def test_pointing_game_counts_tied_maxima_and_takes_a_tolerance_in_pixels():
+    from unirepclip.analysis.attribution.metrics import ZHANG_TOLERANCE, pointing_game_counts
+
+    m = np.zeros((40, 40), dtype=bool)
+    m[10:12, 10:12] = True                     # a 2 x 2 object
+    a = np.zeros((40, 40))
+    a[10, 10] = a[11, 11] = a[11, 10] = 5.0    # three tied maxima on the object...
+    a[11, 31] = a[0, 39] = a[39, 0] = a[39, 39] = a[30, 30] = 5.0  # ...and five off it
+    assert pointing_game_counts(a, m) == (8, 3)
+    assert pointing_game(a, m) == 3 / 8
+    # (11, 31) is 20 px right of the object's pixel (11, 11); the next nearest, (30, 30), is
+    # sqrt(19**2 + 19**2) = 26.9 px from (11, 11)
+    assert pointing_game_counts(a, m, tolerance=20) == (8, 4)
+    assert pointing_game_counts(a, m, tolerance=19.9) == (8, 3)
+    assert pointing_game_counts(a, m, tolerance=27) == (8, 5)
+    b = np.zeros((40, 40))
+    b[11, 11 + ZHANG_TOLERANCE] = 1.0          # exactly 15 px right of the object: a hit
+    assert ZHANG_TOLERANCE == 15
+    assert pointing_game(b, m) == 0.0 and pointing_game(b, m, tolerance=15) == 1.0
+    b[11, 11 + ZHANG_TOLERANCE] = 0.0
+    b[11, 12 + ZHANG_TOLERANCE] = 1.0          # 16 px: a miss
+    assert pointing_game(b, m, tolerance=15) == 0.0
+    assert pointing_game(b, np.zeros((40, 40), bool), tolerance=15) == 0.0  # no object
+    for bad in (-1, float("nan"), True):
+        with pytest.raises(ValueError, match="tolerance"):
+            pointing_game(b, m, tolerance=bad)
+
+
 def test_mask_metrics_means():
     m = np.stack([square_mask(), square_mask(lo=0, hi=8)])
     a = np.stack([m[0].astype(float), np.ones((16, 16))])

@@ -5,6 +5,12 @@ The synthetic world keeps each object's exact pixel mask, so a map can be scored
 (Zhang et al., 2016: is the maximum on the object?), and :func:`chance_level`, the mask's area
 share, which is what both give for a map that knows nothing. :func:`mask_metrics` averages them
 over images.
+
+The pointing game's tie rule: when the maximum is reached at several pixels, the score is the
+share of them on the object (:func:`pointing_game_counts` gives the two counts), so a constant map
+scores the chance level instead of whatever pixel comes first. Zhang et al. count a maximum within
+15 pixels of the object as a hit (:data:`ZHANG_TOLERANCE`, their images about 224 pixels wide);
+``tolerance=0`` (the default) asks for the object itself.
 """
 from __future__ import annotations
 
@@ -13,9 +19,16 @@ from typing import Dict, Tuple, Union
 import numpy as np
 import torch
 
-__all__ = ["mass_in_mask", "pointing_game", "chance_level", "mask_metrics"]
+__all__ = ["mass_in_mask", "pointing_game", "pointing_game_counts", "chance_level",
+           "mask_metrics", "ZHANG_TOLERANCE"]
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
+
+#: The pointing game's usual tolerance in pixels (Zhang et al., 2016, "Top-down neural attention by
+#: excitation backprop"): a maximum this close to the object counts as on it.
+ZHANG_TOLERANCE = 15
+
+
 def _check_pair(attr: ArrayLike, mask: ArrayLike) -> Tuple[np.ndarray, np.ndarray]:
     a = np.asarray(attr.detach().cpu() if isinstance(attr, torch.Tensor) else attr,
                    dtype=np.float64)
@@ -39,15 +52,34 @@ def mass_in_mask(attr: ArrayLike, mask: ArrayLike) -> float:
     return float(pos[m].sum() / total) if total > 0 else float("nan")
 
 
-def pointing_game(attr: ArrayLike, mask: ArrayLike) -> float:
-    """1 if the map's maximum lies inside the mask, else 0.
+def _near(m: np.ndarray, tolerance: float) -> np.ndarray:
+    """The pixels within ``tolerance`` (Euclidean, in pixels) of the mask, the mask included."""
+    if isinstance(tolerance, bool) or not np.isfinite(tolerance) or tolerance < 0:
+        raise ValueError(f"pointing game: tolerance must be a number of pixels >= 0, got "
+                         f"{tolerance!r}")
+    if tolerance == 0 or not m.any():
+        return m
+    from scipy.ndimage import distance_transform_edt
+    return distance_transform_edt(~m) <= tolerance  # distance of each pixel to the object
+
+
+def pointing_game_counts(attr: ArrayLike, mask: ArrayLike, tolerance: float = 0
+                         ) -> Tuple[int, int]:
+    """``(maxima, hits)``: how many pixels reach the map's maximum, and how many of them lie on
+    the object (within ``tolerance`` pixels of the mask)."""
+    a, m = _check_pair(attr, mask)
+    top = a == a.max()
+    return int(top.sum()), int(_near(m, tolerance)[top].sum())
+
+
+def pointing_game(attr: ArrayLike, mask: ArrayLike, tolerance: float = 0) -> float:
+    """1 if the map's maximum lies inside the mask (or within ``tolerance`` pixels of it), else 0.
 
     When the maximum is reached at several pixels, the score is the share of them inside the mask
     (so a constant map scores exactly the chance level instead of an arbitrary first pixel).
     """
-    a, m = _check_pair(attr, mask)
-    top = a == a.max()
-    return float(m[top].sum() / top.sum())
+    maxima, hits = pointing_game_counts(attr, mask, tolerance)
+    return float(hits / maxima)
 
 
 def chance_level(mask: ArrayLike) -> float:
