@@ -37,14 +37,21 @@ def test_choice_follows_size_and_memory():
     plan = si.choose_index(n, d, memory_budget=4 * n * (d + 40))
     assert (plan.kind, plan.factory) == ("hnsw", "HNSW20,Flat")
     assert si.choose_index(n, d, memory_budget=10**12).factory == "HNSW32,Flat"  # capped at 32
-    # M = 7 < 8: no HNSW; the flat IVF (4n d + 8n + centroids) fits; 4 sqrt(1e5) = 1265 -> 1024
-    plan = si.choose_index(n, d, memory_budget=4 * n * (d + 15))
-    assert (plan.kind, plan.factory) == ("ivf_flat", "IVF1024_HNSW32,Flat")
+    # 10M rows, 4 sqrt(1e7) = 12649 -> 16384 centroids (4 x 16384 x 768 bytes = 1.26 floats a row);
+    # 15.3 floats a row over the vectors: M = 7 < 8, no HNSW; the IVF with the flat vectors
+    # (48-byte codes + 8-byte ids = 14 floats, + 1.26) fits; 768 / 8 = 96 fast-scan codes
+    plan = si.choose_index(10**7, d, memory_budget=int(4e7 * (d + 15.3)))
+    assert (plan.kind, plan.factory) == ("ivf_flat", "IVF16384,PQ96x4fs,RFlat")
+    assert si.choose_index(10**7, d, memory_budget=int(4e7 * (d + 15.2))).kind == "ivf_pq"
+    assert si.choose_index(n, 100, exact_threshold=0, memory_budget=4 * n * 110).factory == \
+        "IVF1024,PQ10x4fs,RFlat"                                     # 10 divides 100, even
+    assert si.choose_index(n, 7, exact_threshold=0, memory_budget=4 * n * 12).factory == \
+        "IVF1024,Flat"                                              # no even divisor: flat lists
     # past hnsw_max_n the IVF is built even where HNSW would fit
     assert si.choose_index(n, d, memory_budget=10**12, hnsw_max_n=n - 1).kind == "ivf_flat"
     # 1M: 4 sqrt(1e6) = 4000 -> 4096 centroids; a budget of 40 bytes a vector: PQ32 (32 + 8)
     plan = si.choose_index(10**6, d, memory_budget=40 * 10**6 + 4 * 4096 * d)
-    assert (plan.kind, plan.factory) == ("ivf_pq", "OPQ32_224,IVF4096_HNSW32,PQ32np")
+    assert (plan.kind, plan.factory) == ("ivf_pq", "OPQ32_224,IVF4096,PQ32np")
     assert si.nb_clusters(300) == 64                                  # 4 sqrt(300) = 69.3
     with pytest.raises(ValueError, match="n=0"):
         si.choose_index(0, d)
@@ -67,6 +74,7 @@ def test_exact_index_equals_a_full_sort():
 # ---- approximate against exact --------------------------------------------------------------------
 @pytest.mark.parametrize("kind,factory,floor", [
     ("hnsw", "HNSW16,Flat", 0.95), ("ivf_flat", "IVF64,Flat", 0.95),
+    ("ivf_flat", "IVF64,PQ4x4fs,RFlat", 0.95),
     ("ivf_pq", "IVF64,PQ8np", 0.6)])
 def test_approximate_answers_against_exact(kind, factory, floor):
     x, q = _clustered(4000, seed=3), _clustered(200, seed=3, draw=1)   # queries apart from the rows
@@ -120,7 +128,7 @@ def test_index_for_cache_is_stored_beside_the_entry_and_follows_it(tmp_path, mon
     built = si.index_for_cache(cache, "k1", exact_threshold=100)
     assert built.kind == "hnsw" and cache.keys() == ["k1"]      # the index is not an entry
     stored = sorted(p.name for p in tmp_path.iterdir() if "faiss" in p.name)
-    assert len(stored) == 2 and stored[0].startswith("k1.")
+    assert len(stored) == 2 and stored[0].startswith("k1.")  # the index, its parameters
     params = json.loads((tmp_path / stored[1]).read_text())
     assert params["payload_sha256"] == json.loads((tmp_path / "k1.json").read_text())[
         "payload_sha256"] and params["normalize"] is True
@@ -132,12 +140,26 @@ def test_index_for_cache_is_stored_beside_the_entry_and_follows_it(tmp_path, mon
     assert again.params["search"] == built.params["search"]
     monkeypatch.undo()
 
+    # an IVF with fast-scan codes and its refine stage comes back with its tuned setting too
+    ivf = si.index_for_cache(cache, "k1", exact_threshold=100, hnsw_max_n=100)
+    assert ivf.kind == "ivf_flat" and "k_factor=" in ivf.params["search"]
+    monkeypatch.setattr(si, "build_index", lambda *a, **k: pytest.fail("rebuilt"))
+    ivf_again = si.index_for_cache(cache, "k1", exact_threshold=100, hnsw_max_n=100)
+    assert np.array_equal(ivf_again.search(q, 5)[1], ivf.search(q, 5)[1])
+    assert faiss_k_factor(ivf_again) == faiss_k_factor(ivf)
+    monkeypatch.undo()
+
     cache.save("k1", {"embeddings": x[::-1].copy()}, {})       # the entry changed: a new index
     changed = si.index_for_cache(cache, "k1", exact_threshold=100)
     xn = x[::-1] / np.linalg.norm(x[::-1], axis=1, keepdims=True)
     assert si.recall_at_k(changed.search(q, 10)[1], _brute(xn, q, 10)) >= 0.95
     with pytest.raises(KeyError, match="no entry nope"):
         si.index_for_cache(cache, "nope")
+
+
+def faiss_k_factor(index: si.SearchIndex) -> int:
+    import faiss
+    return int(faiss.downcast_index(index.index).k_factor)
 
 
 # ---- retrieval: exact unless asked -----------------------------------------------------------------
