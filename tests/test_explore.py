@@ -465,3 +465,304 @@ def test_without_a_text_tower_the_text_panels_say_so_and_the_map_works(lm, galle
         assert "no text tower" in msg.value, msg.value
     assert app.map.out.value[:4] == b"\x89PNG" and len(app.last["embedding_map"]["neighbours"]) == 8
     assert np.allclose(app.embeddings, emb, atol=1e-5)  # embedded here, the same vectors
+
+
+# -- issue 27: the explorer's rough edges ------------------------------------------------------
+
+def test_zeroshot_table_gives_the_cosines_beside_the_probabilities():
+    emb = np.array([[1.0, 0.0], [0.6, 0.8]], dtype=np.float32)
+    clf = np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32)
+    t = ex.zeroshot_table(emb, clf, ["x", "y"])
+    assert t["similarities"].tolist() == [[1.0, 0.0], [pytest.approx(0.6), pytest.approx(0.8)]]
+    # cosines 0.2 apart: 100 x the gap saturates the probability, the cosines still tell
+    assert t["probabilities"][1, 1] > 0.999
+
+
+def test_the_contrastive_map_is_the_attribution_of_the_similarity_difference(lm, gallery):
+    from unirepclip.analysis.attribution.metrics import pointing_game_counts
+
+    i, a, b = 0, gallery.captions[0], "a photo of a cat"
+    kw = dict(method="integrated_gradients", transform=lm.preprocess, mask=gallery.masks[i],
+              n_steps=8)
+    both = ex.explain(lm.model, lm.tokenizer, gallery.image(i), a, contrast=b, **kw)
+    only_a = ex.explain(lm.model, lm.tokenizer, gallery.image(i), a, **kw)
+    only_b = ex.explain(lm.model, lm.tokenizer, gallery.image(i), b, **kw)
+    assert np.array_equal(both["map"], only_a["map"])
+    assert both["contrast"] == b
+    assert both["contrast_similarity"] == pytest.approx(only_b["similarity"], abs=1e-6)
+    # integrated gradients is linear in the function it explains: IG(s_a - s_b) = IG(s_a) - IG(s_b)
+    want = only_a["map"] - only_b["map"]
+    assert np.allclose(both["contrast_map"], want, atol=1e-3 * np.abs(want).max())
+    assert np.abs(both["contrast_map"]).max() > 0.05 * np.abs(only_a["map"]).max()  # not zero
+    c = both["contrast_scores"]
+    assert (c["n_maxima"], c["n_maxima_in_mask"]) == pointing_game_counts(
+        both["contrast_map"], gallery.masks[i])
+    assert (both["n_maxima"], both["n_maxima_in_mask"]) == pointing_game_counts(
+        both["map"], gallery.masks[i])
+    assert both["tolerance"] == 15 and both["pointing_game_tolerant"] >= both["pointing_game"]
+    with pytest.raises(ValueError, match="nothing to contrast"):
+        ex.explain(lm.model, lm.tokenizer, gallery.image(i), a, contrast=f"  {a} ", **kw)
+
+
+def test_an_embedding_map_is_computed_once_per_features(monkeypatch):
+    import sklearn.manifold
+
+    fits = []
+
+    class CountingTSNE(sklearn.manifold.TSNE):
+        def fit_transform(self, x, y=None):
+            fits.append(len(x))
+            return super().fit_transform(x)
+    monkeypatch.setattr(sklearn.manifold, "TSNE", CountingTSNE)
+    x = np.random.default_rng(7).normal(size=(30, 5)).astype(np.float32)
+    assert ex.cached_embedding_map(x, "tsne") is None
+    first = ex.embedding_map(x, "tsne")
+    again = ex.embedding_map(x.copy(), "tsne")  # the same features in another array: no fit
+    assert fits == [30] and np.array_equal(first["coords"], again["coords"])
+    again["coords"][:] = 0  # the answer is a copy: the memory keeps the map
+    assert np.array_equal(ex.cached_embedding_map(x, "tsne")["coords"], first["coords"])
+    ex.embedding_map(x, "tsne", seed=1)  # another setting, another map
+    y = x.copy()
+    y[0, 0] += 1  # other features
+    ex.embedding_map(y, "tsne")
+    assert fits == [30, 30, 30]
+    assert ex.features_key(x) == ex.features_key(x.copy()) != ex.features_key(y)
+    assert ex.features_key(x) != ex.features_key(x.astype(np.float64))
+
+
+def test_an_erf_resolution_below_the_minimum_is_refused_with_the_minimum():
+    assert ex.MIN_RESOLUTION == 8
+    with pytest.raises(ValueError, match=r"ErfQuery\.resolution=7: expected an integer >= 8"):
+        ex.ErfQuery(resolution=7)
+    assert ex.ErfQuery(resolution=8).resolution == 8
+    # the same floor as the images' (the query checks what erf_images would refuse)
+    assert erf.erf_images("synthetic", 1, ex.MIN_RESOLUTION).shape == (1, 3, 8, 8)
+    with pytest.raises(ValueError, match=">= 8"):
+        erf.erf_images("synthetic", 1, ex.MIN_RESOLUTION - 1)
+
+
+def test_a_square_holding_the_whole_image_says_so():
+    from unirepclip.viz.explorer.figures import erf_figure
+    from unirepclip.viz.explorer.receptive_field import ratio_table
+
+    ring = np.zeros((64, 64))
+    ring[32, 32] = 1e6  # normalized (log10(x + 1)): 6 at the centre, 0.041 on the border, so
+    ring[0, :] = ring[:, 0] = 0.1  # the centre holds 53 % and only the whole image 99 %
+    ratios = erf.area_ratios(ring)
+    assert ratios["t99"] == {"side": 65, "area_ratio": 1.0} and ratios["t20"]["side"] == 1
+    assert ex.covers_image(ratios["t99"]) and not ex.covers_image(ratios["t20"])
+    table = ratio_table(ratios)
+    assert "<td>t99</td><td>whole image</td>" in table and ">65<" not in table
+    assert "<td>t20</td><td>1</td>" in table
+    rf = {"normalized": erf.normalize_erf(ring), "area_ratios": ratios, "stage": 3,
+          "resolution": 64, "n_images": 1}
+    fig = erf_figure(rf)
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert labels == ["t20: side 1, area 0.000", "t99: whole image"]
+    t99 = [p for p in fig.axes[0].patches if p.get_label().startswith("t99")][0]
+    # the image's border, not a 65-pixel square reaching past it
+    assert (t99.get_x(), t99.get_y(), t99.get_width(), t99.get_height()) == (-0.5, -0.5, 64, 64)
+
+
+def test_the_explorer_figures_never_enter_pyplot(lm, gallery, emb, monkeypatch):
+    """pyplot's figures are drawn and closed by the kernel's inline backend after every widget
+    message, which JupyterLab's kernels handle on another thread than a button's callback: a
+    figure on pyplot's list came out blank or cut off in the receptive-field tab."""
+    pytest.importorskip("ipywidgets")
+    import matplotlib._pylab_helpers as helpers
+    import matplotlib.pyplot as plt
+    from unirepclip.viz.explorer import Explorer, figures
+
+    registered = []
+    monkeypatch.setattr(helpers.Gcf, "_set_new_active_manager",
+                        classmethod(lambda cls, m: registered.append(m)))
+    plt.close("all")
+    app = Explorer(lm, gallery, embeddings=emb, debounce_s=0,
+                   options=ex.QueryOptions(erf=ex.ErfQuery(stage=1, resolution=32, n_images=1),
+                                           explain_args={"n_steps": 4}))
+    app.erf.button.click()
+    app.explain.button.click()
+    app.map.point.value = 3
+    table = {"probabilities": np.full((2, 3), 1 / 3), "names": ["a", "b"],
+             "classnames": ["x", "y", "z"]}
+    img = [np.zeros((8, 8, 3), np.uint8)] * 2
+    hits = [{"rank": 1, "index": 0, "score": 0.5}]
+    for fig in (figures.zeroshot_figure(table, img, n_show=2),
+                figures.hits_figure(hits, img[:1], title="t"),
+                figures.explain_figure(app.last["explain"]),
+                figures.map_figure(app.last["embedding_map"]["map"]),
+                figures.erf_figure(app.last["erf"])):
+        assert figures.figure_png(fig)[:4] == b"\x89PNG"
+    assert registered == [] and plt.get_fignums() == []
+    assert app.erf.out.value[:4] == app.explain.out.value[:4] == app.map.out.value[:4] == \
+        b"\x89PNG"
+
+
+def _png_size(png: bytes):
+    return Image.open(io.BytesIO(png)).size
+
+
+def test_panel_figures_are_shown_at_the_size_and_density_they_are_rendered_for(lm, gallery, emb):
+    pytest.importorskip("ipywidgets")
+    from unirepclip.viz.explorer import Explorer
+    from unirepclip.viz.explorer.figures import DENSITY, SCREEN_DPI
+
+    app = Explorer(lm, gallery, embeddings=emb, debounce_s=0,
+                   options=ex.QueryOptions(explain_args={"n_steps": 4}))
+    app.explain.button.click()
+    w_px, h_px = _png_size(app.explain.out.value)
+    lay = app.explain.out.layout
+    assert DENSITY == 2 and (lay.width, lay.height) == (f"{w_px / 2:g}px", f"{h_px / 2:g}px")
+    # the figure's inches at the panels' CSS pixels per inch (2 x 2.2 in at 120: 528 CSS px,
+    # 1056 device pixels; the old PNG was 385 px wide, stretched to the panel)
+    assert w_px == round(2 * 2.2 * SCREEN_DPI * DENSITY)
+    assert lay.object_fit == "contain" and lay.flex == "0 0 auto"
+    w_map, _ = _png_size(app.map.out.value)
+    assert app.map.out.layout.width == f"{w_map / 2:g}px"
+
+
+def test_the_explain_readout_says_what_a_share_of_tied_maxima_means(app):
+    from unirepclip.viz.explorer.explain import score_text
+
+    ans = {"similarity": 0.25, "mass_in_mask": 0.5, "chance": 0.06, "pointing_game": 3 / 8,
+           "n_maxima": 8, "n_maxima_in_mask": 3, "pointing_game_tolerant": 1.0,
+           "tolerance": 15, "note": ""}
+    text = score_text(ans)
+    assert ("pointing game 38%: the maximum is tied at 8 pixels, 3 of them on the object (the "
+            "score is that share); within 15 px of the object (Zhang et al.'s tolerance): "
+            "100%") in text
+    single = score_text({**ans, "pointing_game": 1.0, "n_maxima": 1, "n_maxima_in_mask": 1})
+    assert "pointing game 100% (the map's maximum is on the object)" in single
+    # live: a second caption gives the contrastive map beside the plain one
+    app.explain.index.value = 2
+    app.explain.ig_steps.value = 4
+    app.explain.contrast.value = "a photo of a cat"
+    app.explain.tolerance.value = 5
+    app.explain.button.click()
+    last = app.last["explain"]
+    assert last["contrast"] == "a photo of a cat" and last["contrast_map"].shape == (64, 64)
+    assert last["tolerance"] == 5 and "within 5 px" in html.unescape(app.explain.msg.value)
+    assert "versus “a photo of a cat”" in html.unescape(app.explain.msg.value)
+    assert "contrastive map: mass in mask" in app.explain.msg.value
+    app.explain.contrast.value = app.explain.caption.value  # nothing to contrast: said, no map
+    app.explain.button.click()
+    assert "nothing to contrast" in app.explain.msg.value
+    assert app.explain.out.value == b"" and "explain" not in app.last
+    app.explain.contrast.value = ""
+
+
+def test_zero_shot_uses_typed_templates_any_image_and_shows_cosines(app, lm, gallery, emb):
+    zs = app.zeroshot
+    zs.classes.value = "star, heart"
+    zs.template_choice.value = next(iter(ex.TEMPLATE_SETS))
+    zs.templates.value = "a small drawing of a {}"  # typing them is choosing them
+    assert zs.template_choice.value == "typed below"
+    table = app.last["zeroshot"]
+    assert table["templates"] == ["a small drawing of a {}"]
+    clf = ex.text_classifier(lm.model, lm.tokenizer, ["star", "heart"], ["a small drawing of a {}"])
+    assert np.allclose(table["similarities"], emb @ clf, atol=1e-5)
+    zs.first.value = 40  # any image, not only the first eight
+    rows = [int(i) for i in __import__("re").findall(r'<tr data-index="(\d+)"', zs.out.value)]
+    assert rows == list(range(40, 48))
+    c = int(np.argmax(table["probabilities"][40]))
+    assert f"cos {table['similarities'][40, c]:.3f}" in zs.out.value
+    assert "softmax of 100 × the cosine similarity" in zs.out.value
+    zs.templates.value = "no slot here"  # an error: the message alone, no stale table
+    assert "needs one {}" in zs.msg.value and zs.out.value == "" and "zeroshot" not in app.last
+    zs.templates.value = "a small drawing of a {}"
+    assert zs.msg.value == "" and "<table>" in zs.out.value
+
+
+def test_the_erf_panel_computes_the_resolution_typed_or_says_why_not(app):
+    app.erf.stage.value = 3
+    app.erf.n_images.value = 1
+    app.erf.resolution.value = 10  # was raised to 16 behind the user's back
+    app.erf.button.click()
+    assert app.erf.msg.value == "" and app.last["erf"]["erf"].shape == (10, 10)
+    app.erf.resolution.value = 64
+    app.erf.button.click()
+    assert "<td>t99</td><td>whole image</td>" in app.erf.table.value
+    app.erf.resolution.value = 4
+    app.erf.button.click()
+    assert app.erf.resolution.value == 4  # kept as typed
+    assert "resolution 4 px: the smallest the ERF takes is 8 px" in app.erf.msg.value
+    assert app.erf.out.value == b"" and app.erf.table.value == "" and "erf" not in app.last
+    app.erf.resolution.value = 4096
+    app.erf.button.click()
+    assert "at most 2048 px" in app.erf.msg.value
+
+
+def test_the_embedding_map_reads_and_remembers_its_t_sne(app, emb, monkeypatch):
+    import matplotlib as mpl
+    from unirepclip.viz import style
+    from unirepclip.viz.explorer.figures import map_figure
+
+    emap = ex.embedding_map(emb, "tsne")
+    fig = map_figure(emap, labels=app.gallery.labels, classnames=app.gallery.classnames)
+    assert fig.axes[0].get_title() == "t-SNE of the image embeddings"
+    assert map_figure(ex.embedding_map(emb, "pca")).axes[0].get_title().startswith("PCA of")
+    style.use_style()
+    leg = map_figure(emap, labels=app.gallery.labels, classnames=app.gallery.classnames).legends[0]
+    # the style's legend size (7 pt), not 5 pt
+    assert [t.get_fontsize() for t in leg.get_texts()] == [mpl.rcParams["legend.fontsize"]] * 8
+    assert mpl.rcParams["legend.fontsize"] >= 7
+    fig.canvas.draw()  # outside the axes: no class name over the points
+    assert not fig.legends[0].get_window_extent().overlaps(fig.axes[0].get_window_extent())
+    calls = []
+    monkeypatch.setattr("sklearn.manifold.TSNE.fit_transform",
+                        lambda self, x, y=None: calls.append(1) or np.zeros((len(x), 2)))
+    app.map.method.value = "pca"
+    app.map.method.value = "tsne"  # drawn before (above): shown from memory, no note
+    assert calls == [] and app.map.msg.value == "" and app.map.out.value[:4] == b"\x89PNG"
+
+
+def test_search_hits_show_their_captions_and_image_to_text_sits_beside_its_list(app, gallery):
+    app.search.query.value = gallery.captions[9]
+    for h in app.last["search"]["hits"]:
+        assert f'class="unirepclip-caption" style="font-size:10px;line-height:1.25;overflow-' \
+               f'wrap:anywhere">{html.escape(gallery.captions[h["index"]])}</div>' in \
+               app.search.out.value
+    app.image_to_text.captions.value = "a red star\na blue heart"
+    out = app.image_to_text.out.value
+    assert 'style="display:flex;' in out and "float" not in out
+    app.image_to_text.captions.value = " \n"  # an error: the message alone
+    assert app.image_to_text.out.value == "" and "image_to_text" not in app.last
+
+
+def test_the_report_note_is_hidden_where_the_app_is_live(app):
+    from unirepclip.viz.explorer.app import LIVE_NOTE
+
+    first = app.widget.children[0]
+    assert first.value == "<style>.unirepclip-live-note { display: none; }</style>"
+    assert "make lab" in LIVE_NOTE
+
+
+def test_a_notebook_run_by_hand_writes_no_report_beside_the_notebooks(tmp_path, monkeypatch,
+                                                                      capsys):
+    import ast
+    import tempfile
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from unirepclip.workbook import params
+    from unirepclip.workbook.setup import setup
+
+    repo = Path(__file__).resolve().parents[1]
+    defaults = {ast.literal_eval(params.inspect_notebook(p).parameters["output_dir"].default)
+                for p in params.discover_notebooks(repo / "notebooks")}
+    assert len(defaults) == 1  # every notebook's parameters cell declares the same default
+    default = defaults.pop()
+    monkeypatch.chdir(tmp_path)  # the kernel's folder: notebooks/
+    lm = setup(model_name="UniRepLKNet-Demo", checkpoint="demo", device="cpu",
+               output_dir=default, results_path="")
+    paths = lm.results.save_figure(FigureCanvasAgg(Figure()).figure, "06_explore_map",
+                                   formats=("png",))
+    assert list(tmp_path.iterdir()) == []  # nothing beside the notebooks
+    assert paths[0].is_file() and Path(tempfile.gettempdir()) in paths[0].parents
+    assert "this session's figures go to" in capsys.readouterr().out
+    from unirepclip.workbook.results import NOTEBOOK_OUTPUT_DIR
+    assert NOTEBOOK_OUTPUT_DIR == default
+    other = setup(model_name="UniRepLKNet-Demo", checkpoint="demo", device="cpu",
+                  output_dir=str(tmp_path / "given"), results_path="")
+    assert other.results.output_dir == tmp_path / "given"  # a folder given is used as given

@@ -1,7 +1,16 @@
 """The explorer used as a person would: JupyterLab served on loopback (a free port, a token), the
-explorer notebook opened in headless Chromium, all cells run from the Run menu, a query typed into
-the search box, and the result grid seen to change to the images the package's own search ranks
-first for that query.
+explorer notebook opened in headless Chromium, all cells run from the Run menu, then:
+
+- a query typed into the search box, and the result grid seen to change to the images the
+  package's own search ranks first for that query, each with its caption; image -> text's
+  thumbnail beside its list, not over it;
+- the receptive-field tab's button pressed, and the map itself read back from the page (its
+  pixels drawn on a canvas): the whole figure the package renders for that ERF, not a blank or
+  cut-off one (a figure drawn through pyplot came out blank here: the kernel's widget messages,
+  handled on another thread, drew and closed pyplot's figures while the button drew its own);
+- the explain tab's map shown at the size it is rendered for, at two device pixels per CSS
+  pixel (not a small PNG stretched to the panel's width);
+- the note meant for the rendered report hidden under the live app.
 
 The notebook runs with the `ci` profile's sizes (injected as papermill does), so the test takes
 well under a minute. Needs Debian's `chromium` and `chromium-driver` (FAILS, never skips, without
@@ -21,7 +30,6 @@ import pytest
 
 from helpers import headless_chromium
 from unirepclip.workbook import params
-from unirepclip.workbook import run as wrun
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "notebooks" / "06_explore.ipynb"
@@ -193,20 +201,10 @@ def _wait(what, fn, timeout, drv, log):
     return value
 
 
-def test_search_box_changes_the_result_grid_in_jupyterlab(lab, chromium):
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.common.keys import Keys
-
+@pytest.fixture(scope="module")
+def page(lab, chromium):
+    """The explorer notebook open in JupyterLab with every cell run (Run All), no error."""
     drv, log = chromium, lab["log"]
-    params = lab["params"]
-    # an image's own caption as the query: it is a caption of the gallery (known answer)
-    query_image = 5
-    gallery, search = _search(params)
-    query = gallery.captions[query_image]
-    expected = search(query)
-    initial_query = gallery.captions[params["query_index"]]
-    assert query != initial_query
-
     drv.get(lab["url"])
     # under load JupyterLab may ask for a kernel before it has read the kernelspecs: accept
     # its choice (this interpreter's, either way). The toolbar's execution indicator says
@@ -237,13 +235,70 @@ def test_search_box_changes_the_result_grid_in_jupyterlab(lab, chromium):
         return prompts and all(p.startswith("[") and p[1:-2].isdigit() for p in prompts)
     _wait("every cell to run", all_ran, 300, drv, log)
     assert not _errors(drv)
+    return drv
+
+
+def _tab(drv, title):
+    from selenium.webdriver.common.by import By
+
+    drv.find_element(By.XPATH, "//*[contains(@class,'unirepclip-explorer')]"
+                               f"//li[contains(@class,'lm-TabBar-tab')][.//*[text()='{title}']]"
+                     ).click()
+
+
+def _button(drv, text):
+    from selenium.webdriver.common.by import By
+
+    return drv.find_element(By.XPATH, "//*[contains(@class,'unirepclip-explorer')]"
+                                      f"//button[contains(., '{text}')]")
+
+
+_IMAGE = """
+const img = document.querySelector(arguments[0]);
+if (!img || !img.complete || img.naturalWidth === 0 || img.offsetParent === null) return null;
+const r = img.getBoundingClientRect();
+const c = document.createElement('canvas');
+c.width = img.naturalWidth; c.height = img.naturalHeight;
+c.getContext('2d').drawImage(img, 0, 0);
+return {src: img.src, natural: [img.naturalWidth, img.naturalHeight], css: [r.width, r.height],
+        png: c.toDataURL('image/png')};
+"""
+
+
+def _image(drv, css, other_than=None):
+    """The image the page shows at ``css`` (its sizes and its pixels), once it is there and is
+    not the one whose address is ``other_than``."""
+    info = drv.execute_script(_IMAGE, css)
+    if info is None or info["src"] == other_than:
+        return None
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+    info["pixels"] = np.asarray(Image.open(io.BytesIO(base64.b64decode(
+        info["png"].split(",", 1)[1]))).convert("RGB"), dtype=np.float64)
+    return info
+
+
+def test_search_box_changes_the_result_grid_in_jupyterlab(lab, page):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    drv, log = page, lab["log"]
+    params = lab["params"]
+    # an image's own caption as the query: it is a caption of the gallery (known answer)
+    query_image = 5
+    gallery, search = _search(params)
+    query = gallery.captions[query_image]
+    expected = search(query)
+    initial_query = gallery.captions[params["query_index"]]
+    assert query != initial_query
 
     box = _wait("the search box", lambda: drv.find_elements(
         By.CSS_SELECTOR, ".unirepclip-search-query input"), 30, drv, log)[0]
     # the explorer opens on the Zero-shot tab: show the Search panel as a user would
-    drv.find_element(By.XPATH, "//*[contains(@class,'unirepclip-explorer')]"
-                               "//li[contains(@class,'lm-TabBar-tab')][.//*[text()='Search']]"
-                     ).click()
+    _tab(drv, "Search")
     before = _wait("the first result grid", lambda: _grid(drv), 30, drv, log)
     assert box.get_attribute("value") == initial_query
     box.click()
@@ -257,6 +312,90 @@ def test_search_box_changes_the_result_grid_in_jupyterlab(lab, chromium):
     assert query_image in after or any(gallery.captions[i] == query for i in after)
     scores = drv.execute_script(
         "return Array.from(document.querySelectorAll('.unirepclip-search-results "
-        ".unirepclip-hit span')).map(s => s.textContent);")
+        ".unirepclip-hit .unirepclip-score')).map(s => s.textContent);")
     assert scores[0].endswith(f"{expected[0]['score']:.3f}"), scores[0]
-    drv.save_screenshot(str(Path(log).with_name("explorer.png")))
+    # every hit says its caption
+    captions = drv.execute_script(
+        "return Array.from(document.querySelectorAll('.unirepclip-search-results "
+        ".unirepclip-hit .unirepclip-caption')).map(s => s.textContent);")
+    assert captions == [gallery.captions[i] for i in want]
+    # image -> text: the thumbnail beside the ranked list, not over its numbers
+    boxes = drv.execute_script(
+        "const o = document.querySelector('.unirepclip-image-to-text');"
+        "const r = e => { const b = e.getBoundingClientRect(); return [b.left, b.top, b.right,"
+        " b.bottom]; };"
+        "return o && [r(o.querySelector('img')), r(o.querySelector('ol')),"
+        " Array.from(o.querySelectorAll('li')).map(li => li.getBoundingClientRect().left)];")
+    assert boxes, "no image -> text answer on the page"
+    img, ol, items = boxes
+    assert img[2] - img[0] == 64
+    # the list, and each item's number (drawn about 2 em left of its text), right of the image
+    assert ol[0] >= img[2] and min(items) - 24 >= img[2], boxes
+    drv.save_screenshot(str(Path(lab["log"]).with_name("explorer.png")))
+
+
+def _expected_erf(params: dict):
+    """The package's own ERF figure for the notebook's default ERF query, rendered here."""
+    from unirepclip.analysis import explore
+    from unirepclip.viz import style
+    from unirepclip.viz.explorer.figures import erf_figure, panel_image
+    from unirepclip.workbook.setup import load
+
+    lm = load(params["model_name"], params["checkpoint"], device="cpu", deploy=params["deploy"])
+    query = explore.ErfQuery(stage=params["erf_stage"], resolution=params["erf_resolution"],
+                             n_images=params["n_erf_images"], dataset=params["dataset"],
+                             data_dir=params["data_dir"])
+    style.use_style()
+    return panel_image(erf_figure(explore.receptive_field(lm.model, query, seed=params["seed"])))
+
+
+def test_the_receptive_field_tab_shows_the_whole_map(lab, page):
+    import numpy as np
+    from PIL import Image
+
+    drv, log = page, lab["log"]
+    expected = _expected_erf(lab["params"])
+    want = np.asarray(Image.open(__import__("io").BytesIO(expected.png)).convert("RGB"),
+                      dtype=np.float64)
+    _tab(drv, "Receptive field")
+    _button(drv, "compute ERF").click()
+    shown = _wait("the ERF map", lambda: _image(drv, "img.unirepclip-erf-map"), 60, drv, log)
+    # the right size: the figure's pixels, shown at half their number of CSS pixels
+    assert shown["natural"] == [want.shape[1], want.shape[0]], shown["natural"]
+    assert shown["css"] == pytest.approx([expected.width, expected.height], abs=0.5)
+    px = shown["pixels"]
+    # not blank: the viridis map and its colour bar cover a good part of the figure...
+    assert (px.min(axis=2) < 200).mean() > 0.25
+    # ...and it is the map the package draws for this ERF (the same pixels, up to the last
+    # float bits of an ERF computed in another process)
+    assert np.abs(px - want).mean() < 2.0, np.abs(px - want).mean()
+    table = drv.execute_script(
+        "const t = document.querySelector('.unirepclip-erf-table');"
+        "return t && t.textContent;")
+    assert table and "t99" in table
+    drv.save_screenshot(str(Path(log).with_name("explorer-erf.png")))
+
+
+def test_the_explain_map_is_shown_at_the_size_it_is_rendered_for(lab, page):
+    drv, log = page, lab["log"]
+    _tab(drv, "Explain")
+    _button(drv, "explain").click()
+    shown = _wait("the explain figure", lambda: _image(drv, "img.unirepclip-explain-map"), 120,
+                  drv, log)
+    (nw, nh), (cw, ch) = shown["natural"], shown["css"]
+    # two device pixels per CSS pixel, the aspect kept: neither stretched to the panel's width
+    # (the old 385 x 211 PNG was) nor shrunk
+    assert nw == pytest.approx(2 * cw, abs=1) and nh == pytest.approx(2 * ch, abs=1), shown
+    assert (shown["pixels"].min(axis=2) < 200).mean() > 0.1
+    msg = drv.execute_script(
+        "return Array.from(document.querySelectorAll('.unirepclip-msg'))"
+        ".map(m => m.textContent).join(' | ');")
+    assert "pointing game" in msg and "within 15 px" in msg, msg
+
+
+def test_the_report_note_is_hidden_under_the_live_app(lab, page):
+    shown = page.execute_script(
+        "const n = document.querySelector('.unirepclip-live-note');"
+        "const a = document.querySelector('.unirepclip-explorer');"
+        "return [n !== null, n !== null && n.offsetParent !== null, a.offsetParent !== null];")
+    assert shown == [True, False, True]

@@ -53,12 +53,27 @@ from unirepclip.viz import style
 
 __all__ = [
     "FORMAT", "Key", "Recorder", "SavedFiles", "dump_json", "load", "merge", "flatten", "get_path",
-    "to_jsonable",
+    "to_jsonable", "NOTEBOOK_OUTPUT_DIR", "session_output_dir",
 ]
 
 FORMAT = "unirepclip.results/1"
 
 PathLike = Union[str, os.PathLike]
+
+#: The ``output_dir`` every notebook's parameters cell declares. Only a notebook run by hand passes
+#: it (the runner injects its report folder, an absolute path): relative to the kernel's folder,
+#: ``notebooks/``, it would put a report folder beside the notebooks.
+NOTEBOOK_OUTPUT_DIR = "reports/demo"
+
+
+def session_output_dir(output_dir: Optional[PathLike]) -> Optional[Path]:
+    """The folder a notebook's recorder writes to: ``output_dir`` as given, except the notebooks'
+    own default (:data:`NOTEBOOK_OUTPUT_DIR`, a notebook run by hand): then a new temporary
+    folder, so an interactive session never writes beside the notebooks nor into the batch run's
+    report (``make reports`` writes that one)."""
+    if output_dir is None or os.fspath(output_dir) != NOTEBOOK_OUTPUT_DIR:
+        return None if output_dir is None else Path(output_dir)
+    return Path(tempfile.mkdtemp(prefix="unirepclip-session-"))
 
 Key = Union[str, Sequence[str]]
 

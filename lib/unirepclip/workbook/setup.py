@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
 import torch
@@ -27,7 +28,7 @@ from unirepclip.models.inspection import is_inference_form
 from unirepclip.models.pretrained import resolve_checkpoint
 from unirepclip.utils import check_precision, resolve_device, set_seed
 from unirepclip.viz import style
-from unirepclip.workbook.results import Recorder
+from unirepclip.workbook.results import Recorder, session_output_dir
 
 __all__ = ["Loaded", "load", "setup"]
 
@@ -143,7 +144,9 @@ class SetupOptions:
 def setup(**parameters: Any) -> Loaded:
     """The common first cell of every notebook (its parameters by name, :class:`SetupOptions`):
     the figure style, the seed, the CPU threads (``num_threads`` > 0; ``blas_threads=True`` caps
-    BLAS's too), the results recorder for the report folder (``lm.results``), then the model."""
+    BLAS's too), the results recorder for the report folder (``lm.results``; a notebook run by
+    hand, with the notebooks' default ``output_dir``, writes to a temporary folder instead:
+    :func:`~unirepclip.workbook.results.session_output_dir`), then the model."""
     try:
         o = SetupOptions(**parameters)
     except TypeError as e:
@@ -151,7 +154,11 @@ def setup(**parameters: Any) -> Loaded:
         raise TypeError(f"workbook.setup: {e} (it takes {names})") from None
     style.use_style()
     set_seed(o.seed)
-    recorder = Recorder(o.output_dir, o.results_path or None)
+    folder = session_output_dir(o.output_dir)
+    if o.output_dir is not None and folder != Path(o.output_dir):
+        print(f"output_dir is the notebooks' default ({o.output_dir!r}: a notebook run by hand): "
+              f"this session's figures go to {folder}; `make reports` writes the report")
+    recorder = Recorder(folder, o.results_path or None)
     if o.num_threads:
         torch.set_num_threads(o.num_threads)
         if o.blas_threads:

@@ -12,11 +12,15 @@ to these functions and draw what they return.
 - :mod:`.search`: text -> images and image -> text (:func:`encode_queries`, :func:`rank`,
   :func:`search_images`, :func:`search_texts`) and :func:`text_tower_problem` (why the text
   panels cannot work with a model, or None);
-- :mod:`.explanation`: :func:`explain`, the attribution map of one image for one caption;
-- :mod:`.projection`: the embedding map (:func:`embedding_map`, :func:`nearest_neighbours`,
+- :mod:`.explanation`: :func:`explain`, the attribution map of one image for one caption (and
+  the contrastive map against a second one), scored by :func:`mask_scores`;
+- :mod:`.projection`: the embedding map (:func:`embedding_map`, computed once per
+  :func:`features_key`; :func:`cached_embedding_map`, :func:`nearest_neighbours`,
   :func:`nearest_point`);
-- :mod:`.receptive`: :func:`receptive_field`, the ERF of one stage at one resolution;
-- :mod:`.options`: :class:`QueryOptions` (with :class:`ErfQuery`), every panel's default query;
+- :mod:`.receptive`: :func:`receptive_field`, the ERF of one stage at one resolution, and
+  :func:`covers_image` (a square that holds the whole image);
+- :mod:`.options`: :class:`QueryOptions` (with :class:`ErfQuery` and its
+  :data:`MIN_RESOLUTION`), every panel's default query;
 - :mod:`.defaults`: :func:`default_queries`, those queries answered; notebook 06 records them
   under ``explore.*``.
 
@@ -24,14 +28,16 @@ Bad input raises ``ValueError`` with a message fit to show in the panel (the exp
 instead of a traceback).
 """
 from unirepclip.analysis.explore.defaults import default_queries
-from unirepclip.analysis.explore.explanation import explain
+from unirepclip.analysis.explore.explanation import explain, mask_scores
 from unirepclip.analysis.explore.gallery import (Gallery, dataset_gallery, embed_gallery,
                                                   folder_gallery, single_image_gallery,
                                                   uploaded_image)
-from unirepclip.analysis.explore.options import ErfQuery, QueryOptions
-from unirepclip.analysis.explore.projection import (MAP_METHODS, embedding_map,
-                                                     nearest_neighbours, nearest_point)
-from unirepclip.analysis.explore.receptive import receptive_field
+from unirepclip.analysis.explore.options import MIN_RESOLUTION, ErfQuery, QueryOptions
+from unirepclip.analysis.explore.projection import (MAP_METHODS, MAP_TITLES,
+                                                     cached_embedding_map, embedding_map,
+                                                     features_key, nearest_neighbours,
+                                                     nearest_point)
+from unirepclip.analysis.explore.receptive import covers_image, receptive_field
 from unirepclip.analysis.explore.search import (encode_queries, rank, search_images,
                                                  search_texts, text_tower_problem)
 from unirepclip.analysis.explore.zeroshot import (TEMPLATE_SETS, parse_classnames,
@@ -42,7 +48,8 @@ __all__ = [
     "Gallery", "dataset_gallery", "folder_gallery", "uploaded_image", "single_image_gallery",
     "embed_gallery", "TEMPLATE_SETS", "template_set", "parse_classnames", "parse_templates",
     "text_classifier", "zeroshot_table", "encode_queries", "rank", "search_images",
-    "search_texts", "text_tower_problem", "explain", "MAP_METHODS", "embedding_map",
-    "nearest_neighbours", "nearest_point", "receptive_field", "ErfQuery", "QueryOptions",
-    "default_queries",
+    "search_texts", "text_tower_problem", "explain", "mask_scores", "MAP_METHODS", "MAP_TITLES",
+    "embedding_map", "cached_embedding_map", "features_key", "nearest_neighbours",
+    "nearest_point", "receptive_field", "covers_image", "ErfQuery", "QueryOptions",
+    "MIN_RESOLUTION", "default_queries",
 ]

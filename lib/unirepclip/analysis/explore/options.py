@@ -16,7 +16,11 @@ from typing import Any, Mapping, Optional, Union
 from unirepclip.analysis import attribution
 from unirepclip.analysis.explore.projection import MAP_METHODS
 
-__all__ = ["ErfQuery", "QueryOptions"]
+__all__ = ["ErfQuery", "QueryOptions", "MIN_RESOLUTION"]
+
+#: The smallest ERF resolution in pixels: :func:`unirepclip.analysis.erf.erf_images`' floor (every
+#: stage of the demo still gives a feature map there, of 1 x 1 from stage 1 on).
+MIN_RESOLUTION = 8
 
 
 def _integer(owner: object, name: str, minimum: int) -> None:
@@ -31,7 +35,8 @@ def _integer(owner: object, name: str, minimum: int) -> None:
 @dataclasses.dataclass(frozen=True)
 class ErfQuery:
     """One effective-receptive-field measurement: the ``stage`` (its upper bound is the model's,
-    checked when measured), the input ``resolution`` in pixels, ``n_images`` averaged, and the
+    checked when measured), the input ``resolution`` in pixels (at least :data:`MIN_RESOLUTION`;
+    a smaller one is refused, never raised), ``n_images`` averaged, and the
     images' ``dataset`` and ``data_dir`` (as :func:`unirepclip.analysis.erf.erf_images` reads
     them; None means no folder)."""
 
@@ -43,7 +48,7 @@ class ErfQuery:
 
     def __post_init__(self) -> None:
         _integer(self, "stage", 0)
-        _integer(self, "resolution", 1)
+        _integer(self, "resolution", MIN_RESOLUTION)
         _integer(self, "n_images", 1)
         if not isinstance(self.dataset, str) or not self.dataset.strip():
             raise ValueError(f"ErfQuery.dataset={self.dataset!r}: expected a dataset name")

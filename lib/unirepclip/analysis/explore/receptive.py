@@ -3,14 +3,21 @@ resolution and its area ratios (notebook 03's measurement, :mod:`unirepclip.anal
 one setting)."""
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any, Dict, Mapping
 
 import torch.nn as nn
 
 from unirepclip.analysis import erf
 from unirepclip.analysis.explore.options import ErfQuery
 
-__all__ = ["receptive_field"]
+__all__ = ["receptive_field", "covers_image"]
+
+
+def covers_image(entry: Mapping[str, Any]) -> bool:
+    """Whether a square of :func:`unirepclip.analysis.erf.area_ratios` (``{"side",
+    "area_ratio"}``) holds the whole image: its clipped area is the image's. Its nominal side is
+    then the next odd number past the image (65 on a 64-pixel one), which is no size to show."""
+    return float(entry["area_ratio"]) >= 1.0
 
 
 def receptive_field(model: nn.Module, query: ErfQuery = ErfQuery(), *, seed: int = 0,

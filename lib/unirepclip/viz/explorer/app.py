@@ -23,6 +23,10 @@ LIVE_NOTE = ("The live explorer opens in JupyterLab (`make lab`), in this cell: 
              "answers as you type. Below, each panel's default query is answered as a static "
              "figure.")
 
+# Drawn by the app itself, so only where the app is live: there the note is hidden (it speaks to
+# the reader of a rendered report, where the app cannot be drawn and the note takes its place).
+_HIDE_NOTE = "<style>.unirepclip-live-note { display: none; }</style>"
+
 
 class Explorer:
     """The explorer's widgets over one loaded model (``lm``: :func:`unirepclip.workbook.setup`'s
@@ -64,8 +68,8 @@ class Explorer:
         self.tabs = w.Tab(children=[widget for _, widget in tabs])
         for i, (title, _) in enumerate(tabs):
             self.tabs.set_title(i, title)
-        self.widget = w.VBox([self.source.widget, self.status, self.source.msg, self.progress,
-                              self.tabs])
+        self.widget = w.VBox([w.HTML(_HIDE_NOTE), self.source.widget, self.status,
+                              self.source.msg, self.progress, self.tabs])
         self.widget.add_class("unirepclip-explorer")
         self.set_gallery(gallery, embeddings=embeddings, query_index=options.query_index)
 
@@ -83,8 +87,9 @@ class Explorer:
         return self.state.last
 
     def show(self) -> None:
-        """Display the app; where no live frontend draws widgets (a rendered report) the text
-        says where the live version opens."""
+        """Display the app; where no live frontend draws widgets (a rendered report) a note in
+        its place says where the live version opens. The live app hides that note: under the
+        app itself it would send the reader to where they are."""
         from IPython.display import HTML, display
 
         bundle = self.widget._repr_mimebundle_()

@@ -1,5 +1,6 @@
 """What every panel of the explorer uses: the debouncer of typed input, the panel messages, the
-guard that turns a panel's error into its message, and the image thumbnails of the result grids.
+guard that turns a panel's error into its message, the image thumbnails of the result grids, and
+the figures shown at their own size (:func:`show_figure`).
 """
 from __future__ import annotations
 
@@ -10,11 +11,11 @@ import html
 import io
 import threading
 import traceback
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
-__all__ = ["Debouncer", "message", "guard", "png_uri", "hit_grid"]
+__all__ = ["Debouncer", "message", "guard", "png_uri", "hit_grid", "show_figure", "clear_figure"]
 
 
 class Debouncer:
@@ -87,16 +88,39 @@ def png_uri(img: Any, side: int = 96) -> str:
 
 
 def hit_grid(hits: Sequence[Mapping[str, Any]], thumb: Callable[[int], str],
-             names: Sequence[str], css: str) -> str:
+             names: Sequence[str], css: str, captions: Optional[Sequence[str]] = None) -> str:
     """Ranked images as an HTML grid: each hit's thumbnail (``thumb(index)``), rank, index and
-    score, in a ``div`` of class ``css``; each cell carries ``data-index``."""
+    score, and its caption (``captions``, else its name) under them, in a ``div`` of class
+    ``css``; each cell carries ``data-index``."""
     cells = []
     for h in hits:
+        i = h["index"]
+        text = html.escape(captions[i] if captions is not None else names[i])
         cells.append(
-            f'<div class="unirepclip-hit" data-index="{h["index"]}" style="display:inline-'
+            f'<div class="unirepclip-hit" data-index="{i}" style="display:inline-'
             f'block;margin:3px;text-align:center;width:104px;vertical-align:top">'
-            f'<img src="{thumb(h["index"])}" width="96" height="96" '
-            f'alt="{html.escape(names[h["index"]])}"><br>'
-            f'<span style="font-size:10px">{h["rank"]}. #{h["index"]} · {h["score"]:.3f}'
-            f'</span></div>')
+            f'<img src="{thumb(i)}" width="96" height="96" alt="{html.escape(names[i])}"><br>'
+            f'<span class="unirepclip-score" style="font-size:10px">{h["rank"]}. #{i} · '
+            f'{h["score"]:.3f}</span><div class="unirepclip-caption" '
+            f'style="font-size:10px;line-height:1.25;overflow-wrap:anywhere">{text}</div></div>')
     return f'<div class="{css}">{"".join(cells)}</div>'
+
+
+def show_figure(image_widget: Any, fig: Any) -> None:
+    """Show a figure in an ``ipywidgets.Image`` at the size it is rendered for
+    (:func:`~unirepclip.viz.explorer.figures.panel_image`): the widget's CSS size is the PNG's
+    over its density, so the browser neither stretches nor shrinks it (and never grows it past
+    the panel, keeping its aspect)."""
+    from unirepclip.viz.explorer.figures import panel_image
+
+    img = panel_image(fig)
+    image_widget.value = img.png
+    lay = image_widget.layout
+    lay.width, lay.height = f"{img.width:g}px", f"{img.height:g}px"
+    lay.flex, lay.object_fit, lay.align_self = "0 0 auto", "contain", "flex-start"
+
+
+def clear_figure(image_widget: Any) -> None:
+    """Take a figure off the panel (its answer is no longer current)."""
+    image_widget.value = b""
+    image_widget.layout.width = image_widget.layout.height = None

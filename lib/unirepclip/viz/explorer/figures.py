@@ -1,26 +1,83 @@
 """The explorer's static figures: the ones notebook 06 saves for its report, and the ones the
-explain, embedding map and receptive-field panels draw (:func:`figure_png`)."""
+explain, embedding map and receptive-field panels draw (:func:`panel_image`).
+
+Every figure here is made without pyplot (:func:`new_figure`: a ``Figure`` on its own Agg
+canvas). That is what keeps the panels' figures whole in JupyterLab: pyplot keeps a global list of
+figures, and in a kernel the inline backend draws and closes every figure on that list after each
+execution, and also after each widget message (``comm`` triggers ``post_execute``). With
+ipykernel 7, JupyterLab's widget messages are handled on a subshell thread, concurrently with a
+button's callback on the main thread: a progress bar's messages arriving while the receptive-field
+panel drew its map made that thread draw and close the same figure mid-``savefig``, and the map
+came out blank or cut off. A figure pyplot never saw is drawn by its own thread only. In a
+notebook, show one by ending the cell with it (IPython displays a ``Figure``).
+
+The panels show a figure at :data:`SCREEN_DPI` CSS pixels per inch (the workbook's fonts are
+sized for paper, 7-8 pt; at the CSS inch of 96 pixels they read small) and render it at
+:data:`DENSITY` device pixels per CSS pixel, with the image widget sized to the CSS size, so the
+browser neither stretches nor shrinks it (:func:`panel_image`, ``common.show_figure``).
+"""
 from __future__ import annotations
 
+import dataclasses
 import io
-from typing import Any, Mapping, Optional, Sequence
+import struct
+from typing import Any, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from unirepclip.analysis.explore import MAP_TITLES, covers_image
 from unirepclip.viz import style
 
-__all__ = ["figure_png", "zeroshot_figure", "hits_figure", "explain_figure", "map_figure",
-           "erf_figure"]
+__all__ = ["new_figure", "figure_png", "panel_image", "PanelImage", "SCREEN_DPI", "DENSITY",
+           "zeroshot_figure", "hits_figure", "explain_figure", "map_figure", "erf_figure"]
+
+#: CSS pixels per figure inch in the panels.
+SCREEN_DPI = 120
+#: Device pixels per CSS pixel of a panel's image (sharp on high-density screens and when zoomed).
+DENSITY = 2
 
 
-def figure_png(fig, dpi: int = 110) -> bytes:
-    """A figure as PNG bytes (closed afterwards)."""
-    import matplotlib.pyplot as plt
+def new_figure(nrows: int = 1, ncols: int = 1, *, width: Union[str, float] = "one",
+               aspect: float = 0.75, **kwargs: Any):
+    """``(fig, axes)`` like :func:`unirepclip.viz.style.subplots`, on a figure pyplot does not
+    know (see the module docstring); ``kwargs`` go to ``Figure.subplots``."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
+    # constrained whatever the rcParams: the legends placed outside the axes need it
+    fig = Figure(figsize=style.figure_size(width, aspect), layout="constrained")
+    FigureCanvasAgg(fig)  # its own canvas: savefig, draw and get_renderer need no pyplot
+    return fig, fig.subplots(nrows, ncols, **kwargs)
+
+
+def figure_png(fig, dpi: float = SCREEN_DPI * DENSITY) -> bytes:
+    """A figure as PNG bytes at ``dpi`` pixels per inch."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
-    plt.close(fig)
     return buf.getvalue()
+
+
+@dataclasses.dataclass(frozen=True)
+class PanelImage:
+    """A panel's PNG and the CSS size (pixels) it is shown at: its pixels over the density."""
+
+    png: bytes
+    width: float
+    height: float
+    density: float
+
+
+def _png_size(png: bytes) -> Tuple[int, int]:
+    width, height = struct.unpack(">II", png[16:24])  # the IHDR chunk, right after the signature
+    return width, height
+
+
+def panel_image(fig, *, dpi: float = SCREEN_DPI, density: float = DENSITY) -> PanelImage:
+    """The figure rendered for a panel: ``dpi`` CSS pixels per inch at ``density`` device pixels
+    per CSS pixel."""
+    png = figure_png(fig, dpi * density)
+    w, h = _png_size(png)
+    return PanelImage(png, w / density, h / density, density)
 
 
 def _short(text: str, n: int = 28) -> str:
@@ -35,8 +92,8 @@ def zeroshot_figure(table: Mapping[str, Any], images: Sequence[np.ndarray], *, n
     if n_show < 1:
         raise ValueError("zeroshot_figure: no image to show")
     k = min(n_classes, probs.shape[1])
-    fig, axes = style.subplots(2, n_show, width="two", aspect=0.45, squeeze=False,
-                               gridspec_kw={"height_ratios": [1.0, 0.9]})
+    fig, axes = new_figure(2, n_show, width="two", aspect=0.45, squeeze=False,
+                           gridspec_kw={"height_ratios": [1.0, 0.9]})
     for j in range(n_show):
         axes[0, j].imshow(images[j])
         axes[0, j].set_axis_off()
@@ -60,7 +117,7 @@ def hits_figure(hits: Sequence[Mapping[str, Any]], images: Sequence[np.ndarray],
     n = len(hits)
     if n < 1:
         raise ValueError("hits_figure: no hit to show")
-    fig, axes = style.subplots(1, n, width="two", aspect=min(0.5, 1.6 / n), squeeze=False)
+    fig, axes = new_figure(1, n, width="two", aspect=min(0.5, 1.6 / n), squeeze=False)
     for ax, hit, img in zip(axes[0], hits, images):
         ax.imshow(img)
         ax.set_xticks([])
@@ -74,23 +131,37 @@ def hits_figure(hits: Sequence[Mapping[str, Any]], images: Sequence[np.ndarray],
     return fig
 
 
+def _attribution_panel(fig, ax, shown: np.ndarray, amap: np.ndarray,
+                       mask: Optional[np.ndarray], title: str) -> None:
+    """One map over the image, on a symmetric colour scale of its own (mask outlined)."""
+    amap = np.asarray(amap, dtype=np.float64)
+    lim = float(np.abs(amap).max()) or 1.0
+    ax.imshow(shown, alpha=0.35)
+    im = ax.imshow(amap, cmap="RdBu_r", vmin=-lim, vmax=lim, alpha=0.8)
+    if mask is not None and np.shape(mask) == amap.shape:
+        ax.contour(np.asarray(mask, dtype=float), levels=[0.5], colors="k", linewidths=0.8)
+    ax.set_title(title, fontsize=7)
+    ax.set_axis_off()
+    fig.colorbar(im, ax=ax, shrink=0.8)
+
+
 def explain_figure(answer: Mapping[str, Any], mask: Optional[np.ndarray] = None, *,
                    title: str = ""):
-    """The image as the model saw it and the attribution map over it (mask outlined)."""
-    fig, axes = style.subplots(1, 2, width="one", aspect=0.55, squeeze=False)
-    a0, a1 = axes[0]
+    """The image as the model saw it and the attribution map over it (mask outlined); with a
+    contrastive answer (``"contrast_map"``), the map of the similarity difference beside it."""
+    contrast = "contrast_map" in answer
+    n = 3 if contrast else 2
+    fig, axes = new_figure(1, n, width=2.2 * n, aspect=0.55 * 2 / n, squeeze=False)
+    a0 = axes[0, 0]
     a0.imshow(answer["input"])
     a0.set_title("input", fontsize=7)
-    amap = np.asarray(answer["map"], dtype=np.float64)
-    lim = float(np.abs(amap).max()) or 1.0
-    a1.imshow(answer["input"], alpha=0.35)
-    im = a1.imshow(amap, cmap="RdBu_r", vmin=-lim, vmax=lim, alpha=0.8)
-    if mask is not None and np.shape(mask) == amap.shape:
-        a1.contour(np.asarray(mask, dtype=float), levels=[0.5], colors="k", linewidths=0.8)
-    a1.set_title(answer["method"].replace("_", " "), fontsize=7)
-    for ax in (a0, a1):
-        ax.set_axis_off()
-    fig.colorbar(im, ax=a1, shrink=0.8)
+    a0.set_axis_off()
+    method = answer["method"].replace("_", " ")
+    _attribution_panel(fig, axes[0, 1], answer["input"], answer["map"], mask,
+                       f"{method}: “{_short(answer['caption'], 24)}”" if contrast else method)
+    if contrast:
+        _attribution_panel(fig, axes[0, 2], answer["input"], answer["contrast_map"], mask,
+                           f"rather than “{_short(answer['contrast'], 24)}”")
     fig.suptitle(title or _short(f"“{answer['caption']}”", 60), fontsize=7)
     return fig
 
@@ -98,46 +169,59 @@ def explain_figure(answer: Mapping[str, Any], mask: Optional[np.ndarray] = None,
 def map_figure(emap: Mapping[str, Any], *, labels: Optional[np.ndarray] = None,
                classnames: Optional[Sequence[str]] = None, point: Optional[int] = None,
                neighbours: Sequence[int] = (), title: str = ""):
-    """The 2-D embedding map coloured by class; ``point`` and its ``neighbours`` marked."""
-    import matplotlib.pyplot as plt
+    """The 2-D embedding map coloured by class (the legend outside the axes, at the style's
+    legend size); ``point`` and its ``neighbours`` marked."""
+    import matplotlib
 
     xy = np.asarray(emap["coords"])
-    fig, ax = style.subplots(1, 1, width="one", aspect=0.85)
+    fig, ax = new_figure(1, 1, width=4.6, aspect=0.7)
     if labels is not None:
         labels = np.asarray(labels)
-        cmap = plt.get_cmap("tab10" if labels.max() < 10 else "tab20")
+        cmap = matplotlib.colormaps["tab10" if labels.max() < 10 else "tab20"]
         for c in np.unique(labels):
             sel = labels == c
             name = classnames[int(c)] if classnames is not None else str(c)
-            ax.scatter(xy[sel, 0], xy[sel, 1], s=6, color=cmap(int(c) % cmap.N), label=name)
-        ax.legend(fontsize=5, markerscale=1.5, loc="best", ncol=2)
+            ax.scatter(xy[sel, 0], xy[sel, 1], s=8, color=cmap(int(c) % cmap.N), label=name)
+        fig.legend(loc="outside right upper", markerscale=1.8, handletextpad=0.2,
+                   ncol=1 if len(np.unique(labels)) <= 12 else 2)
     else:
-        ax.scatter(xy[:, 0], xy[:, 1], s=6, color=style.PALETTE[0])
+        ax.scatter(xy[:, 0], xy[:, 1], s=8, color=style.PALETTE[0])
     if len(neighbours):
         nb = xy[list(neighbours)]
-        ax.scatter(nb[:, 0], nb[:, 1], s=30, facecolors="none", edgecolors="k", linewidths=0.8)
+        ax.scatter(nb[:, 0], nb[:, 1], s=34, facecolors="none", edgecolors="k", linewidths=0.8)
     if point is not None:
-        ax.scatter([xy[point, 0]], [xy[point, 1]], s=60, marker="*", color="k")
+        ax.scatter([xy[point, 0]], [xy[point, 1]], s=70, marker="*", color="k")
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.set_title(title or f"{emap['method'].upper()} of the image embeddings", fontsize=7)
+    method = MAP_TITLES.get(emap["method"], emap["method"])
+    ax.set_title(title or f"{method} of the image embeddings", fontsize=8)
     return fig
 
 
+def _square_label(key: str, entry: Mapping[str, Any]) -> str:
+    if covers_image(entry):
+        return f"{key}: whole image"
+    return f"{key}: side {entry['side']}, area {entry['area_ratio']:.3f}"
+
+
 def erf_figure(rf: Mapping[str, Any], *, title: str = ""):
-    """The normalized ERF map (RepLKNet's log10(map + 1) / max) with its t20 / t99 squares."""
+    """The normalized ERF map (RepLKNet's log10(map + 1) / max) with its t20 / t99 squares; a
+    square that holds the whole image is the image's border and says so."""
     import matplotlib.patches as patches
 
     a = np.asarray(rf["normalized"])
-    fig, ax = style.subplots(1, 1, width="one", aspect=0.85)
+    fig, ax = new_figure(1, 1, width="one", aspect=0.85)
     im = ax.imshow(a, cmap="viridis", vmin=0, vmax=1)
     h, w = a.shape
     for key, colour in (("t20", "w"), ("t99", "r")):
-        side = rf["area_ratios"][key]["side"]
-        ax.add_patch(patches.Rectangle((w // 2 - side / 2, h // 2 - side / 2), side, side,
-                                       fill=False, edgecolor=colour, linewidth=0.8,
-                                       label=f"{key}: {rf['area_ratios'][key]['area_ratio']:.3f}"))
-    ax.legend(fontsize=5, loc="lower right")
+        entry = rf["area_ratios"][key]
+        side = entry["side"]
+        # the square's pixels, centred on (h // 2, w // 2), clipped to the image
+        x0, y0 = max(w // 2 - side / 2, -0.5), max(h // 2 - side / 2, -0.5)
+        x1, y1 = min(w // 2 + side / 2, w - 0.5), min(h // 2 + side / 2, h - 0.5)
+        ax.add_patch(patches.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=colour,
+                                       linewidth=1.0, label=_square_label(key, entry)))
+    fig.legend(loc="outside lower center", ncol=2, handlelength=1.2)
     ax.set_axis_off()
     fig.colorbar(im, ax=ax, shrink=0.8)
     ax.set_title(title or f"ERF of stage {rf['stage']} at {rf['resolution']} px "

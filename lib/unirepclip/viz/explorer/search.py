@@ -14,7 +14,8 @@ __all__ = ["TextToImages", "ImageToText"]
 
 class TextToImages:
     """Text -> images: the ``query`` box and the ``k`` slider in, the grid of hits out (``out``,
-    CSS class ``unirepclip-search-results``; notes and errors in ``msg``)."""
+    CSS class ``unirepclip-search-results``: each hit's thumbnail, rank, score and caption; notes
+    and errors in ``msg``)."""
 
     def __init__(self, state: ExplorerState, *, top_k: int, debounce_s: float):
         import ipywidgets as w
@@ -67,7 +68,7 @@ class TextToImages:
 
 class ImageToText:
     """Image -> text: the image ``index`` and the ``captions`` box in, the best captions out
-    (``out``; errors in ``msg``)."""
+    (``out``: the image's thumbnail beside the ranked list; errors in ``msg``)."""
 
     def __init__(self, state: ExplorerState, *, top_k: int, debounce_s: float):
         import ipywidgets as w
@@ -105,13 +106,19 @@ class ImageToText:
 
     def update(self) -> None:
         ans = guard(self.msg, self.answer)
-        if ans is None:
+        if ans is None:  # the message alone: the last list answered other input
+            self.out.value = ""
+            self.state.last.pop("image_to_text", None)
             return
         self.msg.value = ""
         self.state.last["image_to_text"] = ans
         rows = "".join(f"<li>{html.escape(h['name'])} <b>{h['score']:.3f}</b></li>"
                        for h in ans["hits"])
-        self.out.value = (f'<img src="{self.state.thumb(ans["index"])}" width="64" height="64" '
-                          f'style="float:left;margin-right:8px"><ol>{rows}</ol>')
+        # side by side in a flex row: a floated thumbnail ran into the list's numbers
+        thumb = self.state.thumb(ans["index"])
+        self.out.value = (f'<div class="unirepclip-image-to-text" style="display:flex;'
+                          f'align-items:flex-start;gap:12px"><img src="{thumb}" width="64" '
+                          f'height="64" style="flex:none"><ol style="margin:0;padding-left:2.2em">'
+                          f'{rows}</ol></div>')
 
     refresh = update

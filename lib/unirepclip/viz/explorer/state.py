@@ -83,8 +83,9 @@ class ExplorerState:
         return self._thumbs[i]
 
     def grid(self, hits: Sequence[Mapping[str, Any]], css: str) -> str:
-        """Ranked gallery images as an HTML grid of thumbnails."""
-        return hit_grid(hits, self.thumb, self.gallery.names, css)
+        """Ranked gallery images as an HTML grid of thumbnails with their captions (their names
+        where the gallery has none)."""
+        return hit_grid(hits, self.thumb, self.gallery.names, css, self.gallery.captions)
 
     def _encode(self, text: str) -> Tuple[np.ndarray, list]:
         return ex.encode_queries(self.lm.model, self.lm.tokenizer, [text], **self.text_kw)
