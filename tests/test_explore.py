@@ -571,6 +571,7 @@ def test_the_explorer_figures_never_enter_pyplot(lm, gallery, emb, monkeypatch):
     pytest.importorskip("ipywidgets")
     import matplotlib._pylab_helpers as helpers
     import matplotlib.pyplot as plt
+    from IPython.core.formatters import DisplayFormatter
     from unirepclip.viz.explorer import Explorer, figures
 
     registered = []
@@ -593,6 +594,8 @@ def test_the_explorer_figures_never_enter_pyplot(lm, gallery, emb, monkeypatch):
                 figures.map_figure(app.last["embedding_map"]["map"]),
                 figures.erf_figure(app.last["erf"])):
         assert figures.figure_png(fig)[:4] == b"\x89PNG"
+        # and a notebook shows it without pyplot's display hook (as the report's cells do)
+        assert "image/png" in DisplayFormatter().format(fig)[0]
     assert registered == [] and plt.get_fignums() == []
     assert app.erf.out.value[:4] == app.explain.out.value[:4] == app.map.out.value[:4] == \
         b"\x89PNG"

@@ -24,12 +24,15 @@ import struct
 from typing import Any, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 from unirepclip.analysis.explore import MAP_TITLES, covers_image
 from unirepclip.viz import style
 
-__all__ = ["new_figure", "figure_png", "panel_image", "PanelImage", "SCREEN_DPI", "DENSITY",
-           "zeroshot_figure", "hits_figure", "explain_figure", "map_figure", "erf_figure"]
+__all__ = ["new_figure", "ShownFigure", "figure_png", "panel_image", "PanelImage", "SCREEN_DPI",
+           "DENSITY", "zeroshot_figure", "hits_figure", "explain_figure", "map_figure",
+           "erf_figure"]
 
 #: CSS pixels per figure inch in the panels.
 SCREEN_DPI = 120
@@ -37,15 +40,22 @@ SCREEN_DPI = 120
 DENSITY = 2
 
 
+class ShownFigure(Figure):
+    """A figure IPython shows as a PNG by itself (``_repr_png_``, at the figure's dpi): the
+    inline backend's display hook for figures is installed only when pyplot is imported, which
+    the explorer never does."""
+
+    def _repr_png_(self) -> bytes:
+        return figure_png(self, self.dpi)
+
+
 def new_figure(nrows: int = 1, ncols: int = 1, *, width: Union[str, float] = "one",
                aspect: float = 0.75, **kwargs: Any):
-    """``(fig, axes)`` like :func:`unirepclip.viz.style.subplots`, on a figure pyplot does not
-    know (see the module docstring); ``kwargs`` go to ``Figure.subplots``."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
+    """``(fig, axes)`` like :func:`unirepclip.viz.style.subplots`, on a :class:`ShownFigure`
+    pyplot does not know (see the module docstring), which a notebook shows by ending a cell with
+    it or by ``display(fig)``; ``kwargs`` go to ``Figure.subplots``."""
     # constrained whatever the rcParams: the legends placed outside the axes need it
-    fig = Figure(figsize=style.figure_size(width, aspect), layout="constrained")
+    fig = ShownFigure(figsize=style.figure_size(width, aspect), layout="constrained")
     FigureCanvasAgg(fig)  # its own canvas: savefig, draw and get_renderer need no pyplot
     return fig, fig.subplots(nrows, ncols, **kwargs)
 
@@ -157,12 +167,13 @@ def explain_figure(answer: Mapping[str, Any], mask: Optional[np.ndarray] = None,
     a0.set_title("input", fontsize=7)
     a0.set_axis_off()
     method = answer["method"].replace("_", " ")
-    _attribution_panel(fig, axes[0, 1], answer["input"], answer["map"], mask,
-                       f"{method}: “{_short(answer['caption'], 24)}”" if contrast else method)
+    _attribution_panel(fig, axes[0, 1], answer["input"], answer["map"], mask, method)
+    default = f"“{_short(answer['caption'], 60)}”"
     if contrast:
         _attribution_panel(fig, axes[0, 2], answer["input"], answer["contrast_map"], mask,
-                           f"rather than “{_short(answer['contrast'], 24)}”")
-    fig.suptitle(title or _short(f"“{answer['caption']}”", 60), fontsize=7)
+                           "the difference (contrastive)")
+        default += f" rather than “{_short(answer['contrast'], 60)}”"
+    fig.suptitle(title or default, fontsize=7)
     return fig
 
 
