@@ -80,9 +80,12 @@ test: browser slurm $(STAMP)
 test-all: browser slurm $(STAMP)
 	$(PY) -m pytest -q $(XDIST)
 
+# JupyterLab refuses to start as root without --allow-root (a container, a CI runner): given then.
+# The kernel is registered by the package (python -m unirepclip kernel: "Python (unirepclip)").
+LAB_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 lab: $(STAMP)
-	$(PY) -m ipykernel install --sys-prefix --name unirepclip --display-name "Python (unirepclip)"
-	$(VENV)/bin/jupyter lab --MappingKernelManager.default_kernel_name=unirepclip \
+	$(PY) -m unirepclip kernel
+	$(VENV)/bin/jupyter lab $(LAB_ROOT) --MappingKernelManager.default_kernel_name=unirepclip \
 		notebooks/06_explore.ipynb
 
 bench: $(STAMP)

@@ -769,3 +769,51 @@ def test_a_notebook_run_by_hand_writes_no_report_beside_the_notebooks(tmp_path, 
     other = setup(model_name="UniRepLKNet-Demo", checkpoint="demo", device="cpu",
                   output_dir=str(tmp_path / "given"), results_path="")
     assert other.results.output_dir == tmp_path / "given"  # a folder given is used as given
+
+
+def test_one_kernel_name_everywhere_and_make_lab_starts_as_root():
+    import json
+    import os
+    import subprocess
+
+    from unirepclip.workbook.params import KERNEL_NAME
+    from unirepclip.workbook.run.engine import kernel_display_name
+
+    repo = Path(__file__).resolve().parents[1]
+    display = kernel_display_name()
+    assert (KERNEL_NAME, display) == ("unirepclip", "Python (unirepclip)")
+    notebooks = sorted((repo / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    assert len(notebooks) >= 6
+    for path in notebooks:  # JupyterLab opens each notebook on the project's kernel
+        ks = json.loads(path.read_text())["metadata"]["kernelspec"]
+        assert ks == {"name": KERNEL_NAME, "display_name": display, "language": "python"}, path
+    readme = (repo / "README.md").read_text()
+    assert f"*{display}*" in readme and ": .venv)" not in readme
+    dry = subprocess.run(["make", "-n", "lab"], cwd=repo, capture_output=True, text=True,
+                         check=True).stdout
+    assert "-m unirepclip kernel" in dry  # registered by the package: one name
+    lab = next(line for line in dry.splitlines() if "jupyter lab" in line)
+    # JupyterLab refuses root without --allow-root
+    assert ("--allow-root" in lab.split()) == (os.geteuid() == 0), lab
+
+
+def test_ensure_kernel_shows_the_kernel_by_the_one_display_name():
+    import shutil
+    import sys
+
+    from jupyter_client.kernelspec import KernelSpecManager
+    from unirepclip.workbook.run.engine import ensure_kernel, kernel_display_name
+
+    name = "unirepclip-test-display"
+    installed = Path(sys.prefix) / "share" / "jupyter" / "kernels" / name
+    try:
+        assert ensure_kernel(name) == name
+        assert KernelSpecManager().get_kernel_spec(name).display_name == f"Python ({name})" \
+            == kernel_display_name(name)
+        spec = installed / "kernel.json"  # an older registration, under the name it had
+        text = spec.read_text().replace(f"Python ({name})", f"Python ({name}: .venv)")
+        spec.write_text(text)
+        ensure_kernel(name)
+        assert KernelSpecManager().get_kernel_spec(name).display_name == f"Python ({name})"
+    finally:
+        shutil.rmtree(installed, ignore_errors=True)

@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional
 
 from unirepclip.workbook.params import KERNEL_NAME, Notebook
 
-__all__ = ["PapermillEngine", "ensure_kernel", "error_notebook"]
+__all__ = ["PapermillEngine", "ensure_kernel", "kernel_display_name", "error_notebook"]
 
 # A kernel's sockets are <runtime>/kernel-ipc<N>-<port>. Linux allows 107 bytes of socket path,
 # macOS 103; the longest name checked is kernel-ipc999-65535.
@@ -26,9 +26,17 @@ _IPC_NAME = "kernel-ipc"
 _SOCKET_PATH_MAX = 103
 
 
+def kernel_display_name(name: str = KERNEL_NAME) -> str:
+    """The name JupyterLab shows for kernel ``name``: ``Python (unirepclip)`` for the project's,
+    as the README and the notebooks' metadata write it."""
+    return f"Python ({name})"
+
+
 def ensure_kernel(name: str = KERNEL_NAME) -> str:
-    """Register (once) a Jupyter kernelspec ``name`` for this interpreter in ``sys.prefix`` and
-    check that Jupyter finds it pointing at ``sys.executable``; return ``name``."""
+    """Register (once) a Jupyter kernelspec ``name`` for this interpreter in ``sys.prefix``, shown
+    as :func:`kernel_display_name`, and check that Jupyter finds it pointing at
+    ``sys.executable``; return ``name``. A kernelspec of this interpreter shown under another
+    name is registered again."""
     from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 
     def ours(spec) -> bool:
@@ -39,13 +47,14 @@ def ensure_kernel(name: str = KERNEL_NAME) -> str:
         return exe in ("python", "python3") or (
             os.path.isabs(exe) and os.path.dirname(os.path.abspath(exe)) == here)
 
+    display = kernel_display_name(name)
     try:
-        if ours(KernelSpecManager().get_kernel_spec(name)):
+        spec = KernelSpecManager().get_kernel_spec(name)
+        if ours(spec) and spec.display_name == display:
             return name
     except NoSuchKernel:
         pass
     from ipykernel.kernelspec import install
-    display = f"Python ({name}: {Path(sys.prefix).name})"
     try:
         install(kernel_name=name, display_name=display, prefix=sys.prefix)
     except OSError:  # a read-only prefix (system Python): the user's Jupyter folder
