@@ -57,7 +57,7 @@ def main() -> None:
 
     from unirepclip.analysis import explore as ex
     from unirepclip.data import SHAPES
-    from unirepclip.workbook.setup import load
+    from unirepclip.workbook.session import load
 
     lm = load("UniRepLKNet-Demo", "demo", device="cpu", deploy=not args.training_form)
     print(f"{lm.describe()}, {torch.get_num_threads()} torch threads")

@@ -563,7 +563,7 @@ def test_demo_resolves_to_the_file_whose_sha256_is_recorded():
 
 def test_a_modified_demo_checkpoint_is_refused_naming_the_file_and_both_digests(tampered_demo):
     from unirepclip.models import pretrained
-    from unirepclip.workbook.setup import load
+    from unirepclip.workbook.session import load
 
     recorded = json.loads(tampered_demo.with_suffix(".json").read_text())["sha256"]
     for attempt in (lambda: pretrained.resolve_checkpoint("demo", NAME),

@@ -23,7 +23,7 @@ N = 48
 
 @pytest.fixture(scope="module")
 def lm():
-    from unirepclip.workbook.setup import load
+    from unirepclip.workbook.session import load
     torch.set_num_threads(1)
     return load("UniRepLKNet-Demo", "demo", device="cpu")
 
@@ -456,7 +456,7 @@ def test_the_default_query_options_set_where_every_panel_starts(lm, gallery, emb
 def test_without_a_text_tower_the_text_panels_say_so_and_the_map_works(lm, gallery, emb):
     pytest.importorskip("ipywidgets")
     from unirepclip.viz.explorer import Explorer
-    from unirepclip.workbook.setup import Loaded
+    from unirepclip.workbook.session import Loaded
 
     image_only = Loaded(_ImageOnly(lm.model), lm.preprocess, lm.preprocess_train, lm.tokenizer,
                         lm.device, lm.precision, None, "image-only")
@@ -749,7 +749,7 @@ def test_a_notebook_run_by_hand_writes_no_report_beside_the_notebooks(tmp_path, 
     from matplotlib.figure import Figure
 
     from unirepclip.workbook import params
-    from unirepclip.workbook.setup import setup
+    from unirepclip.workbook.session import setup
 
     repo = Path(__file__).resolve().parents[1]
     defaults = {ast.literal_eval(params.inspect_notebook(p).parameters["output_dir"].default)

@@ -51,3 +51,14 @@ def test_towers_and_configs_register_whichever_is_imported_first():
         assert "unireplknet_l" in got["towers"] and "unireplknet_demo" in got["towers"], first
         assert {"CLIP-UniRepLKNet-L", "UniRepLKNet-Demo"} <= set(got["configs"]), first
         assert got["open_clip_has_timm"], first
+
+
+def test_workbook_setup_stays_the_function_after_its_module_is_imported():
+    """The notebooks call workbook.setup(...); importing the module that defines it (as a rerun
+    of the first cell or another import does) must not turn the name into a module."""
+    proc = _run("from unirepclip import workbook; import unirepclip.workbook.session, "
+                "unirepclip.workbook.run, unirepclip.workbook.sweep; "
+                "assert callable(workbook.setup) and callable(workbook.run_sweep), workbook.setup; "
+                "assert workbook.RunOptions.__name__ == 'RunOptions'; print('ok')")
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0 and out.strip() == "ok", err

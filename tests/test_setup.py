@@ -1,4 +1,4 @@
-"""unirepclip.workbook.setup: a notebook's first cell, its recorder, and what the notebooks used to
+"""unirepclip.workbook.session (workbook.setup): a notebook's first cell, its recorder, and what the notebooks used to
 assemble by hand (keyword dictionaries, the random-tower baseline, the training-form reload)."""
 import inspect
 from types import SimpleNamespace
@@ -13,8 +13,7 @@ from unirepclip.eval import linear_probe, zeroshot
 from unirepclip.models import is_inference_form
 from unirepclip.utils import set_seed
 from unirepclip.workbook import results
-# Not ``workbook.setup``: once the submodule is imported, that name on the package is the module.
-from unirepclip.workbook.setup import Loaded, load, setup
+from unirepclip.workbook.session import Loaded, load, setup
 
 MODEL = "UniRepLKNet-Demo"
 
