@@ -68,6 +68,11 @@ def lab(tmp_path_factory):
            "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
            "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"),
            "JUPYTERLAB_SETTINGS_DIR": str(home / "settings")}
+    # no news toast (it lies over the page's lower right corner, where a click may land)
+    toast = home / "settings" / "@jupyterlab" / "apputils-extension"
+    toast.mkdir(parents=True)
+    (toast / "notification.jupyterlab-settings").write_text(
+        '{"fetchNews": "false", "doNotDisturbMode": true}')
     log = open(home / "lab.log", "w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ServerApp.ip=127.0.0.1",
@@ -110,7 +115,7 @@ def chromium(tmp_path_factory):
 def _search(params: dict):
     """The gallery and the package's own search over it, computed here, outside the browser."""
     from unirepclip.analysis import explore
-    from unirepclip.workbook.setup import load
+    from unirepclip.workbook.session import load
 
     lm = load(params["model_name"], params["checkpoint"], device="cpu")
     gallery = explore.dataset_gallery(params["dataset"], n_images=params["n_images"],
@@ -238,19 +243,29 @@ def page(lab, chromium):
     return drv
 
 
-def _tab(drv, title):
+def _click(drv, xpath):
+    """Click an element of the explorer as a person would, once it is scrolled to the middle of
+    the notebook (at its top edge JupyterLab's toolbar or a neighbour can take the click)."""
+    from selenium.common.exceptions import ElementClickInterceptedException
     from selenium.webdriver.common.by import By
 
-    drv.find_element(By.XPATH, "//*[contains(@class,'unirepclip-explorer')]"
-                               f"//li[contains(@class,'lm-TabBar-tab')][.//*[text()='{title}']]"
-                     ).click()
+    for attempt in range(5):
+        el = drv.find_element(By.XPATH, "//*[contains(@class,'unirepclip-explorer')]" + xpath)
+        drv.execute_script("arguments[0].scrollIntoView({block: 'center'});", el)
+        try:
+            el.click()
+            return
+        except ElementClickInterceptedException:
+            time.sleep(0.5)
+    el.click()  # the last try says what took the click
+
+
+def _tab(drv, title):
+    _click(drv, f"//li[contains(@class,'lm-TabBar-tab')][.//*[text()='{title}']]")
 
 
 def _button(drv, text):
-    from selenium.webdriver.common.by import By
-
-    return drv.find_element(By.XPATH, "//*[contains(@class,'unirepclip-explorer')]"
-                                      f"//button[contains(., '{text}')]")
+    _click(drv, f"//button[contains(., '{text}')]")
 
 
 _IMAGE = """
@@ -301,6 +316,7 @@ def test_search_box_changes_the_result_grid_in_jupyterlab(lab, page):
     _tab(drv, "Search")
     before = _wait("the first result grid", lambda: _grid(drv), 30, drv, log)
     assert box.get_attribute("value") == initial_query
+    drv.execute_script("arguments[0].scrollIntoView({block: 'center'});", box)
     box.click()
     box.send_keys(Keys.CONTROL, "a")
     box.send_keys(query)
@@ -320,15 +336,15 @@ def test_search_box_changes_the_result_grid_in_jupyterlab(lab, page):
         ".unirepclip-hit .unirepclip-caption')).map(s => s.textContent);")
     assert captions == [gallery.captions[i] for i in want]
     # image -> text: the thumbnail beside the ranked list, not over its numbers
-    boxes = drv.execute_script(
+    boxes = _wait("image -> text's answer", lambda: drv.execute_script(
         "const o = document.querySelector('.unirepclip-image-to-text');"
         "const r = e => { const b = e.getBoundingClientRect(); return [b.left, b.top, b.right,"
         " b.bottom]; };"
         "return o && [r(o.querySelector('img')), r(o.querySelector('ol')),"
-        " Array.from(o.querySelectorAll('li')).map(li => li.getBoundingClientRect().left)];")
-    assert boxes, "no image -> text answer on the page"
+        " Array.from(o.querySelectorAll('li')).map(li => li.getBoundingClientRect().left)];"),
+        20, drv, log)
     img, ol, items = boxes
-    assert img[2] - img[0] == 64
+    assert img[2] - img[0] == pytest.approx(64, abs=0.5)
     # the list, and each item's number (drawn about 2 em left of its text), right of the image
     assert ol[0] >= img[2] and min(items) - 24 >= img[2], boxes
     drv.save_screenshot(str(Path(lab["log"]).with_name("explorer.png")))
@@ -339,7 +355,7 @@ def _expected_erf(params: dict):
     from unirepclip.analysis import explore
     from unirepclip.viz import style
     from unirepclip.viz.explorer.figures import erf_figure, panel_image
-    from unirepclip.workbook.setup import load
+    from unirepclip.workbook.session import load
 
     lm = load(params["model_name"], params["checkpoint"], device="cpu", deploy=params["deploy"])
     query = explore.ErfQuery(stage=params["erf_stage"], resolution=params["erf_resolution"],
@@ -358,7 +374,7 @@ def test_the_receptive_field_tab_shows_the_whole_map(lab, page):
     want = np.asarray(Image.open(__import__("io").BytesIO(expected.png)).convert("RGB"),
                       dtype=np.float64)
     _tab(drv, "Receptive field")
-    _button(drv, "compute ERF").click()
+    _button(drv, "compute ERF")
     shown = _wait("the ERF map", lambda: _image(drv, "img.unirepclip-erf-map"), 60, drv, log)
     # the right size: the figure's pixels, shown at half their number of CSS pixels
     assert shown["natural"] == [want.shape[1], want.shape[0]], shown["natural"]
@@ -379,7 +395,7 @@ def test_the_receptive_field_tab_shows_the_whole_map(lab, page):
 def test_the_explain_map_is_shown_at_the_size_it_is_rendered_for(lab, page):
     drv, log = page, lab["log"]
     _tab(drv, "Explain")
-    _button(drv, "explain").click()
+    _button(drv, "explain")
     shown = _wait("the explain figure", lambda: _image(drv, "img.unirepclip-explain-map"), 120,
                   drv, log)
     (nw, nh), (cw, ch) = shown["natural"], shown["css"]
