@@ -12,8 +12,9 @@ to these functions and draw what they return.
 - :mod:`.search`: text -> images and image -> text (:func:`encode_queries`, :func:`rank`,
   :func:`search_images`, :func:`search_texts`) and :func:`text_tower_problem` (why the text
   panels cannot work with a model, or None);
-- :mod:`.explanation`: :func:`explain`, the attribution map of one image for one caption (and
-  the contrastive map against a second one), scored by :func:`mask_scores`;
+- :mod:`.explanation`: :func:`explain`, the attribution map of one image for one caption,
+  :func:`explain_contrast`, the contrastive map against a second one, both scored by
+  :func:`score_explanation` (:func:`mask_scores`);
 - :mod:`.projection`: the embedding map (:func:`embedding_map`, computed once per
   :func:`features_key`; :func:`cached_embedding_map`, :func:`nearest_neighbours`,
   :func:`nearest_point`);
@@ -28,7 +29,8 @@ Bad input raises ``ValueError`` with a message fit to show in the panel (the exp
 instead of a traceback).
 """
 from unirepclip.analysis.explore.defaults import default_queries
-from unirepclip.analysis.explore.explanation import explain, mask_scores
+from unirepclip.analysis.explore.explanation import (explain, explain_contrast, mask_scores,
+                                                      score_explanation)
 from unirepclip.analysis.explore.gallery import (Gallery, dataset_gallery, embed_gallery,
                                                   folder_gallery, single_image_gallery,
                                                   uploaded_image)
@@ -48,7 +50,8 @@ __all__ = [
     "Gallery", "dataset_gallery", "folder_gallery", "uploaded_image", "single_image_gallery",
     "embed_gallery", "TEMPLATE_SETS", "template_set", "parse_classnames", "parse_templates",
     "text_classifier", "zeroshot_table", "encode_queries", "rank", "search_images",
-    "search_texts", "text_tower_problem", "explain", "mask_scores", "MAP_METHODS", "MAP_TITLES",
+    "search_texts", "text_tower_problem", "explain", "explain_contrast", "score_explanation",
+    "mask_scores", "MAP_METHODS", "MAP_TITLES",
     "embedding_map", "cached_embedding_map", "features_key", "nearest_neighbours",
     "nearest_point", "receptive_field", "covers_image", "ErfQuery", "QueryOptions",
     "MIN_RESOLUTION", "default_queries",

@@ -1,7 +1,8 @@
 """The explain panel's answer: the attribution map of one image for one caption, by any method of
-:data:`unirepclip.analysis.attribution.METHODS`, scored against the object's mask when there is
-one (mass in mask, pointing game with its tied maxima and a tolerance, chance level), and, given a
-second caption, the contrastive map beside it.
+:data:`unirepclip.analysis.attribution.METHODS` (:func:`explain`), scored against the object's
+mask when there is one (:func:`score_explanation`: mass in mask, pointing game with its tied
+maxima and a tolerance, chance level), and, given a second caption, the contrastive map
+(:func:`explain_contrast`).
 
 The contrastive map is the attribution of the difference of the two similarities,
 ``cos(image, caption) - cos(image, contrast)``: where the image speaks for the caption *rather
@@ -17,7 +18,7 @@ difference of the two plain maps (IG is linear in the function).
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Optional, Union
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -27,7 +28,7 @@ from unirepclip.analysis import attribution
 from unirepclip.analysis.attribution import metrics
 from unirepclip.analysis.explore.search import encode_queries
 
-__all__ = ["explain", "mask_scores"]
+__all__ = ["explain", "explain_contrast", "score_explanation", "mask_scores"]
 
 
 def mask_scores(amap: np.ndarray, mask: np.ndarray, tolerance: float = metrics.ZHANG_TOLERANCE
@@ -43,23 +44,24 @@ def mask_scores(amap: np.ndarray, mask: np.ndarray, tolerance: float = metrics.Z
             "tolerance": tolerance, "chance": metrics.chance_level(mask)}
 
 
-def _contrast_map(model: nn.Module, x: torch.Tensor, q: np.ndarray, method: str,
-                  dev: torch.device, method_args: Dict[str, Any]) -> np.ndarray:
-    """The attribution of ``cos(image, q[0]) - cos(image, q[1])`` (see the module docstring)."""
-    diff = q[0].astype(np.float64) - q[1].astype(np.float64)
-    norm = float(np.linalg.norm(diff))
-    if norm < 1e-6:
-        raise ValueError("the two captions have the same text embedding: there is nothing to "
-                         "contrast; type a different second caption")
-    direction = torch.from_numpy((diff / norm).astype(np.float32))
-    return attribution.attribute(method, model, x, direction, batch_size=1, device=dev,
-                                 **method_args)[0] * np.float32(norm)
+def _model_input(model: nn.Module, image: Any, transform: Callable,
+                 device: Union[str, torch.device, None]) -> Tuple[torch.Tensor, torch.device]:
+    """The image as the model's (1, 3, H, W) input, and the device to compute on."""
+    x = transform(image)
+    if not isinstance(x, torch.Tensor) or x.dim() != 3:
+        raise ValueError("explain: the transform must turn the image into a (3, H, W) tensor")
+    dev = torch.device(device) if device is not None else next(model.parameters()).device
+    return x.unsqueeze(0), dev
+
+
+def _image_embedding(model: nn.Module, x: torch.Tensor, dev: torch.device) -> np.ndarray:
+    with torch.no_grad():
+        return model.encode_image(x.to(dev), normalize=True).float().cpu().numpy()[0]
 
 
 def explain(model: nn.Module, tokenizer: Callable, image: Any, caption: str, *,
             method: str = "integrated_gradients", transform: Callable,
             mask: Optional[np.ndarray] = None, device: Union[str, torch.device, None] = None,
-            contrast: Optional[str] = None, tolerance: float = metrics.ZHANG_TOLERANCE,
             **method_args: Any) -> Dict[str, Any]:
     """The attribution map of one image for one caption.
 
@@ -70,29 +72,20 @@ def explain(model: nn.Module, tokenizer: Callable, image: Any, caption: str, *,
             ``TypeError``) and :func:`~unirepclip.analysis.attribution.attribute`'s
             ``internal_batch_size`` (32).
         mask: the object's (H, W) mask in input pixels, if known; then the map is scored
-            (:func:`mask_scores`, the tolerant pointing game within ``tolerance`` pixels).
-        contrast: a second caption: the answer then holds the contrastive map too.
+            (:func:`score_explanation`, Zhang et al.'s tolerance for the tolerant pointing game).
 
     Returns ``{"map" (H, W) float32, "input" (H, W, 3) uint8 (the image as the model saw
-    it), "method", "caption", "similarity", "note"}``, with a mask that fits the scores of
-    :func:`mask_scores`, and with ``contrast`` also ``"contrast"`` (the second caption),
-    ``"contrast_similarity"``, ``"contrast_map"`` and its scores under ``"contrast_scores"``.
+    it), "method", "caption", "similarity", "note"}`` and, with a mask that fits, the scores of
+    :func:`mask_scores`. :func:`explain_contrast` adds the contrastive map to such an answer.
     """
     from unirepclip.utils import denormalize_images
 
     if method not in attribution.METHODS:
         raise ValueError(f"method {method!r} is not one of {attribution.METHODS}")
-    contrast = " ".join(str(contrast).split()) if contrast is not None else ""
-    texts = [caption, contrast] if contrast else [caption]
-    q, notes = encode_queries(model, tokenizer, texts, device=device or "cpu")
-    x = transform(image)
-    if not isinstance(x, torch.Tensor) or x.dim() != 3:
-        raise ValueError("explain: the transform must turn the image into a (3, H, W) tensor")
-    x = x.unsqueeze(0)
-    dev = torch.device(device) if device is not None else next(model.parameters()).device
-    with torch.no_grad():
-        img_emb = model.encode_image(x.to(dev), normalize=True).float().cpu().numpy()[0]
-    amap = attribution.attribute(method, model, x, torch.from_numpy(q[:1]), batch_size=1,
+    q, notes = encode_queries(model, tokenizer, [caption], device=device or "cpu")
+    x, dev = _model_input(model, image, transform, device)
+    img_emb = _image_embedding(model, x, dev)
+    amap = attribution.attribute(method, model, x, torch.from_numpy(q), batch_size=1,
                                  device=dev, **method_args)[0]
     mean = std = None
     norm = [t for t in getattr(transform, "transforms", []) if hasattr(t, "mean")]
@@ -101,18 +94,49 @@ def explain(model: nn.Module, tokenizer: Callable, image: Any, caption: str, *,
     shown = denormalize_images(x, mean=mean, std=std)[0]
     out: Dict[str, Any] = {"map": amap, "input": shown, "method": method,
                            "caption": caption, "similarity": float(img_emb @ q[0]),
-                           "note": "; ".join(n for n in notes if n)}
-    if contrast:
-        out.update(contrast=contrast, contrast_similarity=float(img_emb @ q[1]),
-                   contrast_map=_contrast_map(model, x, q, method, dev, method_args))
-    if mask is not None:
-        m = np.asarray(mask, dtype=bool)
-        if m.shape == amap.shape:
-            out.update(mask_scores(amap, m, tolerance))
-            if contrast:
-                out["contrast_scores"] = mask_scores(out["contrast_map"], m, tolerance)
-        else:
-            out["note"] = (out["note"] + "; " if out["note"] else "") + (
-                f"the mask ({m.shape[0]}x{m.shape[1]}) does not match the input "
-                f"({amap.shape[0]}x{amap.shape[1]}): not scored")
-    return out
+                           "note": notes[0]}
+    return score_explanation(out, mask) if mask is not None else out
+
+
+def explain_contrast(model: nn.Module, tokenizer: Callable, image: Any, caption: str,
+                     contrast: str, *, method: str = "integrated_gradients", transform: Callable,
+                     device: Union[str, torch.device, None] = None, **method_args: Any
+                     ) -> Dict[str, Any]:
+    """The contrastive map of one image: the attribution of ``cos(image, caption) -
+    cos(image, contrast)`` (see the module docstring), by the same ``method`` and
+    ``method_args`` as :func:`explain`. Returns ``{"contrast" (the second caption, spaces
+    tidied), "contrast_similarity", "contrast_map" (H, W) float32}``, to add to
+    :func:`explain`'s answer; two captions with the same text embedding are refused."""
+    contrast = " ".join(str(contrast).split())
+    q, _ = encode_queries(model, tokenizer, [caption, contrast], device=device or "cpu")
+    diff = q[0].astype(np.float64) - q[1].astype(np.float64)
+    norm = float(np.linalg.norm(diff))
+    if norm < 1e-6:
+        raise ValueError("the two captions have the same text embedding: there is nothing to "
+                         "contrast; type a different second caption")
+    x, dev = _model_input(model, image, transform, device)
+    direction = torch.from_numpy((diff / norm).astype(np.float32))
+    cmap = attribution.attribute(method, model, x, direction, batch_size=1, device=dev,
+                                 **method_args)[0] * np.float32(norm)
+    return {"contrast": contrast,
+            "contrast_similarity": float(_image_embedding(model, x, dev) @ q[1]),
+            "contrast_map": cmap}
+
+
+def score_explanation(answer: Dict[str, Any], mask: Optional[np.ndarray],
+          tolerance: float = metrics.ZHANG_TOLERANCE) -> Dict[str, Any]:
+    """Score an answer of :func:`explain` against the object's ``mask`` in place (and return
+    it): :func:`mask_scores` of its map, and of its contrastive map under ``"contrast_scores"``;
+    a mask of another shape than the map is noted, not scored; no mask, no scores."""
+    if mask is None:
+        return answer
+    m, amap = np.asarray(mask, dtype=bool), answer["map"]
+    if m.shape != amap.shape:
+        answer["note"] = (answer["note"] + "; " if answer["note"] else "") + (
+            f"the mask ({m.shape[0]}x{m.shape[1]}) does not match the input "
+            f"({amap.shape[0]}x{amap.shape[1]}): not scored")
+        return answer
+    answer.update(mask_scores(amap, m, tolerance))
+    if "contrast_map" in answer:
+        answer["contrast_scores"] = mask_scores(answer["contrast_map"], m, tolerance)
+    return answer

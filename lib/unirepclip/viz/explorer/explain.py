@@ -107,13 +107,16 @@ class ExplainPanel:
         method = self.method.value
         args = ({"n_steps": int(self.ig_steps.value)} if method == "integrated_gradients" else
                 {"stage": int(self.gradcam_stage.value)} if method == "gradcam" else {})
-        i = int(self.index.value)
-        ans = ex.explain(st.lm.model, st.lm.tokenizer, st.gallery.image(i), self.caption.value,
-                         method=method, transform=st.lm.preprocess, mask=self._mask(i),
-                         device=st.lm.device, contrast=self.contrast.value.strip() or None,
-                         tolerance=int(self.tolerance.value), **args)
+        i, contrast = int(self.index.value), self.contrast.value.strip()
+        lm, image = st.lm, st.gallery.image(i)
+        ans = ex.explain(lm.model, lm.tokenizer, image, self.caption.value, method=method,
+                         transform=lm.preprocess, device=lm.device, **args)
+        if contrast:
+            ans.update(ex.explain_contrast(lm.model, lm.tokenizer, image, self.caption.value,
+                                           contrast, method=method, transform=lm.preprocess,
+                                           device=lm.device, **args))
         ans["index"] = i
-        return ans
+        return ex.score_explanation(ans, self._mask(i), int(self.tolerance.value))
 
     def update(self) -> None:
         self.busy.value = "computing…"
