@@ -237,3 +237,13 @@ def test_a_profile_is_read_once_per_run_and_once_per_sweep(tmp_path, monkeypatch
     assert main(["run", "--notebooks-dir", str(QUICK), "--profile", str(QPROFILE), "--dry-run",
                  "--output-dir", str(tmp_path), "--sweep", "seed=0,1,2"]) == 0
     assert reads == [QPROFILE.read_text()]  # not once per setting
+
+
+def test_the_dry_run_refuses_an_erf_resolution_the_explorer_would(capsys, nothing_runs):
+    from unirepclip.analysis import explore
+    err = _refused(capsys, "--dry-run", "--only", "06", "-p", "erf_resolution=7")
+    assert "parameter 'erf_resolution' must be an int >= 8, got 7" in err, err
+    with pytest.raises(ValueError, match=">= 8"):  # the explorer's own floor is the same one
+        explore.ErfQuery(resolution=7)
+    assert main(["run", "--notebooks-dir", str(NOTEBOOKS), "--dry-run", "--only", "06",
+                 "-p", "erf_resolution=8"]) == 0

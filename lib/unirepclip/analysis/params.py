@@ -8,7 +8,12 @@ from typing import Optional, Tuple
 from unirepclip.models.params import stage_count
 from unirepclip.vocab import COUNT, SIZE, SIZES, Param, Range
 
-__all__ = ["PARAMETERS", "BASELINES", "last_stage"]
+__all__ = ["PARAMETERS", "BASELINES", "ERF_MIN_RESOLUTION", "last_stage"]
+
+#: The smallest ERF input side in pixels (the explorer's :class:`~unirepclip.analysis.explore.
+#: ErfQuery` floor): every stage of the demo still gives a feature map there, of 1 x 1 from stage 1
+#: on.
+ERF_MIN_RESOLUTION = 8
 
 
 def last_stage(model_name: str) -> Optional[int]:
@@ -30,7 +35,8 @@ PARAMETERS: Tuple[Param, ...] = (
           Range(low=0, items=True, per_model=last_stage)),
     Param("n_reparam_images", "int", "images of the training- vs inference-form check", SIZE),
     Param("erf_stage", "int", "stage of the explorer's default ERF", _STAGE),
-    Param("erf_resolution", "int", "input side (px) of the explorer's default ERF", SIZE),
+    Param("erf_resolution", "int", "input side (px) of the explorer's default ERF",
+          Range(low=ERF_MIN_RESOLUTION)),
     # attribution (analysis.attribution)
     Param("n_attr_images", "int", "synthetic test images scored against their masks", SIZE),
     Param("n_grid_images", "int", "images drawn in the overview grid", COUNT),

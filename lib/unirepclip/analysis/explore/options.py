@@ -15,12 +15,13 @@ from typing import Any, Mapping, Optional, Union
 
 from unirepclip.analysis import attribution
 from unirepclip.analysis.explore.projection import MAP_METHODS
+from unirepclip.analysis.params import ERF_MIN_RESOLUTION
 
 __all__ = ["ErfQuery", "QueryOptions", "MIN_RESOLUTION"]
 
-#: The smallest ERF resolution in pixels: :func:`unirepclip.analysis.erf.erf_images`' floor (every
-#: stage of the demo still gives a feature map there, of 1 x 1 from stage 1 on).
-MIN_RESOLUTION = 8
+#: The smallest ERF resolution in pixels (declared with the notebook parameter ``erf_resolution``,
+#: so the dry run refuses what the explorer would).
+MIN_RESOLUTION = ERF_MIN_RESOLUTION
 
 
 def _integer(owner: object, name: str, minimum: int) -> None:
