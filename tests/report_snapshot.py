@@ -1,8 +1,10 @@
 """What a report folder says, without what changes from run to run (times, durations, paths,
 versions, the machine, the code's digests): its figures, its manifest and the index page's
-notebook table. ``tests/data/baseline_ci/`` holds this snapshot of the ``ci`` profile's run made
-by the code before the workbook layer was rebuilt (issue 22); ``test_workbook_ci`` compares
-today's run with it.
+notebook table. ``tests/data/baseline_ci/`` holds this snapshot of the ``ci`` profile's run: first
+written from the code before the workbook layer was rebuilt (issue 22, commit 03b3a6e), rewritten
+only by changes that alter what a report says on purpose, each saying so in its commit (issue 27:
+the demo's sha256 recorded, notebook 06's headline; the figures unchanged). ``test_workbook_ci``
+compares today's run with it.
 
 ``python tests/report_snapshot.py REPORT_FOLDER OUT_FOLDER`` writes a snapshot."""
 from __future__ import annotations

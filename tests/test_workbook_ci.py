@@ -321,7 +321,8 @@ def test_the_run_says_what_the_code_before_the_workbook_rebuild_said(run):
     """Issue 22's rebuild moved the runner, reports and sweeps, not what they record: the figures
     (timings aside), the manifest's record of what ran with what, and the index's notebook table
     equal those of the ci run made with the code before it (tests/data/baseline_ci, written by
-    tests/report_snapshot.py; a change that means to alter a figure rewrites it)."""
+    tests/report_snapshot.py from 03b3a6e; a change that means to alter what a report says
+    rewrites it and says so in its commit: see `git log tests/data/baseline_ci`)."""
     import report_snapshot
 
     folder, _, _ = run
