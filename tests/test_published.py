@@ -186,7 +186,8 @@ def test_a_damaged_table_names_the_file_line_and_column(tmp_path, source_dir):
     path = tmp_path / "bad.csv"
     with open(path, "w", newline="") as f:
         csv.writer(f).writerows([header] + rows)
-    with pytest.raises(ValueError, match=rf"bad.csv:4: column '{re.escape(header[7])}' holds 'n/a'"):
+    column = re.escape(header[7])
+    with pytest.raises(ValueError, match=rf"bad.csv:4: column '{column}' holds 'n/a'"):
         pub.read_results(path)
     short = tmp_path / "short.csv"
     short.write_text("model,image_size\nx,224\n")

@@ -11,19 +11,23 @@ from __future__ import annotations
 import dataclasses
 import html
 import math
+import re
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from unirepclip.analysis.cost import ModelStats, model_stats
+from unirepclip.data import published
 
 __all__ = [
     "CardClaim", "MODEL_CARD_CLAIMS", "REFERENCE_MODEL", "REFERENCE_RESOLUTIONS",
     "card_measurements", "ErrataTable", "errata_table", "CardErrata", "card_errata",
-    "PUBLISHED_IMAGENET_ZEROSHOT_TOP1",
+    "PUBLISHED_IMAGENET_ZEROSHOT_TOP1", "stated_value", "matching_profiles", "ClaimTable",
+    "comparative_claims", "peer_table", "task_table",
 ]
 
-#: The model the card describes, and the resolutions its figures are checked at.
+#: The model the card describes, and the resolutions its figures are checked at (256: the card's
+#: image tower figure is given "@ 256x256").
 REFERENCE_MODEL = "CLIP-UniRepLKNet-L"
-REFERENCE_RESOLUTIONS = (224, 320, 384)
+REFERENCE_RESOLUTIONS = (224, 256, 320, 384)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,31 +121,17 @@ def _fmt(v: Optional[float], unit: str) -> str:
     return f"{v:.1f}"
 
 
-@dataclasses.dataclass(repr=False)
-class ErrataTable:
-    """The card's claims beside measured values; shows as an HTML table in a notebook.
-
-    ``rows`` are dicts with ``key``, ``quantity``, ``unit``, ``card``, ``reference``,
-    ``measured``, ``extra`` (the optional extra column, e.g. the demo model), ``ratio`` (card /
-    measured, None where either is missing), ``verdict`` and ``note``.
-    """
+class _Rendered:
+    """A table that shows as HTML in a notebook, as text in a console and as Markdown; a
+    subclass gives its header (:meth:`_header`) and each row's cells (:meth:`_cells`)."""
 
     rows: List[Dict[str, Any]]
-    measured_label: str = "measured here"
-    extra_label: Optional[str] = None
-
-    def _cells(self, row: Mapping[str, Any]) -> List[str]:
-        cells = [row["quantity"], row["card"] or "—", _fmt(row["reference"], row["unit"]),
-                 _fmt(row["measured"], row["unit"])]
-        if self.extra_label is not None:
-            cells.append(_fmt(row["extra"], row["unit"]))
-        return cells + [row["verdict"], row["note"]]
 
     def _header(self) -> List[str]:
-        head = ["quantity", "model card says", "reference code", self.measured_label]
-        if self.extra_label is not None:
-            head.append(self.extra_label)
-        return head + ["verdict", "where the card's figure comes from"]
+        raise NotImplementedError
+
+    def _cells(self, row: Mapping[str, Any]) -> List[str]:
+        raise NotImplementedError
 
     def to_markdown(self) -> str:
         """A GitHub-flavoured Markdown table (``|`` in cells escaped)."""
@@ -165,6 +155,33 @@ class ErrataTable:
         rows = [self._header()] + [self._cells(r) for r in self.rows]
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+@dataclasses.dataclass(repr=False)
+class ErrataTable(_Rendered):
+    """The card's claims beside measured values; shows as an HTML table in a notebook.
+
+    ``rows`` are dicts with ``key``, ``quantity``, ``unit``, ``card``, ``reference``,
+    ``measured``, ``extra`` (the optional extra column, e.g. the demo model), ``ratio`` (card /
+    measured, None where either is missing), ``verdict`` and ``note``.
+    """
+
+    rows: List[Dict[str, Any]]
+    measured_label: str = "measured here"
+    extra_label: Optional[str] = None
+
+    def _cells(self, row: Mapping[str, Any]) -> List[str]:
+        cells = [row["quantity"], row["card"] or "—", _fmt(row["reference"], row["unit"]),
+                 _fmt(row["measured"], row["unit"])]
+        if self.extra_label is not None:
+            cells.append(_fmt(row["extra"], row["unit"]))
+        return cells + [row["verdict"], row["note"]]
+
+    def _header(self) -> List[str]:
+        head = ["quantity", "model card says", "reference code", self.measured_label]
+        if self.extra_label is not None:
+            head.append(self.extra_label)
+        return head + ["verdict", "where the card's figure comes from"]
 
     def to_results(self) -> Dict[str, Dict[str, Any]]:
         """``{key: {"card", "reference", "measured"[, "extra"]}}`` for ``results.record``."""
@@ -219,17 +236,331 @@ def errata_table(measured: Mapping[str, Optional[float]],
     return ErrataTable(rows, measured_label, extra_label)
 
 
+# ------------------------------------------------------------------------------------------------
+# The card's comparative claims, against open_clip's published rows (unirepclip.data.published)
+# ------------------------------------------------------------------------------------------------
+#: The card's comparative sentences, as worded on the card (``shared/seeds``).
+CARD_RANGE_SENTENCE = ("Push the size of largest convolutional CLIP image tower into the "
+                       "performance range of ViT-g to ViT-G")
+CARD_FIRSTS_SENTENCE = "Largest released ConvNeXt model pretrained (847M params w/ 198 GMAC ...)"
+CARD_EFFICIENCY_SENTENCE = "UniRepLKNet excels in the both training and inference efficiency."
+#: open_clip's names of the card's "ViT-g" and "ViT-G".
+VIT_G_LOW, VIT_G_HIGH = "ViT-g-14", "ViT-bigG-14"
+_PUBLISHED_LABEL = "published (open_clip v3.3.0 tables)"
+_CLAIM = {c.key: c for c in MODEL_CARD_CLAIMS}
+
+
+def stated_value(text: str) -> tuple:
+    """``(value, half a unit of its last stated digit)`` of a figure as the card words it, in
+    millions for ``M``/``B`` counts: ``"1.2B params"`` -> ``(1200.0, 50.0)``, ``"198 GMAC"`` ->
+    ``(198.0, 0.5)``. The half unit is how far the true figure may lie from the rounded one."""
+    m = re.search(r"(\d+(?:\.\d+)?)\s*([MB]?)", text)
+    if m is None:
+        raise ValueError(f"no figure in the card's wording {text!r}")
+    scale = 1000.0 if m.group(2) == "B" else 1.0
+    half = 0.5 * 10.0 ** -len(m.group(1).partition(".")[2])
+    return float(m.group(1)) * scale, half * scale
+
+
+def matching_profiles(params_text: str, gmacs_text: str, part: str = "image"
+                      ) -> List[published.ModelProfile]:
+    """Rows of open_clip's model profile whose parameters and GMACs (``part``: ``"image"`` tower
+    or ``"whole"`` model) round to the card's figures, e.g. ``"847M params"``, ``"198 GMAC"``."""
+    if part not in ("image", "whole"):
+        raise ValueError(f"part={part!r}: expected 'image' or 'whole'")
+    (p, dp), (g, dg) = stated_value(params_text), stated_value(gmacs_text)
+    out = []
+    for prof in published.read_profiles().values():
+        params = prof.image_params_m if part == "image" else prof.params_m
+        gmacs = prof.image_gmacs if part == "image" else prof.gmacs
+        if abs(params - p) <= dp and abs(gmacs - g) <= dg:
+            out.append(prof)
+    return out
+
+
+@dataclasses.dataclass(repr=False)
+class ClaimTable(_Rendered):
+    """Rows of text cells (``columns`` of each row dict, under ``header``); rows with a ``key``
+    record their ``values`` (:meth:`to_results`)."""
+
+    rows: List[Dict[str, Any]]
+    header: List[str]
+    columns: List[str]
+
+    def _header(self) -> List[str]:
+        return list(self.header)
+
+    def _cells(self, row: Mapping[str, Any]) -> List[str]:
+        return [str(row[c]) for c in self.columns]
+
+    def to_results(self) -> Dict[str, Dict[str, Any]]:
+        """``{key: {"verdict", ...values}}`` for ``results.record``."""
+        return {r["key"]: {"verdict": r["verdict"], **r["values"]} for r in self.rows if "key" in r}
+
+
+def _pct(fraction: float) -> str:
+    return published.format_task(fraction)
+
+
+def _percent(row: published.PublishedResult, fraction: float) -> float:
+    """A published fraction in %, to the file's own decimals (0.8009 -> 80.09, not 80.0899...)."""
+    return round(100 * fraction, max(row.decimals - 2, 0))
+
+
+def _claim_row(key: str, claim: str, card: str, published_: str, shown: str, verdict: str,
+               **values: Any) -> Dict[str, Any]:
+    """A row: its cells (``shown`` is the measured cell's text) and the ``values`` recorded."""
+    return {"key": key, "claim": claim, "card": card, "published": published_,
+            "measured": shown, "verdict": verdict, "values": values}
+
+
+def _top1_row(peers: Sequence[published.Peer], top1: Optional[float]) -> Dict[str, Any]:
+    """ "ViT-g to ViT-G": the card's top-1 (or the measured one) against the ViT-g-14 and
+    ViT-bigG-14 rows; an upstream failure (0) is no evidence."""
+    low = [p.result for p in peers if p.result.name == VIT_G_LOW and p.result.imagenet_top1]
+    high = [p.result for p in peers if p.result.name == VIT_G_HIGH and p.result.imagenet_top1]
+    if not low or not high:
+        raise ValueError(f"the peers need a {VIT_G_LOW} and a {VIT_G_HIGH} row with an ImageNet "
+                         f"figure; got {[p.label for p in peers]}")
+    lo = min(_percent(r, r.imagenet_top1) for r in low)
+    hi = max(_percent(r, r.imagenet_top1) for r in high)
+    figure, whose = ((top1, "measured") if top1 is not None
+                     else (_ZS["model card"], "the card's"))
+    if figure < lo:
+        verdict = f"not supported: {whose} {figure:g}% is below every {VIT_G_LOW} row"
+    elif figure > hi:
+        verdict = f"not supported: {whose} {figure:g}% is above the {VIT_G_HIGH} row"
+    else:
+        verdict = f"supported: {whose} {figure:g}% lies within the range"
+    below = [f"{v:g}% ({k})" for k, v in _ZS.items() if v < lo]
+    if top1 is None and below:
+        verdict += "; so is every published figure of this model: " + ", ".join(below)
+    rows = ", ".join(f"{r.label} {_pct(r.imagenet_top1)}%" for r in low + high)
+    return _claim_row(
+        "vit_g_to_vit_G_imagenet_top1", f"\"{CARD_RANGE_SENTENCE}\" (ImageNet zero-shot top-1)",
+        f"{_ZS['model card']:g}%", rows,
+        "not measured here" if top1 is None else f"{top1:.2f}%", verdict,
+        card_value=_ZS["model card"], measured=top1, range_low=lo, range_high=hi,
+        published={r.label: _percent(r, r.imagenet_top1) for r in low + high})
+
+
+def _largest_tower_row(tower_m: float) -> Dict[str, Any]:
+    convs = [p for p in published.read_profiles().values() if published.is_convnet(p.model)]
+    top = max(p.image_params_m for p in convs)
+    names = sorted(p.model for p in convs if p.image_params_m == top)
+    verdict = ("supported" if tower_m >= top else
+               f"not supported: the image tower of {' and '.join(names)} has {top:.2f}M "
+               f"parameters, {top / tower_m:.1f}x this one's")
+    return _claim_row(
+        "largest_convolutional_tower", f"\"{CARD_RANGE_SENTENCE}\" (image tower size)", "—",
+        f"largest convolutional image tower: {', '.join(names)} {top:.2f}M",
+        f"{tower_m:.1f}M", verdict, measured=tower_m, published={n: top for n in names})
+
+
+def _cost_row(key: str, part: str, measured_m: float, gmacs_at: Mapping[int, float]
+              ) -> Dict[str, Any]:
+    """The card's "<params> w/ <GMAC>" against the profile rows it rounds to and the measured
+    model at the matched row's image size (224 px when that size was not measured)."""
+    image = part == "image_tower"
+    pc, gc = ((_CLAIM["image_tower_params"], _CLAIM["image_gmacs_224"]) if image
+              else (_CLAIM["total_params"], _CLAIM["total_gmacs_224"]))
+    matches = matching_profiles(pc.card, gc.card, "image" if image else "whole")
+    size = matches[0].image_size if matches and matches[0].image_size in gmacs_at else 224
+    gm = gmacs_at.get(size)
+    label = "image tower" if image else "whole CLIP (one image + one text)"
+
+    def prof(p: published.ModelProfile):
+        return (p.image_params_m, p.image_gmacs) if image else (p.params_m, p.gmacs)
+    shown = "; ".join(f"{p.model}: {prof(p)[0]:.2f}M, {prof(p)[1]:.2f} GMAC at {p.image_size} px"
+                      for p in matches) or "no published row rounds to these figures"
+    if gm is None:
+        verdict = "not measured here"
+    elif (abs(measured_m - pc.card_value) <= stated_value(pc.card)[1]
+          and abs(gm - gc.card_value) <= stated_value(gc.card)[1]):
+        verdict = "agrees"
+    else:
+        verdict = "not supported" + (
+            f": the figures are {', '.join(p.model for p in matches)}'s {label}" if matches else "")
+        verdict += (f"; measured {pc.card_value / measured_m:.1f}x fewer parameters and "
+                    f"{gc.card_value / gm:.1f}x fewer GMACs")
+    return _claim_row(
+        key, f"{label}: \"{pc.card} w/ {gc.card}\"", f"{pc.card} w/ {gc.card}", shown,
+        f"{measured_m:.1f}M, " + ("—" if gm is None else f"{gm:.1f} GMAC at {size} px"), verdict,
+        card_params=pc.card_value, card_gmacs=gc.card_value, measured_params=measured_m,
+        measured_gmacs=gm, measured_size=size,
+        matches=[p.model for p in matches])
+
+
+def _non_vit_79_row(top1: Optional[float]) -> Dict[str, Any]:
+    claim = _CLAIM["imagenet_zeroshot_top1"]
+    above = [r for r in published.read_results().values()
+             if published.is_convnet(r.name) and 100 * r.imagenet_top1 > claim.card_value]
+    figure, whose = ((top1, "measured") if top1 is not None
+                     else (_ZS["model card"], "the card's own"))
+    holds = figure > claim.card_value
+    verdict = ("supported" if holds else f"not supported: {whose} {figure:g}% is not above "
+               f"{claim.card_value:g}%") + (
+        f"; the convolutional rows above it are {', '.join(sorted({r.name for r in above}))}'s"
+        if above and not holds else "")
+    return _claim_row(
+        "non_vit_above_79", "\"A non-ViT image tower CLIP model ... achieving > 79% ImageNet "
+        "top-1 zero-shot\"", claim.card,
+        "; ".join(f"{r.label} {_pct(r.imagenet_top1)}%" for r in above) or "none",
+        "not measured here" if top1 is None else f"{top1:.2f}%", verdict,
+        card_value=claim.card_value, measured=top1,
+        published={r.label: _percent(r, r.imagenet_top1) for r in above})
+
+
+def _rank_verdict(measured: float, peer_values: Sequence[tuple], what: str) -> str:
+    smaller = [f"{label} ({v:.2f})" for label, v in peer_values if v < measured]
+    n = len(peer_values)
+    if not smaller:
+        return f"fewer {what} than all {n} peers"
+    return f"fewer {what} than {n - len(smaller)} of {n} peers; more than " + ", ".join(smaller)
+
+
+def _params_row(tower_m: float, peers: Sequence[published.Peer]) -> Dict[str, Any]:
+    values = [(p.label, p.profile.image_params_m) for p in peers]
+    return _claim_row(
+        "image_tower_params_vs_peers", "image tower parameters against the peers (not a card "
+        "claim)", "—", ", ".join(f"{label} {v:.2f}M" for label, v in values), f"{tower_m:.1f}M",
+        _rank_verdict(tower_m, values, "parameters"), measured=tower_m,
+        published={label: v for label, v in values})
+
+
+def _gmacs_row(gmacs_at: Mapping[int, float], peers: Sequence[published.Peer]) -> Dict[str, Any]:
+    """Image GMACs against each peer at the peer's own published image size (a peer whose size
+    was not measured here is left out, and the verdict says so)."""
+    same = [(p, gmacs_at[p.profile.image_size]) for p in peers if p.profile.image_size in gmacs_at]
+    more = [p.label for p, g in same if p.profile.image_gmacs > g]
+    less = [f"{p.label} ({p.profile.image_gmacs:.2f} at {p.profile.image_size} px)"
+            for p, g in same if p.profile.image_gmacs <= g]
+    left = [p.label for p in peers if p.profile.image_size not in gmacs_at]
+    verdict = (f"fewer GMACs than {len(more)} of {len(same)} peers at their image sizes"
+               + (f"; not fewer than {', '.join(less)}" if less else "")
+               + (f"; not measured at the size of {', '.join(left)}" if left else ""))
+    sizes = sorted({p.profile.image_size for p, _ in same})
+    return _claim_row(
+        "image_gmacs_vs_peers", "image tower GMACs against the peers, each at its image size "
+        "(not a card claim)", "—",
+        ", ".join(f"{p.label} {p.profile.image_gmacs:.2f} at {p.profile.image_size} px"
+                  for p in peers),
+        ", ".join(f"{gmacs_at[s]:.1f} at {s} px" for s in sizes), verdict,
+        measured={str(s): gmacs_at[s] for s in sizes},
+        published={p.label: p.profile.image_gmacs for p in peers})
+
+
+def _efficiency_row(images_per_s: Optional[Mapping[str, float]], model: str) -> Dict[str, Any]:
+    rates = dict(images_per_s or {})
+    mine = rates.pop(model, None)
+    if mine is None:
+        verdict = "not measured here: images per second belong to the GPU profile"
+    elif not rates:
+        verdict = "not compared: no peer was measured on the same machine"
+    else:
+        faster = [k for k, v in rates.items() if v > mine]
+        verdict = (f"fastest of the {len(rates) + 1} measured" if not faster
+                   else f"slower than {', '.join(faster)}")
+    return _claim_row(
+        "inference_efficiency", f"\"{CARD_EFFICIENCY_SENTENCE}\" (images per second)", "—",
+        "— (open_clip's tables give no speed)",
+        "not measured" if mine is None else f"{mine:.1f} images/s", verdict,
+        measured=mine, peers_measured=rates or None)
+
+
+def comparative_claims(reference_training: ModelStats, reference_inference: ModelStats, *,
+                       zeroshot_top1: Optional[float] = None,
+                       images_per_s: Optional[Mapping[str, float]] = None,
+                       peer_keys: Optional[Sequence[tuple]] = None,
+                       measured_label: str = f"{REFERENCE_MODEL}, measured here") -> ClaimTable:
+    """The card's comparative claims, each with a verdict computed from open_clip's published
+    rows (:mod:`unirepclip.data.published`; ``peer_keys`` defaults to its ``PEERS``) and the
+    measured model (parameters from ``reference_training``, GMACs from ``reference_inference``).
+
+    ``zeroshot_top1`` (a fraction) replaces the card's 75.7% where it was measured;
+    ``images_per_s`` maps :data:`REFERENCE_MODEL` and peers' labels to measured speeds (the GPU
+    profile's); without them the rows say "not measured here"."""
+    if zeroshot_top1 is not None and not 0 <= zeroshot_top1 <= 1:
+        raise ValueError(f"zeroshot_top1={zeroshot_top1!r} must be a fraction in [0, 1]")
+    top1 = None if zeroshot_top1 is None else 100.0 * zeroshot_top1
+    peers = published.peers(peer_keys)
+    tower_m = reference_training.params["image_tower"] / 1e6
+    image_at = dict(reference_inference.image_gmacs)
+    whole_at = {r: g + reference_inference.text_gmacs for r, g in image_at.items()
+                if not math.isnan(reference_inference.text_gmacs)}
+    rows = [_top1_row(peers, top1), _largest_tower_row(tower_m),
+            _cost_row("image_tower_cost", "image_tower", tower_m, image_at),
+            _cost_row("whole_model_cost", "total", reference_training.params["total"] / 1e6,
+                      whole_at),
+            _non_vit_79_row(top1), _params_row(tower_m, peers), _gmacs_row(image_at, peers),
+            _efficiency_row(images_per_s, REFERENCE_MODEL)]
+    return ClaimTable(rows, ["the card's claim", "card says", _PUBLISHED_LABEL, measured_label,
+                             "verdict"],
+                      ["claim", "card", "published", "measured", "verdict"])
+
+
+def peer_table(reference_training: ModelStats, reference_inference: ModelStats,
+               peer_keys: Optional[Sequence[tuple]] = None, size: int = 224) -> ClaimTable:
+    """The peers' published rows (parameters, GMACs converted from GFLOPs, ImageNet top-1, the
+    38-task average as published and the average without failed tasks apart, the failed tasks)
+    under a first row for :data:`REFERENCE_MODEL` as measured here at ``size`` px."""
+    p, inf = reference_training.params, reference_inference
+    g = inf.image_gmacs.get(size)
+    rows = [{"model": f"{REFERENCE_MODEL} (measured here)", "size": str(size),
+             "image_params": f"{p['image_tower'] / 1e6:.2f}",
+             "image_gmacs": "—" if g is None else f"{g:.2f}",
+             "text_params": f"{p['text_tower'] / 1e6:.2f}",
+             "text_gmacs": "—" if math.isnan(inf.text_gmacs) else f"{inf.text_gmacs:.2f}",
+             "top1": f"{_ZS['model card']:g} (model card)", "average": "— (no open_clip row)",
+             "average_ok": "—", "failed": "—"}]
+    for peer in published.peers(peer_keys):
+        r, prof = peer.result, peer.profile
+        rows.append({"model": r.label, "size": str(prof.image_size),
+                     "image_params": f"{prof.image_params_m:.2f}",
+                     "image_gmacs": f"{prof.image_gmacs:.2f}",
+                     "text_params": f"{prof.text_params_m:.2f}",
+                     "text_gmacs": f"{prof.text_gmacs:.2f}", "top1": _pct(r.imagenet_top1),
+                     "average": _pct(r.average), "average_ok": _pct(r.average_without_failed),
+                     "failed": ", ".join(r.failed_tasks) or "none"})
+    return ClaimTable(rows, ["model", "image px", "image tower params (M)", "image GMACs",
+                             "text tower params (M)", "text GMACs", "ImageNet top-1 (%)",
+                             "38-task average, published (%)",
+                             f"{published.AVERAGE_WITHOUT_FAILED_LABEL} (%)", "failed tasks"],
+                      ["model", "size", "image_params", "image_gmacs", "text_params", "text_gmacs",
+                       "top1", "average", "average_ok", "failed"])
+
+
+def task_table(peer_keys: Optional[Sequence[tuple]] = None) -> ClaimTable:
+    """The peers' 38 published task values (%), one row per task, a failed evaluation shown as
+    ``failed``; then the published average (it counts a failed task as 0) and the average
+    without failed tasks, labelled apart."""
+    results = [p.result for p in published.peers(peer_keys)]
+    names = [t for t, _ in results[0].tasks]
+    rows = [{"task": t, **{r.label: _pct(r.task(t)) for r in results}} for t in names]
+    rows.append({"task": "38-task average, published",
+                 **{r.label: _pct(r.average) for r in results}})
+    rows.append({"task": published.AVERAGE_WITHOUT_FAILED_LABEL,
+                 **{r.label: _pct(r.average_without_failed) for r in results}})
+    return ClaimTable(rows, ["task"] + [r.label for r in results],
+                      ["task"] + [r.label for r in results])
+
+
 @dataclasses.dataclass
 class CardErrata:
     """:func:`card_errata`'s result: the table, and the stats it was made from (``model_*`` for
     the notebook's model, ``reference_*`` for CLIP-UniRepLKNet-L; the same objects when the
-    model is the reference architecture)."""
+    model is the reference architecture); the card's comparative claims against open_clip's
+    published rows (``comparisons``), the peers' rows (``peers``) and their 38 tasks
+    (``tasks``)."""
 
     table: ErrataTable
     model_training: ModelStats
     model_inference: ModelStats
     reference_training: ModelStats
     reference_inference: ModelStats
+    comparisons: Optional[ClaimTable] = None
+    peers: Optional[ClaimTable] = None
+    tasks: Optional[ClaimTable] = None
 
     @property
     def is_reference(self) -> bool:
@@ -256,8 +587,10 @@ def card_errata(model_name: str, resolutions: Iterable[int] = (), *,
                 zeroshot_top1: Optional[float] = None) -> CardErrata:
     """The model card's errata measured on meta-device builds: CLIP-UniRepLKNet-L's figures
     beside the card's, plus a column for ``model_name`` when it is another architecture (the demo
-    model, for scale). ``resolutions`` add GMACs for the model at its own sizes (in its stats).
-    ``zeroshot_top1`` fills the zero-shot row (a fraction) when it has been measured."""
+    model, for scale); and the card's comparative claims against open_clip's published rows,
+    always judged on CLIP-UniRepLKNet-L's measured figures. ``resolutions`` add GMACs for the
+    model at its own sizes (in its stats). ``zeroshot_top1`` fills the zero-shot rows (a
+    fraction) when it has been measured on CLIP-UniRepLKNet-L."""
     res = sorted({int(r) for r in resolutions} | set(REFERENCE_RESOLUTIONS))
     m_train = model_stats(model_name, res)
     m_inf = model_stats(model_name, res, deploy=True)
@@ -270,8 +603,12 @@ def card_errata(model_name: str, resolutions: Iterable[int] = (), *,
     else:
         r_inf = model_stats(REFERENCE_MODEL, REFERENCE_RESOLUTIONS, deploy=True)
         extra = card_measurements(m_train, m_inf)
+    top1 = zeroshot_top1 if extra is None else None
+    label = f"{REFERENCE_MODEL}, measured here"
     table = errata_table(
-        card_measurements(r_train, r_inf, zeroshot_top1 if extra is None else None), extra,
-        measured_label=f"{REFERENCE_MODEL}, measured here",
+        card_measurements(r_train, r_inf, top1), extra, measured_label=label,
         extra_label=None if extra is None else f"{model_name} (this notebook's model)")
-    return CardErrata(table, m_train, m_inf, r_train, r_inf)
+    return CardErrata(table, m_train, m_inf, r_train, r_inf,
+                      comparisons=comparative_claims(r_train, r_inf, zeroshot_top1=top1,
+                                                     measured_label=label),
+                      peers=peer_table(r_train, r_inf), tasks=task_table())
