@@ -31,6 +31,7 @@ from torch import nn
 from torch.utils import benchmark
 
 from unirepclip.models.inspection import is_inference_form
+from unirepclip.models.towers import tower_of
 from unirepclip.utils import autocast as autocast_context
 from unirepclip.utils import check_precision, eval_mode, max_relative_difference, module_device
 
@@ -49,19 +50,11 @@ PARTS = ("image_tower", "image_projection", "text_tower", "logit_scale")
 # Parameters
 # ------------------------------------------------------------------------------------------------
 def _projection_prefixes(model: nn.Module) -> List[str]:
-    """Name prefixes of the image projection's parameters."""
-    visual = getattr(model, "visual", None)
-    if visual is None:
+    """Name prefixes of the image projection's parameters (the tower seam's
+    :meth:`~unirepclip.models.towers.Tower.projection_prefixes`)."""
+    if getattr(model, "visual", None) is None:
         raise TypeError(f"{type(model).__name__} has no .visual: expected an open_clip CLIP")
-    prefixes = []
-    if isinstance(getattr(visual, "head", None), nn.Module):
-        prefixes.append("visual.head.")  # timm_proj "linear" / "mlp"
-    trunk = getattr(visual, "trunk", None)
-    if isinstance(getattr(trunk, "head", None), nn.Linear):
-        prefixes.append("visual.trunk.head.")  # timm_proj "": the trunk's classifier projects
-    if getattr(visual, "proj", None) is not None and isinstance(visual.proj, nn.Parameter):
-        prefixes.append("visual.proj")  # open_clip's own ViT / ModifiedResNet
-    return prefixes
+    return tower_of(model).projection_prefixes("visual.")
 
 
 def parameter_counts(model: nn.Module) -> Dict[str, int]:
@@ -184,8 +177,7 @@ def model_stats(model_name: Union[str, Dict[str, Any]], resolutions: Iterable[in
     inference form with ``deploy``); ``text`` also counts one text's GMACs (else NaN)."""
     res = [int(r) for r in resolutions]
     model = meta_clip(model_name, deploy=deploy)
-    trunk = getattr(model.visual, "trunk", None)
-    num_features = int(getattr(trunk, "num_features", 0) or 0)
+    num_features = tower_of(model).num_features
     return ModelStats(
         model_name=str(model_name), form="inference" if deploy else "training",
         params=parameter_counts(model), num_features=num_features,
@@ -247,11 +239,10 @@ def encoder_forms(model: nn.Module, channels_last: bool = True) -> Dict[str, nn.
     if is_inference_form(model):
         raise ValueError("the model is already in the inference form; load it with deploy=False "
                          "to compare the two forms")
-    trunk = getattr(getattr(model, "visual", None), "trunk", None)
-    if not hasattr(trunk, "reparameterize"):
-        raise TypeError(f"{type(trunk).__name__} has no reparameterize(): not a UniRepLKNet tower")
+    if not tower_of(model).reparameterizes:
+        tower_of(model).reparameterize()   # NotApplicable: one line naming the tower
     inference = copy.deepcopy(model).eval()
-    inference.visual.trunk.reparameterize()
+    tower_of(inference).reparameterize()
     forms = {"training": model, "inference": inference}
     if channels_last:
         forms["inference, channels-last"] = copy.deepcopy(inference).to(
@@ -343,7 +334,8 @@ def form_comparison(model: nn.Module, images: torch.Tensor, *, precision: str = 
     low-precision fast path is measured too (see :func:`compare_forms`).
 
     Returns ``{"rows": compare_forms' rows by form, "results": form_results(rows)}``. A model
-    stored in the inference form has no training form to compare: then both are empty and
+    stored in the inference form has no training form to compare, and a tower that does not
+    re-parameterize (a ViT, a ConvNeXt) no inference form: then both are empty and
     ``"skipped"`` says why (``None`` otherwise).
     """
     check_precision(precision)
@@ -351,6 +343,11 @@ def form_comparison(model: nn.Module, images: torch.Tensor, *, precision: str = 
         return {"rows": {}, "results": {},
                 "skipped": "the model is stored in the inference form: there is no training "
                            "form to compare"}
+    tower = tower_of(model)
+    if not tower.reparameterizes:
+        return {"rows": {}, "results": {},
+                "skipped": f"the {tower.family} tower has no re-parameterized inference form: "
+                           f"there is no second form to compare"}
     device = images.device
     low = None if precision == "fp32" else (lambda: autocast_context(device, precision))
     rows = compare_forms(encoder_forms(model, channels_last=channels_last), images,

@@ -44,6 +44,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
+from unirepclip.models.towers import tower_of
 from unirepclip.utils import (autocast, check_precision, eval_mode, max_relative_difference,
                              module_device)
 
@@ -89,50 +90,34 @@ PUBLISHED_AREA_RATIOS: Dict[str, Dict[str, float]] = {
 # ----------------------------------------------------------------------------------------------
 
 class StageFeatures(nn.Module):
-    """``images -> trunk stage map`` (N, C, h, w) of a UniRepLKNet trunk, as an ``nn.Module``.
+    """``images -> stage map`` (N, C, h, w) of an image tower, as an ``nn.Module``.
 
-    Being a module (holding the trunk) lets :func:`compute_erf` see and manage its train / eval
-    mode, and ``.to(device)`` moves the trunk.
+    ``trunk`` is anything :func:`unirepclip.models.towers.tower_of` takes (a UniRepLKNet trunk, a
+    CLIP, its ``.visual``, a timm trunk); the map is the tower's map at depth ``stage`` (a ViT's
+    block: its patch tokens on the patch grid, so the centre unit is the centre patch token).
+    Being a module (holding the tower) lets :func:`compute_erf` see and manage its train / eval
+    mode, and ``.to(device)`` moves it.
     """
 
     def __init__(self, trunk: nn.Module, stage: int):
         super().__init__()
-        n_stages = len(getattr(trunk, "stages", ()))
-        if not hasattr(trunk, "forward_intermediates") or n_stages == 0:
-            raise TypeError(f"stage_feature_fn: trunk must be a UniRepLKNet trunk (with "
-                            f"forward_intermediates and stages), got {type(trunk).__name__}")
-        if isinstance(stage, bool) or not isinstance(stage, (int, np.integer)) \
-                or not 0 <= int(stage) < n_stages:
-            raise ValueError(f"stage_feature_fn: stage must be an int in 0..{n_stages - 1}, "
-                             f"got {stage!r}")
-        self.trunk = trunk
-        self.stage = int(stage)
+        tower = tower_of(trunk)
+        self.stage = tower.check_depth(stage, "stage_feature_fn")
+        self.trunk = tower.module
+        self.tower = tower
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.trunk.forward_intermediates(x, indices=[self.stage], stop_early=True,
-                                                intermediates_only=True)[0]
-
-
-def _find_trunk(model: nn.Module) -> nn.Module:
-    """The UniRepLKNet trunk of a trunk, an open_clip ``TimmModel`` or a ``CLIP`` model."""
-    for path in ("", "trunk", "visual.trunk"):
-        m = model
-        for attr in filter(None, path.split(".")):
-            m = getattr(m, attr, None)
-        if m is not None and hasattr(m, "forward_intermediates") and hasattr(m, "stages"):
-            return m
-    raise TypeError(f"expected a UniRepLKNet trunk, or a model with .trunk / .visual.trunk, got "
-                    f"{type(model).__name__}")
+        return self.tower.feature_map(x, self.stage)
 
 
 def stage_feature_fn(trunk: nn.Module, stage: int) -> StageFeatures:
-    """The feature function for :func:`compute_erf`: the output of stage ``stage`` (0..3).
+    """The feature function for :func:`compute_erf`: the map of stage (or block) ``stage``.
 
-    ``trunk`` is a UniRepLKNet; a CLIP model or an open_clip ``TimmModel`` is accepted too (its
-    ``visual.trunk`` / ``trunk`` is used). The map is taken before any final norm, as the
-    reference procedure does.
+    ``trunk`` is a UniRepLKNet trunk, a CLIP model, an open_clip image tower or a timm trunk
+    (through the tower seam, :func:`unirepclip.models.towers.tower_of`). The map is taken before
+    any final norm, as the reference procedure does.
     """
-    return StageFeatures(_find_trunk(trunk), stage)
+    return StageFeatures(trunk, stage)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -352,7 +337,7 @@ def stage_erfs(
 ) -> Dict[str, np.ndarray]:
     """ERF maps of several stages of one tower: ``{"stage0": (H, W) map, ...}``.
 
-    ``model`` is a UniRepLKNet trunk or a model holding one (see :func:`stage_feature_fn`);
+    ``model`` is an image tower or a model holding one (see :func:`stage_feature_fn`);
     ``compute_kwargs`` go to :func:`compute_erf` (``batch_size``, ``device``, ``precision``,
     ``max_images``, ``progress``). An iterable of images must be re-iterable (a tensor, an array,
     a list, a DataLoader): it is read once per stage.
@@ -586,13 +571,14 @@ def initialized_trunk(model_name: str, *, seed: int = 0, layer_scale: Optional[f
 
 
 def inference_form(model: nn.Module) -> nn.Module:
-    """A re-parameterized (inference-form) deep copy of ``model``'s UniRepLKNet trunk.
+    """A re-parameterized (inference-form) deep copy of ``model``'s UniRepLKNet trunk (a tower
+    that does not re-parameterize raises :class:`unirepclip.models.towers.NotApplicable`).
 
     ``model`` is a trunk or holds one (``.trunk``, ``.visual.trunk``); it is left unchanged.
     """
-    trunk = copy.deepcopy(_find_trunk(model))
-    trunk.reparameterize()
-    return trunk.eval()
+    tower = tower_of(copy.deepcopy(tower_of(model).module))
+    tower.reparameterize()   # NotApplicable (one line) for a tower without the folding
+    return tower.module.eval()
 
 
 def reparam_check(model: nn.Module, images: Union[torch.Tensor, np.ndarray, Iterable],

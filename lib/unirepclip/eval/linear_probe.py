@@ -214,7 +214,8 @@ class FeatureSplits(NamedTuple):
 def feature_matrix(feature_set: Any, kind: str = "pre_projection", *,
                    where: str = "feature set") -> np.ndarray:
     """The (N, D) array of ``kind`` from a :class:`~unirepclip.features.FeatureSet`:
-    ``"pre_projection"`` (the trunk's pooled features, the CLIP paper's probe input) or
+    ``"pre_projection"`` (the image tower's pooled features as the tower seam captures them,
+    the CLIP paper's probe input) or
     ``"embedding"`` (after the projection, as the extraction returned them)."""
     if kind not in FEATURE_KINDS:
         raise ValueError(f"feature_kind={kind!r} is not one of {FEATURE_KINDS}")

@@ -4,10 +4,13 @@ Every extraction returns a :class:`FeatureSet`: the (optionally L2-normalised) C
 the *pre-projection* features, labels, the dataset rows they belong to and the files that could
 not be read. What "pre-projection" means:
 
-* image: the trunk's pooled, normed features that enter the projection, i.e.
-  ``trunk.forward_head(trunk.forward_features(x), pre_logits=True)`` for the UniRepLKNet trunk
-  (captured as the input of ``model.visual.trunk.head`` in the same forward pass, so it costs
-  nothing extra). These are the "penultimate-layer features" of the CLIP paper's linear probe.
+* image: the image tower's pooled, normed features that enter the projection, captured in the
+  same forward pass by the tower seam (``Tower.capture_pre_projection`` in
+  :mod:`unirepclip.models.towers`, so it costs nothing extra): for the UniRepLKNet trunk
+  ``trunk.forward_head(trunk.forward_features(x), pre_logits=True)`` (the input of its head),
+  for a timm trunk the input of its classifier, for an open_clip ViT the pooled token before
+  ``proj``; a ModifiedResNet's attention pool projects inside, so it has none. These are the
+  "penultimate-layer features" of the CLIP paper's linear probe.
 * text: the final-layer-normed token features pooled the way the model pools them (open_clip's
   ``text_global_pool``: the end-of-text token for OpenAI-style towers), i.e. the input of
   ``text_projection``.
@@ -44,6 +47,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from unirepclip.models.towers import tower_of
 from unirepclip.utils import autocast, check_precision, eval_mode, file_sha256, l2_normalize
 from unirepclip.vocab import folder_problem
 
@@ -359,10 +363,15 @@ def _capture_output(module: Optional[nn.Module], store: List[torch.Tensor]):
         handle.remove()
 
 
-def _image_pre_projection_module(model: nn.Module) -> Optional[nn.Module]:
-    trunk = getattr(getattr(model, "visual", None), "trunk", None)
-    head = getattr(trunk, "head", None)
-    return head if isinstance(head, nn.Module) else None
+def _capture_image_pre_projection(model: nn.Module, store: List[torch.Tensor]):
+    """The tower seam's capture of the pooled features before the image projection
+    (:meth:`unirepclip.models.towers.Tower.capture_pre_projection`); nothing for a model whose
+    image tower the seam does not know."""
+    try:
+        tower = tower_of(model)
+    except TypeError:
+        return contextlib.nullcontext(False)
+    return tower.capture_pre_projection(store)
 
 
 def _default_transform(model: nn.Module) -> Optional[Callable]:
@@ -463,7 +472,6 @@ def extract_image_features(model: nn.Module, dataset: Any, *, transform: Optiona
     embs, pres, idxs, labels = [], [], [], []
     skipped: List[Tuple[str, str]] = ([] if indices is not None else
                                       [tuple(s) for s in getattr(dataset, "skipped", [])])
-    pre_module = _image_pre_projection_module(model)
     from tqdm.auto import tqdm
 
     with eval_mode(model):
@@ -473,7 +481,7 @@ def extract_image_features(model: nn.Module, dataset: Any, *, transform: Optiona
             if x is None:
                 continue
             store: List[torch.Tensor] = []
-            with _capture_input(pre_module, store), autocast(device, precision):
+            with _capture_image_pre_projection(model, store), autocast(device, precision):
                 emb = model.encode_image(x.to(device, non_blocking=True), normalize=False)
             embs.append(emb.float().cpu())
             if store:

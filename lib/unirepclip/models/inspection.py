@@ -19,6 +19,7 @@ from unirepclip.models.loading import (CheckpointError, Layout, _canonicalize, c
                                        detect_layout, nonfinite_tensors, read_checkpoint,
                                        resolve_path, unwrap_state_dict)
 from unirepclip.models.pretrained import MODEL_NAME, demo_checkpoint_path, shipped_demo
+from unirepclip.models.towers import tower_of
 from unirepclip.utils import file_sha256
 
 __all__ = ["CheckpointReport", "inspect_checkpoint", "is_inference_form"]
@@ -145,6 +146,9 @@ def inspect_checkpoint(path: Union[str, os.PathLike], model: Optional[str] = Non
 
 
 def is_inference_form(model: nn.Module) -> bool:
-    """Whether the image tower of a CLIP is in the re-parameterized inference form."""
-    trunk = getattr(getattr(model, "visual", None), "trunk", None)
-    return bool(getattr(trunk, "deploy", False))
+    """Whether the image tower of a CLIP is in the re-parameterized inference form (the tower
+    seam's answer; a tower it does not know, or one without that form, is not)."""
+    try:
+        return tower_of(model).is_inference_form
+    except TypeError:
+        return False

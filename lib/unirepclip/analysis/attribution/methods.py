@@ -31,9 +31,10 @@ arguments of :func:`attribute`, shared by every method.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Dict, Mapping, Optional, Sequence, Tuple, Type, Union
+from typing import Any, ClassVar, Dict, Iterator, Mapping, Optional, Sequence, Tuple, Type, Union
 
 import numpy as np
 import torch
@@ -43,6 +44,7 @@ from tqdm.auto import tqdm
 
 from unirepclip.analysis.attribution.baselines import (BaselineLike, baseline_for_batch,
                                                         resolve_baseline)
+from unirepclip.models.towers import tower_of
 from unirepclip.utils import eval_mode
 
 __all__ = [
@@ -124,15 +126,6 @@ def as_text(t: ArrayLike) -> torch.Tensor:
     return t
 
 
-def trunk_of(model: nn.Module) -> nn.Module:
-    """``model.visual.trunk`` of a CLIP with a UniRepLKNet image tower (TypeError otherwise)."""
-    trunk = getattr(getattr(model, "visual", None), "trunk", None)
-    if trunk is None or not hasattr(trunk, "stages"):
-        raise TypeError(f"expected a CLIP model whose image tower has .visual.trunk.stages (a "
-                        f"UniRepLKNet), got {type(model).__name__}")
-    return trunk
-
-
 def _at_least_one(method: str, **values: Any) -> None:
     for name, value in values.items():
         if isinstance(value, bool) or int(value) < 1:
@@ -172,6 +165,12 @@ class MethodSpec:
 
     def build(self, forward: nn.Module, model: nn.Module):
         raise NotImplementedError
+
+    @contextlib.contextmanager
+    def built(self, forward: nn.Module, model: nn.Module) -> Iterator[Any]:
+        """The captum object for the duration of a run (a method that hooks the model installs
+        its hooks here and removes them on exit)."""
+        yield self.build(forward, model)
 
     def run(self, algo, x: torch.Tensor, t: torch.Tensor, start: int, *,
             internal_batch_size: int, per_pass: int) -> torch.Tensor:
@@ -279,24 +278,25 @@ class SmoothGradSpec(MethodSpec):
 
 @dataclass(frozen=True, eq=False)
 class GradCamSpec(MethodSpec):
-    """``LayerGradCam`` on ``model.visual.trunk.stages[stage]``, ReLU'd, upsampled bilinearly to
-    the input size. The last stage is the textbook choice; at small image sizes it is tiny
-    (2 x 2 at 64 px) and an earlier stage may localize better (:mod:`.stages` measures it)."""
+    """``LayerGradCam`` on the image tower's map at depth ``stage`` (the tower seam's
+    :meth:`~unirepclip.models.towers.Tower.spatial_layer`: a UniRepLKNet / ConvNeXt / ResNet
+    stage, a ViT block's patch tokens as a map), ReLU'd, upsampled bilinearly to the input size.
+    The last stage is the textbook choice; at small image sizes it is tiny (2 x 2 at 64 px) and
+    an earlier stage may localize better (:mod:`.stages` measures it)."""
 
     stage: int = 3
     name: ClassVar[str] = "gradcam"
     reduce: ClassVar[str] = "sum"   # one channel already
 
     def prepare(self, model, images):
-        n_stages = len(trunk_of(model).stages)
-        s = self.stage
-        if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < n_stages:
-            raise ValueError(f"gradcam: stage must be an int in 0..{n_stages - 1}, got {s!r}")
+        tower_of(model).check_depth(self.stage, "gradcam")
         return self
 
-    def build(self, forward, model):
+    @contextlib.contextmanager
+    def built(self, forward, model):
         from captum.attr import LayerGradCam
-        return LayerGradCam(forward, trunk_of(model).stages[self.stage])
+        with tower_of(model).spatial_layer(self.stage) as layer:
+            yield LayerGradCam(forward, layer)
 
     def run(self, algo, x, t, start, *, internal_batch_size, per_pass):
         from captum.attr import LayerAttribution
@@ -393,13 +393,13 @@ def _run(spec: MethodSpec, model: nn.Module, images: ArrayLike, text_embeddings:
     dev = torch.device(device) if device is not None else param.device
     dtype = param.dtype if param.dtype.is_floating_point else torch.float32
     forward = SimilarityForward(model)
-    algo = spec.build(forward, model)
     out = np.empty((n, h, w), dtype=np.float32)
     delta = np.empty(n, dtype=np.float64) if completeness else None
     gap = np.empty(n, dtype=np.float64) if completeness else None
     # SmoothGrad draws from the global RNG: fork it so the caller's stream is untouched.
     devices = [dev] if dev.type == "cuda" else []
-    with eval_mode(model), torch.random.fork_rng(devices=devices):
+    with eval_mode(model), spec.built(forward, model) as algo, \
+            torch.random.fork_rng(devices=devices):
         if spec.random_state is not None:
             torch.manual_seed(spec.random_state)
         for start in tqdm(range(0, n, int(batch_size)), desc=f"attribution {spec.name}",
@@ -443,8 +443,9 @@ def attribute(
     Args:
         method: a name in :data:`METHODS` (with its own ``arguments``, see the module
             docstring) or a :class:`MethodSpec` (then no ``arguments``).
-        model: an open_clip ``CLIP`` (or anything with ``encode_image`` and, for Grad-CAM,
-            ``visual.trunk.stages``). Put in eval mode for the call, then restored.
+        model: an open_clip ``CLIP`` (or anything with ``encode_image`` and, for Grad-CAM, an
+            image tower the seam knows: :func:`unirepclip.models.towers.tower_of`). Put in eval
+            mode for the call, then restored.
         images: (N, 3, H, W), preprocessed as the model expects.
         text_embeddings: (D,) / (1, D) for one caption for all images, or (N, D) one per image.
         batch_size: images per call into captum.

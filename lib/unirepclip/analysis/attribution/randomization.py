@@ -17,7 +17,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from unirepclip.analysis.attribution.methods import METHODS, attribute, trunk_of
+from unirepclip.analysis.attribution.methods import METHODS, attribute
+from unirepclip.models.towers import tower_of
 
 __all__ = ["randomization_steps", "cascading_randomization", "cascading_randomization_all"]
 
@@ -35,19 +36,12 @@ class _ImageTowerOnly(nn.Module):
 
 
 def randomization_steps(model: nn.Module) -> List[Tuple[str, List[nn.Module]]]:
-    """The cascade, top down: ``head`` (the trunk's final norm and projection and any tower
-    head), ``stage3`` ... ``stage1`` (each with the downsampling layer before it), ``stage0``,
-    ``stem``. Returns ``[(name, modules), ...]``."""
-    trunk = trunk_of(model)
-    visual = model.visual
-    head = [m for m in (getattr(trunk, "norm", None), getattr(trunk, "head", None),
-                        getattr(visual, "head", None)) if m is not None]
-    steps: List[Tuple[str, List[nn.Module]]] = [("head", head)]
-    for i in reversed(range(len(trunk.stages))):
-        mods = [trunk.stages[i]] + ([trunk.downsample_layers[i]] if i > 0 else [])
-        steps.append((f"stage{i}", mods))
-    steps.append(("stem", [trunk.downsample_layers[0]]))
-    return steps
+    """The cascade, top down, as the image tower's seam gives it
+    (:meth:`unirepclip.models.towers.Tower.randomization_steps`): ``head`` (final norm,
+    projection, pooling), then the stages (UniRepLKNet: ``stage3`` ... ``stage0``, each with the
+    downsampling layer before it) or a ViT's blocks (``block{L-1}`` ... ``block0``), then
+    ``stem``. Returns ``[(name, modules or parameters), ...]``."""
+    return tower_of(model).randomization_steps()
 
 
 @torch.no_grad()
@@ -61,7 +55,7 @@ def _randomize(modules: Sequence[nn.Module], gen: torch.Generator) -> None:
     """
     seen = set()
     for mod in modules:
-        for p in mod.parameters():
+        for p in ([mod] if isinstance(mod, nn.Parameter) else mod.parameters()):
             if id(p) in seen:
                 continue
             seen.add(id(p))

@@ -1,4 +1,5 @@
-"""Which trunk stage for Grad-CAM? Score each against the masks and take the best.
+"""Which stage of the image tower (a ViT: which block) for Grad-CAM? Score each against the
+masks and take the best.
 
 The last stage is the textbook choice, but at small inputs it is tiny (2 x 2 at 64 px), far
 coarser than the objects. :func:`gradcam_stage_scores` scores every stage by the two mask metrics
@@ -15,32 +16,18 @@ import torch
 import torch.nn as nn
 
 from unirepclip.analysis.attribution.metrics import mask_metrics
-from unirepclip.analysis.attribution.methods import attribute, trunk_of
-from unirepclip.utils import eval_mode
+from unirepclip.analysis.attribution.methods import attribute
+from unirepclip.models.towers import tower_of
 
 __all__ = ["gradcam_stage_scores", "best_gradcam_stage", "resolve_gradcam_stage"]
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
 
 
-@torch.no_grad()
 def _stage_map_sizes(model: nn.Module, image: torch.Tensor,
                      device: Union[str, torch.device, None]) -> Dict[int, Tuple[int, int]]:
-    """(h, w) of each stage's output for one image, read by forward hooks."""
-    stages = trunk_of(model).stages
-    sizes: Dict[int, Tuple[int, int]] = {}
-    hooks = [stage.register_forward_hook(
-        lambda m, i, o, s=s: sizes.__setitem__(s, tuple(int(v) for v in o.shape[-2:])))
-        for s, stage in enumerate(stages)]
-    param = next(model.parameters())
-    dev = torch.device(device) if device is not None else param.device
-    try:
-        with eval_mode(model):
-            model.encode_image(image.to(dev, param.dtype))
-    finally:
-        for h in hooks:
-            h.remove()
-    return sizes
+    """(h, w) of each stage's map for one image of this size (the tower seam's grids)."""
+    return dict(enumerate(tower_of(model).grids(tuple(image.shape[-2:]), device=device)))
 
 
 def gradcam_stage_scores(model: nn.Module, images: ArrayLike, text_embeddings: ArrayLike,
@@ -51,7 +38,7 @@ def gradcam_stage_scores(model: nn.Module, images: ArrayLike, text_embeddings: A
     ``map_size``: the stage's (h, w) at these images' size. ``common`` are :func:`attribute`'s
     shared arguments."""
     if stages is None:
-        stages = range(len(trunk_of(model).stages))
+        stages = range(tower_of(model).depth_count)
     x = torch.as_tensor(images)
     sizes = _stage_map_sizes(model, x[:1], common.get("device"))
     out: Dict[int, Dict[str, Any]] = {}

@@ -30,10 +30,10 @@ def receptive_field(model: nn.Module, query: ErfQuery = ErfQuery(), *, seed: int
     Returns ``{"erf" (R, R) map, "normalized" (R, R), "area_ratios" {"t20": {"side",
     "area_ratio"}, ...}, "stage", "resolution", "n_images", "n_nan"}``.
     """
-    trunk = erf.stage_feature_fn(model, query.stage)  # validates the stage against the model
+    feature = erf.stage_feature_fn(model, query.stage)  # the tower seam checks the stage
     images = erf.erf_images(query.dataset, query.n_images, query.resolution,
                             data_dir=query.data_dir or None, seed=seed)
-    emap, n_used, n_nan = erf.compute_erf(trunk, images, batch_size=batch_size,
+    emap, n_used, n_nan = erf.compute_erf(feature, images, batch_size=batch_size,
                                           precision=precision, progress=progress,
                                           return_counts=True)
     return {"erf": emap, "normalized": erf.normalize_erf(emap),
