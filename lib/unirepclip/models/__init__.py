@@ -1,5 +1,6 @@
 """The model layer: the UniRepLKNet tower (registered in timm), configs and the factory, checkpoint
-loading (state dict in, state dict out), inspection, and the weights shipped with the package.
+loading (state dict in, state dict out), inspection, the tower seam (``tower_of``: what the
+analyses ask of any image tower), and the weights shipped with the package.
 
 Importing this package is light; its names load their modules on first use. The towers are
 registered with timm, and :data:`CONFIG_DIR`'s configs with open_clip, by the post-import hooks
@@ -25,6 +26,7 @@ _LAZY = {
     "CheckpointReport": "inspection", "inspect_checkpoint": "inspection",
     "is_inference_form": "inspection",
     "CheckpointError": "loading", "CheckpointMismatchError": "loading",
+    "Tower": "towers", "NotApplicable": "towers", "tower_of": "towers",
 }
 __all__ = ["CONFIG_DIR", "register_model_configs", *_LAZY]
 __getattr__, __dir__ = lazy_exports(
