@@ -94,6 +94,11 @@ def test_tower_of_each_family_its_depths_and_grids(family):
     assert type(tower) is cls
     assert type(tower_of(model.visual)) is cls  # the image tower alone answers the same
     assert tower.depth_count == len(grids) and tower.grids(size) == grids
+    model.train()
+    try:  # measured in eval mode, every module's own mode given back
+        assert tower.grids(size) == grids and all(m.training for m in model.visual.modules())
+    finally:
+        model.eval()
     assert tower.depth_names()[0] == ("block0" if "vit" in name else "stage0")
     x = _images(2, size)
     with torch.no_grad():

@@ -34,6 +34,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from unirepclip.utils import eval_mode
+
 __all__ = ["Tower", "NotApplicable", "tower_of", "UniRepLKNetTower", "OpenClipViTTower",
            "ModifiedResNetTower", "TimmTower", "TimmViTTower"]
 
@@ -112,12 +114,8 @@ class Tower:
         dev = torch.device(device) if device is not None else param.device
         dtype = param.dtype if param.dtype.is_floating_point else torch.float32
         x = torch.zeros(1, 3, *_pair(image_size), device=dev, dtype=dtype)
-        was = self.module.training
-        self.module.eval()
-        try:
+        with eval_mode(self.module):   # every submodule's mode restored as it was
             maps = self.feature_maps(x, list(range(self.depth_count)))
-        finally:
-            self.module.train(was)
         return [tuple(int(v) for v in m.shape[-2:]) for m in maps]
 
     @contextlib.contextmanager
