@@ -287,3 +287,14 @@ def test_card_errata_judges_the_comparisons_on_the_reference_architecture():
     assert rec["inference_efficiency"]["measured"] is None
     assert "&quot;Push the size" in e.comparisons._repr_html_()
     assert len(e.tasks.rows) == 40 and len(e.peers.rows) == 7
+
+
+def test_every_quoted_card_sentence_is_on_the_card():
+    """The claims' quoted wording (fragments around "...") is the card's own (shared/seeds)."""
+    card = next((_SOURCE.parents[1] / "seeds").glob("*.txt")).read_text()
+    table = errata.comparative_claims(_peer_stats(), _peer_stats())
+    quoted = [q for r in table.rows for q in re.findall(r'"([^"]+)"', r["claim"])]
+    assert len(quoted) >= 6
+    for q in quoted:
+        for fragment in filter(None, (f.strip(" ()") for f in q.split("..."))):
+            assert fragment in card, fragment

@@ -352,7 +352,8 @@ def _largest_tower_row(tower_m: float) -> Dict[str, Any]:
                f"not supported: the image tower of {' and '.join(names)} has {top:.2f}M "
                f"parameters, {top / tower_m:.1f}x this one's")
     return _claim_row(
-        "largest_convolutional_tower", f"\"{CARD_RANGE_SENTENCE}\" (image tower size)", "—",
+        "largest_convolutional_tower", f"\"{CARD_FIRSTS_SENTENCE}\" (image tower size)",
+        "largest convolutional CLIP image tower",
         f"largest convolutional image tower: {', '.join(names)} {top:.2f}M",
         f"{tower_m:.1f}M", verdict, measured=tower_m, published={n: top for n in names})
 
