@@ -5,6 +5,15 @@ ConvNeXt-XXLarge card; :data:`MODEL_CARD_CLAIMS` lists them with the figures mea
 reference code (``shared/REFERENCE.md``), :func:`errata_table` sets them beside this package's
 measurements (:mod:`unirepclip.analysis.cost`), and :func:`card_errata` does both on meta-device
 builds, for notebook 01.
+
+The card also ranks the model among its peers ("performance range of ViT-g to ViT-G", "largest
+convolutional CLIP image tower", "excels in ... efficiency"). :func:`comparative_claims` judges each
+such sentence on open_clip's published results and model profiles
+(:mod:`unirepclip.data.published`, GFLOPs converted to GMACs there) and on CLIP-UniRepLKNet-L as
+measured here, with a verdict that may be "not supported" or "not measured here";
+:func:`matching_profiles` finds the published rows the card's figures round to (its "847M params
+w/ 198 GMAC" is ConvNeXt-XXLarge's image tower at 256 px), and :func:`peer_table` and
+:func:`task_table` show the peers' rows, a failed upstream evaluation as ``failed``.
 """
 from __future__ import annotations
 
