@@ -448,6 +448,8 @@ def test_the_default_query_options_set_where_every_panel_starts(lm, gallery, emb
         [h["index"] for h in ex.nearest_neighbours(emb, 5, 3)]
     assert app.explain.ig_steps.value == 12
     assert (app.erf.stage.value, app.erf.resolution.value, app.erf.n_images.value) == (1, 32, 2)
+    # the stage choices are the tower's own (the demo's config: four stages)
+    assert list(app.erf.stage.options) == list(range(len(lm.model.visual.trunk.stages)))
     app.erf.button.click()
     want = ex.receptive_field(lm.model, options.erf, seed=1)
     assert app.last["erf"]["n_images"] == 2 and np.array_equal(app.last["erf"]["erf"], want["erf"])

@@ -351,3 +351,18 @@ def test_convnext_stage_erf_is_bounded_by_its_theoretical_receptive_field(stage,
     assert np.all(erf[~inside] == 0)
     rows, cols = np.nonzero(erf)
     assert (rows.min(), rows.max(), cols.min(), cols.max()) == (lo, hi, lo, hi)  # and tight
+
+
+def test_the_explorers_receptive_field_panel_offers_the_towers_own_depths():
+    """The panel's choices come from the seam: a three-block ViT offers blocks 0-2, a ResNet its
+    four stages (the panel once offered stages 0-3 whatever the tower)."""
+    from types import SimpleNamespace
+
+    from unirepclip.analysis import explore as ex
+    from unirepclip.viz.explorer.receptive_field import ErfPanel
+
+    options = ex.QueryOptions(erf=ex.ErfQuery(stage=0, resolution=32, n_images=1))
+    for model, want, unit in ((_vit(layers=3), [0, 1, 2], "block"),
+                              (_resnet(), [0, 1, 2, 3], "stage")):
+        panel = ErfPanel(SimpleNamespace(lm=SimpleNamespace(model=model)), options)
+        assert (list(panel.stage.options), panel.stage.description) == (want, unit)

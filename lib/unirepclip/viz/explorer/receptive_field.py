@@ -7,6 +7,7 @@ import html
 from typing import Any, Dict
 
 from unirepclip.analysis import explore as ex
+from unirepclip.models.towers import tower_of
 from unirepclip.viz.explorer.common import clear_figure, guard, message, show_figure
 from unirepclip.viz.explorer.figures import erf_figure
 from unirepclip.viz.explorer.state import ExplorerState
@@ -41,8 +42,10 @@ class ErfPanel:
         import ipywidgets as w
 
         self.state, self.setting, self.seed = state, options.erf, options.seed
-        self.stage = w.Dropdown(options=[0, 1, 2, 3], value=self.setting.stage,
-                                description="stage")
+        # the tower's own depths: four stages for UniRepLKNet, one per block for a ViT
+        tower = tower_of(state.lm.model)
+        self.stage = w.Dropdown(options=list(range(tower.depth_count)), value=self.setting.stage,
+                                description=tower.unit)
         # IntText, not BoundedIntText: a bounded box silently replaces a value out of its range
         self.resolution = w.IntText(value=self.setting.resolution, description="resolution")
         self.n_images = w.BoundedIntText(value=self.setting.n_images, min=1, max=500,
