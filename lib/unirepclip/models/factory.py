@@ -3,6 +3,9 @@
 ``create_model_and_transforms(name_or_config, pretrained=...)`` builds an open_clip ``CLIP`` whose
 image tower is a UniRepLKNet trunk (open_clip's ``TimmModel``), loads a checkpoint of any layout
 that :mod:`unirepclip.models.loading` recognizes, and returns open_clip's train / val transforms.
+Any other open_clip model (a built-in name such as ``ViT-B-32``, ``local-dir:``, ``hf-hub:``, or a
+config with another image tower) is built by open_clip itself and loaded by the same loader:
+:mod:`unirepclip.models.openclip_models`.
 
 When a checkpoint is given, parameters are created on the meta device and the file's tensors are
 assigned in place (memory-mapped where the format allows), so a 2.3 GB checkpoint is never held
@@ -27,6 +30,9 @@ from open_clip.transform import PreprocessCfg, image_transform_v2, merge_preproc
 from unirepclip.models import CONFIG_DIR
 from unirepclip.models.loading import (CheckpointMismatchError, attach_report, fit_report,
                                        load_prepared, prepare_checkpoint)
+from unirepclip.models.openclip_models import (create_openclip, is_openclip_model,
+                                               mismatch_message, openclip_config,
+                                               openclip_tokenizer)
 
 _logger = logging.getLogger(__name__)
 
@@ -97,7 +103,10 @@ def resolve_pooling(cfg: Dict[str, Any]) -> Tuple[Dict[str, Any], list]:
 
 
 def get_model_config(name_or_config: Union[str, os.PathLike, Dict[str, Any]]) -> Dict[str, Any]:
-    """A deep copy of a config: a registered name, a JSON file path, or a dict."""
+    """A deep copy of a config: a registered name, a JSON file path, or a dict; for an open_clip
+    model (:func:`~unirepclip.models.openclip_models.is_openclip_model`), open_clip's config."""
+    if is_openclip_model(name_or_config):
+        return openclip_config(name_or_config)
     if isinstance(name_or_config, dict):
         return copy.deepcopy(_validate_config(name_or_config, "model config"))
     s = str(name_or_config)
@@ -108,8 +117,9 @@ def get_model_config(name_or_config: Union[str, os.PathLike, Dict[str, Any]]) ->
         if not path.is_file():
             raise FileNotFoundError(f"model config {path} does not exist")
     else:
-        raise ValueError(f"unknown model {s!r}: not one of {list_models()} and not a config JSON "
-                         f"path")
+        raise ValueError(f"unknown model {s!r}: not one of {list_models()}, an open_clip model "
+                         f"name (open_clip.list_models()), local-dir:<folder>, hf-hub:<org>/<repo> "
+                         f"or a config JSON path")
     try:
         cfg = json.loads(path.read_text())
     except json.JSONDecodeError as e:
@@ -120,7 +130,10 @@ def get_model_config(name_or_config: Union[str, os.PathLike, Dict[str, Any]]) ->
 def config_name(name_or_config: Union[str, os.PathLike, Dict[str, Any]]) -> str:
     if isinstance(name_or_config, dict):
         return "custom"
-    return Path(str(name_or_config)).stem
+    s = str(name_or_config)
+    if not s.endswith(".json") and (":" in s or os.path.sep not in s):
+        return s  # a registered or open_clip name, local-dir: or hf-hub: as given
+    return Path(s).stem
 
 
 @contextlib.contextmanager
@@ -207,8 +220,8 @@ def _build_and_load(cfg: Dict[str, Any], pretrained: Union[str, os.PathLike], *,
     model = build_model(cfg, meta=fast, force_image_size=force_image_size, deploy=stored_inference)
     report = fit_report(prepared, model.state_dict())
     if not report.ok:
-        msg = (f"{prepared.source} does not fit model config (embed_dim {cfg['embed_dim']}, tower "
-               f"{cfg['vision_cfg']['timm_model_name']}):\n{report.summary()}")
+        msg = mismatch_message(prepared, report, f"model config (embed_dim {cfg['embed_dim']}, "
+                                                 f"tower {cfg['vision_cfg']['timm_model_name']})")
         if strict:
             raise CheckpointMismatchError(msg + "\n(pass strict=False to load what matches)",
                                           report)
@@ -235,19 +248,43 @@ def create_model(
         strict: bool = True,
         deploy: bool = False,
         allow_nonfinite: bool = False,
+        load_weights: bool = True,
 ) -> CLIP:
-    """Build a CLIP-UniRepLKNet and load ``pretrained`` (any recognized layout) into it.
+    """Build a CLIP-UniRepLKNet and load ``pretrained`` (any recognized layout) into it; any other
+    open_clip model through open_clip (:mod:`unirepclip.models.openclip_models`: ``pretrained``
+    may also be one of its pretrained tags; a ``local-dir:`` / ``hf-hub:`` model loads its own
+    weights when ``pretrained`` is None).
 
-    ``deploy=True`` returns the tower in the re-parameterized inference form. A checkpoint stored
+    ``deploy=True`` returns the tower in the re-parameterized inference form (an open_clip tower
+    without one loads as it is, said in the load report's notes). A checkpoint stored
     in the inference form always gives an inference-form tower. A checkpoint with NaN or infinite
-    weights is refused unless ``allow_nonfinite``. Notes on how the config was read (see
-    :func:`resolve_pooling`) go to the load report (``model.load_report.notes``), and to the log
-    when there is no checkpoint.
+    weights is refused unless ``allow_nonfinite``. ``load_weights=False``: the architecture at a
+    random initialization, whatever the source holds (open_clip's meaning). Notes on how the
+    config was read (see :func:`resolve_pooling`) go to the load report
+    (``model.load_report.notes``), and to the log when there is no checkpoint.
     """
     if precision not in WEIGHT_CASTS:
         raise ValueError(f"precision (a weight cast) must be one of {', '.join(WEIGHT_CASTS)}, "
                          f"got {precision!r}")
+    if is_openclip_model(name_or_config):
+        model = create_openclip(name_or_config, pretrained, load_weights=load_weights,
+                                force_image_size=force_image_size, strict=strict,
+                                allow_nonfinite=allow_nonfinite,
+                                meta=torch.device(device).type == "meta")
+        if deploy:  # the inference form of a tower without re-parameterization is itself
+            note = (f"deploy=True: the image tower ({type(model.visual).__name__}) has no "
+                    f"re-parameterized form (UniRepLKNet's); loaded as it is")
+            if model.load_report is not None:
+                model.load_report.notes.append(note)
+            _logger.info("%s: %s", config_name(name_or_config), note)
+        model.unirepclip_name = config_name(name_or_config)
+        model.eval()
+        model.to(device)
+        _cast(model, precision)
+        return model
     cfg, config_notes = resolve_pooling(get_model_config(name_or_config))
+    if not load_weights:
+        pretrained = None
     if pretrained is None:
         model = build_model(cfg, force_image_size=force_image_size, deploy=deploy)
         attach_report(model, None)
@@ -275,17 +312,21 @@ def create_model_and_transforms(
         strict: bool = True,
         deploy: bool = False,
         allow_nonfinite: bool = False,
+        load_weights: bool = True,
 ) -> Tuple[CLIP, Any, Any]:
     """``(model, preprocess_train, preprocess_val)`` in open_clip's manner."""
     model = create_model(name_or_config, pretrained, device=device, precision=precision,
                          force_image_size=force_image_size, strict=strict, deploy=deploy,
-                         allow_nonfinite=allow_nonfinite)
+                         allow_nonfinite=allow_nonfinite, load_weights=load_weights)
     pp = PreprocessCfg(**open_clip.get_model_preprocess_cfg(model))
     return model, image_transform_v2(pp, is_train=True), image_transform_v2(pp, is_train=False)
 
 
 def get_tokenizer(name_or_config: Union[str, os.PathLike, Dict[str, Any]]):
-    """open_clip's BPE tokenizer with the config's context length."""
+    """open_clip's BPE tokenizer with the config's context length; an open_clip model's own
+    tokenizer (:func:`open_clip.get_tokenizer`)."""
+    if is_openclip_model(name_or_config):
+        return openclip_tokenizer(name_or_config)
     cfg = get_model_config(name_or_config)
     from open_clip.tokenizer import SimpleTokenizer
     return SimpleTokenizer(context_length=cfg["text_cfg"]["context_length"])

@@ -73,43 +73,60 @@ def resolve_path(spec: Union[str, os.PathLike]) -> Path:
     parts = rest.split("/")
     if len(parts) < 2:
         raise CheckpointError(f"{s}: expected hf-hub:<org>/<repo>[/<file>]")
-    repo_id = "/".join(parts[:2])
     filename = "/".join(parts[2:]) or None
+    return hub_file("/".join(parts[:2]), (filename,) if filename else HF_CANDIDATE_FILES, s)
+
+
+def hf_cache_dir() -> str:
+    """The Hugging Face hub cache this process reads (``HF_HUB_CACHE``, else huggingface_hub's)."""
+    from huggingface_hub import constants
+
+    return os.environ.get("HF_HUB_CACHE") or constants.HF_HUB_CACHE
+
+
+def hf_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
+
+
+def hub_file(repo_id: str, candidates: Sequence[str], what: str) -> Path:
+    """The first of ``candidates`` of the hub repository ``repo_id`` in the Hugging Face cache,
+    else downloaded. Offline (``HF_HUB_OFFLINE=1``, or the hub unreachable: one connection
+    attempt, no retries) it fails at once, in one line naming ``what`` asked for it, the file to
+    download and the cache it goes to (or: pass a local checkpoint file)."""
     from huggingface_hub import hf_hub_download, try_to_load_from_cache
 
     cache_dir = os.environ.get("HF_HUB_CACHE") or None
-    candidates = (filename,) if filename else HF_CANDIDATE_FILES
     for name in candidates:
         hit = try_to_load_from_cache(repo_id, name, cache_dir=cache_dir)
         if isinstance(hit, str):
             return Path(hit)
-    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    # huggingface_hub retries a refused connection with back-off for ~25 s per file; without a
+    # network that is minutes of waiting for the same answer
+    if hf_offline():
+        why = "offline (HF_HUB_OFFLINE=1)"
+    else:
+        down = unreachable(endpoint)
+        why = f"the hub at {endpoint} cannot be reached ({down})" if down else ""
+    if why:
+        files = " or ".join(candidates)
+        raise CheckpointError(
+            f"{what}: {files} of {repo_id} is not in the Hugging Face cache {hf_cache_dir()}, "
+            f"and {why}. Download it where there is a network (`huggingface-cli download "
+            f"{repo_id} {candidates[0]}` fills that cache; point HF_HUB_CACHE at a cache that "
+            f"has it, with HF_HUB_OFFLINE=1 to stay offline), or pass a local checkpoint file "
+            f"(checkpoint=FILE)")
     errors = []
-    if not offline:
-        endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
-        unreachable = _unreachable(endpoint)
-        if unreachable:
-            # huggingface_hub retries a refused connection with back-off for ~25 s per file;
-            # without a network that is two minutes of waiting for the same answer
-            raise CheckpointError(
-                f"{s}: not in the Hugging Face cache ({cache_dir or 'default cache'}; tried "
-                f"{list(candidates)}) and the hub at {endpoint} cannot be reached "
-                f"({unreachable}). Without a network, pass a local checkpoint file, or fill the "
-                f"hub cache elsewhere (huggingface-cli download {repo_id}) and point HF_HUB_CACHE "
-                f"at it, with HF_HUB_OFFLINE=1 to stay offline.")
-        for name in candidates:
-            try:
-                return Path(hf_hub_download(repo_id, name, cache_dir=cache_dir,
-                                            endpoint=endpoint))
-            except Exception as e:  # noqa: BLE001 - each candidate may be absent
-                errors.append(f"{name}: {type(e).__name__}")
-    raise CheckpointError(
-        f"{s}: no checkpoint found in the Hugging Face cache ({cache_dir or 'default cache'}); "
-        f"tried {list(candidates)}" + ("; offline (HF_HUB_OFFLINE=1)" if offline else
-                                       f"; downloads failed: {errors}"))
+    for name in candidates:
+        try:
+            return Path(hf_hub_download(repo_id, name, cache_dir=cache_dir, endpoint=endpoint))
+        except Exception as e:  # noqa: BLE001 - each candidate may be absent
+            errors.append(f"{name}: {type(e).__name__}")
+    raise CheckpointError(f"{what}: none of {list(candidates)} could be downloaded from "
+                          f"{repo_id} ({'; '.join(errors)})")
 
 
-def _unreachable(endpoint: str, timeout: float = 3.0) -> str:
+def unreachable(endpoint: str, timeout: float = 3.0) -> str:
     """Why a TCP connection to ``endpoint`` (or to the proxy that would carry it) fails within
     ``timeout`` seconds, or ``""`` when it opens: one attempt, no retries."""
     import socket
@@ -288,12 +305,23 @@ def _guess_foreign(keys: Sequence[str]) -> str:
     return "not a UniRepLKNet model"
 
 
+def is_open_clip_layout(keys: Sequence[str]) -> bool:
+    """A whole open_clip model in its own names: an image tower under ``visual.`` and a text tower
+    (``CLIP``'s ``token_embedding`` / ``transformer``, or ``CustomTextCLIP``'s ``text.``)."""
+    ks = set(keys)
+    visual = any(k.startswith("visual.") for k in ks)
+    text = any(k.startswith("text.") for k in ks) or all(k in ks for k in TEXT_KEYS[:2])
+    return visual and text
+
+
 def detect_layout(sd: Mapping[str, torch.Tensor], source: str = "checkpoint"
                   ) -> Tuple[Layout, Dict[str, torch.Tensor]]:
     """Detect the layout from the keys; returns it with the tower keys re-rooted.
 
     The returned dict uses the canonical CLIP names for every tensor that has one
-    (``visual.trunk.*``, ``visual.head.proj.weight``, text keys unchanged).
+    (``visual.trunk.*``, ``visual.head.proj.weight``, text keys unchanged). A whole open_clip
+    model with another image tower (:func:`is_open_clip_layout`) is layout ``open_clip`` with
+    projection ``native``: its names are open_clip's, kept as they are.
     """
     keys = list(sd)
     has_text = all(k in sd for k in TEXT_KEYS[:2])
@@ -308,6 +336,10 @@ def detect_layout(sd: Mapping[str, torch.Tensor], source: str = "checkpoint"
         kind = "tower"
         out = {("visual.trunk." + k if not k.startswith(("visual.", "text")) else k): v
                for k, v in sd.items()}
+    elif is_open_clip_layout(keys):
+        # another open_clip CLIP (ViT, ConvNeXt, ResNet towers ...): its own names are canonical
+        width = sd["text_projection"].shape[-1] if "text_projection" in sd else None
+        return Layout("open_clip", "training", "native", width, True), dict(sd)
     else:
         raise CheckpointError(
             f"{source} is not a UniRepLKNet checkpoint: it looks like {_guess_foreign(keys)}. "
@@ -451,9 +483,26 @@ def prepare_checkpoint(pretrained: Union[str, os.PathLike], cfg: Dict[str, Any],
                               f"{bad[:10]}; pass allow_nonfinite=True to load it anyway")
     if bad:
         notes.append(f"{len(bad)} tensor(s) hold NaN or infinite values (allowed): {bad[:10]}")
+    if not is_unireplknet_config(cfg):
+        # another open_clip model: its file is in open_clip's names (the key report says what is
+        # missing or unexpected); the factory applies open_clip's own conversions
+        has_text = is_open_clip_layout(list(sd))
+        layout = Layout("open_clip", "training", "native", cfg.get("embed_dim"), has_text)
+        return PreparedCheckpoint(str(pretrained), source, fmt, layout, sd, notes)
     layout, sd = detect_layout(sd, source)
+    if layout.projection == "native":
+        raise CheckpointError(
+            f"{source} is not a UniRepLKNet checkpoint: it looks like "
+            f"{_guess_foreign(list(sd))}; give its open_clip model name as model_name (e.g. "
+            f"ViT-B-32), or local-dir:<folder> for a folder open_clip saved")
     sd, conv_notes, layout = _canonicalize(layout, sd, cfg)
     return PreparedCheckpoint(str(pretrained), source, fmt, layout, sd, notes + conv_notes)
+
+
+def is_unireplknet_config(cfg: Mapping[str, Any]) -> bool:
+    """Whether a CLIP config's image tower is a UniRepLKNet trunk (timm ``unireplknet_*``)."""
+    vision = cfg.get("vision_cfg") or {}
+    return str(vision.get("timm_model_name") or "").startswith("unireplknet_")
 
 
 def compare_to_model(layout: Layout, sd: Mapping[str, torch.Tensor],
@@ -475,7 +524,8 @@ def fit_report(prepared: PreparedCheckpoint, model_sd: Mapping[str, torch.Tensor
                       layout.projection,
                       matched=sum(1 for k in sd if k in model_sd) - len(mismatched),
                       missing=missing, unexpected=unexpected, mismatched=mismatched,
-                      notes=prepared.notes, has_trained_text_tower=layout.kind == "open_clip")
+                      notes=prepared.notes,
+                      has_trained_text_tower=layout.kind == "open_clip" and layout.has_text)
 
 
 def load_prepared(model: torch.nn.Module, prepared: PreparedCheckpoint, *, assign: bool) -> None:

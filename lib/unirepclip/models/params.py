@@ -4,14 +4,18 @@ loads, ``--dry-run`` included."""
 from __future__ import annotations
 
 import json
+import os
+import re
 from pathlib import Path
 from typing import Any, Mapping, Optional, Tuple
 
 from unirepclip.models import CONFIG_DIR
+from unirepclip.models.openclip_names import (HF_HUB, local_dir_problem, openclip_config,
+                                              openclip_model_names, pretrained_tags, schema_of)
 from unirepclip.models.pretrained import demo_model_names
 from unirepclip.vocab import PRECISIONS, Param, Range
 
-__all__ = ["PARAMETERS", "model_names", "stage_count", "check_checkpoint"]
+__all__ = ["PARAMETERS", "model_names", "stage_count", "check_checkpoint", "check_model_name"]
 
 #: Stages of each tower family with a fixed layout, by its timm name's prefix.
 _FAMILY_STAGES = {"unireplknet": 4}
@@ -22,12 +26,21 @@ def model_names() -> Tuple[str, ...]:
     return tuple(sorted(p.stem for p in CONFIG_DIR.glob("*.json")))
 
 
+def _is_openclip_name(name: Any) -> bool:
+    """An open_clip model the package does not ship: a built-in open_clip name or a schema."""
+    return isinstance(name, str) and name not in model_names() and (
+        bool(schema_of(name)) or name in openclip_model_names())
+
+
 def _config(model_name: str) -> Optional[dict]:
+    if _is_openclip_name(model_name):
+        return openclip_config(model_name)  # None for hf-hub: (its config is read on load)
     path = CONFIG_DIR / f"{model_name}.json" if model_name in model_names() else Path(model_name)
     try:
-        return json.loads(path.read_text())
+        cfg = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+    return cfg.get("model_cfg", cfg) if isinstance(cfg, dict) else cfg
 
 
 def stage_count(model_name: str) -> Optional[int]:
@@ -44,35 +57,85 @@ def stage_count(model_name: str) -> Optional[int]:
     for prefix, n in _FAMILY_STAGES.items():
         if tower.startswith(prefix):
             return n
-    try:  # another tower: build it without weights and count
+    if not tower:
+        return None  # open_clip's own towers (ViT, ModifiedResNet): no timm stages to count
+    try:  # another timm tower: build it on the meta device, without weights, and count
         from unirepclip.models.factory import create_model
-        trunk = create_model(model_name, device="meta").visual.trunk
+        trunk = create_model(model_name, device="meta", load_weights=False).visual.trunk
         return len(trunk.stages)
     except Exception:
         return None
 
 
+def check_model_name(value: Any, values: Mapping[str, Any]) -> Optional[str]:
+    """An open_clip name is one open_clip ships; a ``local-dir:`` folder holds its config; an
+    ``hf-hub:`` name has the form ``hf-hub:<org>/<repo>`` (its files are looked for on load)."""
+    if not isinstance(value, str) or value in model_names() or value.endswith(".json"):
+        return None
+    schema = schema_of(value)
+    if schema == "local-dir":
+        return local_dir_problem(value)
+    if schema == "hf-hub":
+        repo = value[len(HF_HUB):].strip("/")
+        return None if repo.count("/") == 1 else f"expected hf-hub:<org>/<repo>, got {value!r}"
+    if value in openclip_model_names():
+        return None
+    return (f"must be a .json file, one of {', '.join(model_names())}, an open_clip model name "
+            f"(open_clip.list_models()), local-dir:<folder> or hf-hub:<org>/<repo>; got "
+            f"{value!r}")
+
+
 def check_checkpoint(value: Any, values: Mapping[str, Any], model_key: str = "model_name"
                      ) -> Optional[str]:
     """``checkpoint="demo"`` names the demo recipe's weights for the notebook's model: a model the
-    recipe does not train has none."""
+    recipe does not train has none. A pretrained tag must be one of the notebook's open_clip
+    model; a ``local-dir:`` / ``hf-hub:`` model brings its own weights (``''``) or takes a file."""
     model = values.get(model_key)
-    if value == "demo" and model in model_names() and model not in demo_model_names():
+    if value == "demo" and (model in model_names() or _is_openclip_name(model)) \
+            and model not in demo_model_names():
         return (f"'demo' names the shipped weights of {', '.join(demo_model_names())} only, not "
                 f"of {model!r}: give a checkpoint file, or '' for random weights")
-    return None
+    if not (isinstance(value, str) and _CHECKPOINT.pattern
+            and re.fullmatch(_CHECKPOINT.pattern, value)) or value == "demo":
+        return None
+    if os.path.isfile(value):
+        return None  # a file that happens to be named like a tag
+    tags = pretrained_tags(model) if _is_openclip_name(model) and not schema_of(model) else ()
+    if tags is None or value in (tags or ()):
+        return None  # (None: open_clip's table could not be read; the loader checks the tag)
+    if isinstance(model, str) and schema_of(model):
+        return (f"{value!r} is a pretrained tag, but {model} brings its own weights: give '' "
+                f"for them, or a checkpoint file")
+    return (f"{value!r} is not a pretrained tag of {model!r} (its tags: "
+            f"{', '.join(tags) or 'none'}) and names no file")
 
 
-_MODEL = Range(names=model_names, path="file", path_suffix=".json", empty=None)
-_CHECKPOINT = Range(choices=("demo",), path="file", empty="random weights")
+def _pattern(names: Tuple[str, ...]) -> Optional[str]:
+    return "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True)) or None
+
+
+def _all_tags() -> Tuple[str, ...]:
+    tags = {t for m in openclip_model_names() for t in (pretrained_tags(m) or ())}
+    return tuple(sorted(tags))
+
+
+# open_clip's names and tags are read as names (no file is looked for), listed apart from the
+# package's own in the messages (there are over a hundred); their checks are the relations above
+_MODEL = Range(names=model_names, pattern=_pattern(openclip_model_names()), path="file",
+               path_suffix=".json", empty=None)
+_CHECKPOINT = Range(choices=("demo",), pattern=_pattern(_all_tags()), path="file",
+                    empty="random weights")
 
 PARAMETERS: Tuple[Param, ...] = (
-    Param("model_name", "str", "a model config shipped with the package, or a config .json file",
-          _MODEL),
+    Param("model_name", "str",
+          "a model config shipped with the package, an open_clip model name (ViT-B-32 ...), "
+          "local-dir:<folder> or hf-hub:<org>/<repo> (open_clip's), or a config .json file",
+          _MODEL, relation=check_model_name),
     Param("control_model_name", "str", "the control model's config ('' skips the control)",
           Range(names=model_names, path="file", path_suffix=".json", empty="no control")),
     Param("checkpoint", "str",
-          "'demo' (the shipped weights), '' (random weights), a file, or hf-hub:<repo>[/<file>]",
+          "'demo' (the shipped weights), '' (random weights; a local-dir: or hf-hub: model's "
+          "own), a file, hf-hub:<repo>[/<file>], or a pretrained tag of an open_clip model",
           _CHECKPOINT, relation=check_checkpoint),
     Param("control_checkpoint", "str", "the control's weights, as for checkpoint", _CHECKPOINT,
           relation=lambda v, values: check_checkpoint(v, values, "control_model_name")),

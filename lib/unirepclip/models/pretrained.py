@@ -132,12 +132,29 @@ def verified_demo_path(model: str = MODEL_NAME) -> Path:
 def resolve_checkpoint(checkpoint: Optional[str], model_name: Optional[str] = None) -> Optional[str]:
     """``"demo"`` -> the shipped checkpoint of the demo recipe for ``model_name`` (the demo CLIP
     when ``model_name`` is None; its 3x3 control for ``UniRepLKNet-Demo-SmallKernel``), its
-    sha256 checked (:func:`verified_demo_path`); ``""``/None -> None (random weights); else a
-    path (checked) or ``hf-hub:...``."""
+    sha256 checked (:func:`verified_demo_path`); ``""``/None -> None (random weights, or the own
+    weights of a ``local-dir:`` / ``hf-hub:`` model); a pretrained tag of an open_clip
+    ``model_name`` as it is (the factory finds its file); else a path (checked) or
+    ``hf-hub:...``."""
     if checkpoint in (None, "", "none", "random"):
         return None
     if checkpoint == "demo":
         return str(verified_demo_path(model_name or MODEL_NAME))
     if not str(checkpoint).startswith("hf-hub:") and not Path(checkpoint).exists():
-        raise FileNotFoundError(f"checkpoint={checkpoint!r}: no such file")
+        tags = _openclip_tags(model_name)
+        if tags is not None and checkpoint in tags:
+            return str(checkpoint)
+        known = f" nor a pretrained tag of {model_name} ({', '.join(tags)})" if tags else ""
+        raise FileNotFoundError(f"checkpoint={checkpoint!r}: no such file{known}")
     return str(checkpoint)
+
+
+def _openclip_tags(model_name: Optional[str]) -> Optional[Tuple[str, ...]]:
+    """The pretrained tags of an open_clip model name (not one of the package's configs)."""
+    from unirepclip.models import CONFIG_DIR
+    from unirepclip.models.openclip_names import openclip_model_names, pretrained_tags
+
+    if not model_name or (CONFIG_DIR / f"{model_name}.json").is_file() \
+            or model_name not in openclip_model_names():
+        return None
+    return pretrained_tags(model_name)

@@ -102,7 +102,8 @@ class Loaded:
         model's form, device and memory format. ``set_seed(seed)`` comes first, so it depends on
         the seed alone, not on what ran before (it reseeds the process's generators)."""
         set_seed(seed)
-        model = create_model(self.model_name, device=self.device, deploy=self.deploy)
+        model = create_model(self.model_name, device=self.device, deploy=self.deploy,
+                             load_weights=False)  # a local-dir:/hf-hub: model's own too
         if self.channels_last:
             model.visual.to(memory_format=torch.channels_last)
         return model
