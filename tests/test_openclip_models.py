@@ -276,3 +276,13 @@ def test_the_dry_run_accepts_tags_and_schemas(saved, capsys):
                   ("model_name=hf-hub:someone/tiny-vit", "checkpoint=''")):
         code, out, err = _dry_run(capsys, *items)
         assert code == 0, (items, err)
+
+
+def test_stage_counts_of_open_clip_towers_without_weights():
+    """A timm trunk's stages are counted on the meta device (convnext_base_w: timm's ConvNeXt-B,
+    depths (3, 3, 27, 3)); open_clip's own towers have no timm stages to count."""
+    from unirepclip.models.params import stage_count
+
+    assert stage_count("convnext_base_w") == 4
+    assert stage_count("ViT-B-32") is None and stage_count("RN50") is None
+    assert stage_count(f"local-dir:{REPO}/no-such-folder") is None

@@ -233,15 +233,15 @@ def _build(src: _Source, *, meta: bool, force_image_size, quick_gelu: bool,
 
     kwargs = dict(load_weights=False, pretrained_image=False, pretrained_text=False,
                   force_image_size=force_image_size, force_quick_gelu=quick_gelu)
-    if meta:  # what the parameter checks count (stages): no memory, no initialization
-        with parameters_on_meta():
-            return open_clip.create_model(src.build_name, device="meta", **kwargs)
-    quiet = _DropWarnings(("No pretrained weights loaded",) * loading
+    # meta: what the parameter checks count (stages), no memory, no initialization, no weights
+    quiet = _DropWarnings(("No pretrained weights loaded",) * (loading or meta)
                           + ("Local config loaded, but no CLIP weights",) * src.temporary)
     root = logging.getLogger()
     root.addFilter(quiet)
     try:
-        return open_clip.create_model(src.build_name, **kwargs)
+        with parameters_on_meta() if meta else contextlib.nullcontext():
+            return open_clip.create_model(src.build_name, device="meta" if meta else "cpu",
+                                          **kwargs)
     finally:
         root.removeFilter(quiet)
 
