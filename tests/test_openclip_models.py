@@ -286,3 +286,28 @@ def test_stage_counts_of_open_clip_towers_without_weights():
     assert stage_count("convnext_base_w") == 4
     assert stage_count("ViT-B-32") is None and stage_count("RN50") is None
     assert stage_count(f"local-dir:{REPO}/no-such-folder") is None
+
+
+def test_the_dry_run_of_open_clip_names_and_tags_loads_no_torch(saved):
+    """The parameter checks read open_clip's names and tags from its installed files: a fresh
+    interpreter checks a tag and a local-dir: folder without importing torch or open_clip."""
+    import subprocess
+    import sys
+
+    code = (
+        "import contextlib, io, json, sys\n"
+        "from unirepclip.cli import main\n"
+        "err = io.StringIO()\n"
+        "with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):\n"
+        "    codes = [main(['run', '--profile', 'ci', '--only', '01', '--dry-run', '-p', m,\n"
+        "                   '-p', c]) for m, c in (('model_name=ViT-B-32',\n"
+        "                                           'checkpoint=laion2b_s34b_b79k'),\n"
+        f"                                          ('model_name=local-dir:{saved[1]}',\n"
+        "                                           \"checkpoint=''\"))]\n"
+        "print(json.dumps({'codes': codes, 'err': err.getvalue(), 'torch': 'torch' in "
+        "sys.modules, 'open_clip': 'open_clip' in sys.modules}))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got == {"codes": [0, 0], "err": "", "torch": False, "open_clip": False}, got
