@@ -220,6 +220,21 @@ def test_an_offline_pretrained_tag_fails_at_once_with_the_way_out(tmp_path, monk
         create_model("ViT-B-32", "no_such_tag")
 
 
+def test_an_offline_url_tag_names_the_url_and_where_open_clip_keeps_it(tmp_path, monkeypatch):
+    """A tag published at a URL only (none in open_clip 3.3, some in earlier releases): its file
+    is looked for where open_clip's download puts it, ~/.cache/clip/<file name>."""
+    import open_clip
+
+    url = "https://example.invalid/weights/vit_b_32-quickgelu-x-0123abcd.pt"
+    monkeypatch.setattr(open_clip, "get_pretrained_cfg", lambda model, tag: {"url": url})
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(C.CheckpointError) as e:
+        create_model("ViT-B-32", "some_url_tag")
+    _one_line_naming(e.value, "checkpoint='some_url_tag' (pretrained tag of ViT-B-32)",
+                     f"Download {url} to {tmp_path}/.cache/clip/vit_b_32-quickgelu-x-0123abcd.pt")
+
+
 def _dry_run(capsys, *items):
     code = main(["run", "--profile", "ci", "--only", "01", "--dry-run",
                  *[a for item in items for a in ("-p", item)]])
