@@ -235,8 +235,8 @@ def test_an_offline_url_tag_names_the_url_and_where_open_clip_keeps_it(tmp_path,
                      f"Download {url} to {tmp_path}/.cache/clip/vit_b_32-quickgelu-x-0123abcd.pt")
 
 
-def _dry_run(capsys, *items):
-    code = main(["run", "--profile", "ci", "--only", "01", "--dry-run",
+def _dry_run(capsys, *items, notebook="01"):
+    code = main(["run", "--profile", "ci", "--only", notebook, "--dry-run",
                  *[a for item in items for a in ("-p", item)]])
     out, err = capsys.readouterr()
     return code, out, err
@@ -262,6 +262,8 @@ def test_vit_b_32_from_a_file_passes_the_dry_run_and_loads(vit_b32_file, capsys)
     assert code == 0, err
     values = json.loads(out)["01_checkpoint"]
     assert values["model_name"] == "ViT-B-32" and values["checkpoint"] == str(path)
+    code, out, err = _dry_run(capsys, "model_name=ViT-B-32", f"checkpoint={path}", notebook="03")
+    assert code == 0 and json.loads(out)["03_erf"]["model_name"] == "ViT-B-32", err
     lm = load("ViT-B-32", str(path), device="cpu", deploy=values["deploy"])
     assert lm.model.load_report.ok and lm.model.load_report.path == str(path)
     i2, t2 = _embed(lm.model, images, lm.tokenizer(CAPTIONS))
