@@ -127,6 +127,17 @@ def test_hf_hub_name_from_a_filled_cache_offline(saved, tmp_path, monkeypatch):
     assert len(msg.splitlines()) == 1
 
 
+def test_the_layout_detector_takes_open_clips_own_layouts(saved):
+    """A whole open_clip model with another tower is read in its own names, not refused; a
+    UniRepLKNet config still refuses it, saying what it looks like."""
+    sd = load_file(str(saved[1] / "open_clip_model.safetensors"))
+    layout, out = C.detect_layout(sd)
+    assert (layout.kind, layout.projection, layout.has_text) == ("open_clip", "native", True)
+    assert out.keys() == sd.keys() and layout.head_width == TINY["embed_dim"]
+    with pytest.raises(C.CheckpointError, match="open_clip ViT.*give its open_clip model name"):
+        create_model("UniRepLKNet-Demo", str(saved[1] / "open_clip_model.safetensors"))
+
+
 def _one_line_naming(err: Exception, *needles: str) -> str:
     first = str(err).splitlines()[0]
     for needle in needles:
