@@ -1,0 +1,141 @@
+"""Cue-conflict measurements on a model, and the sentences that report them.
+
+For the demo, the cue conflict is synthetic (:mod:`unirepclip.data.navon`): the model answers by
+zero-shot over the demo world's shapes, and "shape bias" is global answers / (global + local
+answers), :func:`unirepclip.eval.shape_bias.shape_bias` with the global shape as "shape" and the
+local elements' shape as "texture". :func:`navon_decisions` runs a model on a
+:class:`~unirepclip.data.navon.NavonSet`; :func:`navon_summary` scores the conflict figures (with a
+bootstrap interval over stimuli) and both controls (accuracy on the plain figures and on the
+elements alone).
+
+:func:`describe_difference` writes the sentence a notebook shows about two such results: which way
+the difference went, by how much, and whether its bootstrap interval excludes zero. It is written
+from the numbers, never for one outcome.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from unirepclip.data.navon import NavonSet
+from unirepclip.data.synthetic import zeroshot_task
+from unirepclip.eval.shape_bias import (
+    Interval, bootstrap_difference, bootstrap_shape_bias, shape_bias)
+
+__all__ = ["navon_classifier", "navon_decisions", "navon_summary", "paired_difference",
+           "describe_difference"]
+
+
+def navon_classifier(model: torch.nn.Module, tokenizer: Callable, *,
+                     device: Union[str, torch.device] = "cpu") -> torch.Tensor:
+    """The demo world's zero-shot shape classifier (D, 8): its shapes with the held-out prompt
+    ensemble over colours (:func:`unirepclip.data.synthetic.zeroshot_task`)."""
+    from unirepclip.eval.zeroshot import build_classifier
+
+    classnames, templates = zeroshot_task("shape")
+    return build_classifier(model, tokenizer, classnames, templates, device=device)
+
+
+def navon_decisions(model: torch.nn.Module, classifier: torch.Tensor, stimuli: NavonSet, *,
+                    image_size: Optional[int] = None, batch_size: int = 64,
+                    device: Union[str, torch.device] = "cpu") -> List[str]:
+    """The shape each figure is classified as (zero-shot with ``classifier``), through the
+    model's evaluation preprocessing at ``image_size`` (default: the figures' own size)."""
+    from PIL import Image
+
+    from unirepclip.data.sets import val_transform
+    from unirepclip.eval.shape_bias import zero_shot_decisions
+    from unirepclip.eval.zeroshot import encode_images
+
+    transform = val_transform(model, image_size or stimuli.images.shape[1])
+    tensors = torch.stack([transform(Image.fromarray(im)) for im in stimuli.images])
+    loader = [tensors[i:i + batch_size] for i in range(0, len(tensors), batch_size)]
+    features, _ = encode_images(model, loader, device=device, progress=False)
+    classnames, _ = zeroshot_task("shape")
+    return zero_shot_decisions(features, classifier, classnames)
+
+
+def _accuracy(decisions: np.ndarray, truth: np.ndarray) -> float:
+    return float(np.mean(decisions == truth)) if len(truth) else math.nan
+
+
+def navon_summary(stimuli: NavonSet, decisions: Sequence[str], *, n_boot: int = 2000,
+                  seed: int = 0) -> Dict[str, Any]:
+    """What the figures measure: on the conflict figures the global rate, local rate, other
+    rate and the shape bias (global / (global + local)) with its bootstrap ``interval``; the
+    accuracy on the plain figures and on the elements alone; the element size in px."""
+    d = np.asarray(list(decisions), dtype=object)
+    if len(d) != len(stimuli):
+        raise ValueError(f"{len(d)} decisions for {len(stimuli)} stimuli")
+    g = np.asarray(stimuli.global_shape, dtype=object)
+    loc = np.asarray(stimuli.local_shape, dtype=object)
+    conflict = stimuli.select("conflict")
+    out: Dict[str, Any] = {"element_px": stimuli.element_px, "settings": dict(stimuli.settings),
+                           "n_conflict": int(len(conflict))}
+    if len(conflict):
+        result = shape_bias(g[conflict], loc[conflict], d[conflict])
+        out.update(shape_bias=result.shape_bias, global_rate=result.shape_rate,
+                   local_rate=result.texture_rate,
+                   other_rate=result.n_other / result.n_conflict,
+                   per_class=dict(result.per_class),
+                   interval=bootstrap_shape_bias(g[conflict], loc[conflict], d[conflict],
+                                                 n_boot=n_boot, seed=seed))
+    for kind in ("plain", "elements_alone"):
+        idx = stimuli.select(kind)
+        out[f"{kind}_accuracy"] = _accuracy(d[idx], g[idx])
+    return out
+
+
+def paired_difference(stimuli: NavonSet, decisions_a: Sequence[str], decisions_b: Sequence[str],
+                      *, n_boot: int = 2000, seed: int = 0) -> Interval:
+    """Shape bias of ``a`` minus ``b`` on the same conflict figures (a paired bootstrap)."""
+    idx = stimuli.select("conflict")
+    g = np.asarray(stimuli.global_shape, dtype=object)[idx]
+    loc = np.asarray(stimuli.local_shape, dtype=object)[idx]
+    return bootstrap_difference(g, loc, np.asarray(list(decisions_a), dtype=object)[idx],
+                                np.asarray(list(decisions_b), dtype=object)[idx],
+                                n_boot=n_boot, seed=seed)
+
+
+
+def _fmt(x: float, digits: int) -> str:
+    return "undefined" if not math.isfinite(x) else f"{x:.{digits}f}"
+
+
+def describe_difference(name_a: str, a: Interval, name_b: str, b: Interval,
+                        difference: Optional[Interval] = None, *,
+                        quantity: str = "shape bias", digits: int = 2) -> str:
+    """One or two sentences: ``a``'s value against ``b``'s (each with its interval), which way
+    and by how much they differ, and whether the interval of the difference (``a - b``, e.g.
+    :func:`paired_difference`; without it, the two intervals) separates them."""
+    level = f"{100 * a.level:g}%"
+
+    def value(name: str, r: Interval) -> str:
+        return (f"{name}'s {quantity} is {_fmt(r.estimate, digits)} ({level} interval "
+                f"{_fmt(r.low, digits)}-{_fmt(r.high, digits)})")
+
+    delta = a.estimate - b.estimate
+    if not (math.isfinite(a.estimate) and math.isfinite(b.estimate)):
+        return (f"{value(name_a, a)} and {value(name_b, b)}: the difference is undefined "
+                f"(a model made no {quantity} decisions of either kind).")
+    if round(delta, digits) == 0:
+        way = f"the same as {name_b}'s to {digits} decimals"
+    else:
+        way = (f"{'higher' if delta > 0 else 'lower'} than {name_b}'s "
+               f"({_fmt(b.estimate, digits)}) by {_fmt(abs(delta), digits)}")
+    first = f"{value(name_a, a)}, {way}."
+    if difference is not None:
+        separated = difference.excludes(0.0)
+        second = (f" The {level} interval of the difference, {_fmt(difference.low, digits)} to "
+                  f"{_fmt(difference.high, digits)}, "
+                  + ("excludes 0: the stimuli distinguish the two." if separated else
+                     "includes 0: these stimuli do not distinguish the two."))
+    else:
+        separated = a.low > b.high or b.low > a.high
+        second = (f" {name_b}'s interval is {_fmt(b.low, digits)}-{_fmt(b.high, digits)}; the "
+                  "intervals " + ("do not overlap: the stimuli distinguish the two." if separated
+                                  else "overlap: these stimuli do not distinguish the two."))
+    return first + second
