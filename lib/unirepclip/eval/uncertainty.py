@@ -1,0 +1,328 @@
+"""Uncertainty of a figure measured on test items, torch-free (NumPy and SciPy only).
+
+Intervals (95% unless ``confidence`` says otherwise), each an :class:`Interval` that names its
+method:
+
+* a plain proportion (accuracy, recall@k of one direction: one hit per query) -> Wilson's score
+  interval (:func:`wilson_interval`, :func:`proportion_interval`). It keeps its coverage near 0
+  and 1 where the percentile bootstrap and the Wald interval fall short (at n = 50 and p = 0.995
+  most samples are all-correct, and a resampling interval is then the single point 1).
+* anything else (mean per-class recall; the mean of two recalls) -> ``scipy.stats.bootstrap``
+  over the test items, BCa by default, seeded (:func:`bootstrap_interval`,
+  :func:`mean_per_class_recall_interval`). Where every resample gives the same value (all items
+  right) BCa is undefined; the interval is then that value with ``method`` saying
+  ``"degenerate"``: the data say nothing about the spread, not that there is none.
+
+Paired comparisons of two settings scored on the same items, each a :class:`PairedTest` with the
+difference ``a - b``, its interval, the two-sided p-value and a plain verdict (``"not
+distinguishable"`` where the p-value is at or above ``alpha``):
+
+* accuracy -> exact McNemar (:func:`paired_accuracy_test`): ``scipy.stats.binomtest`` on the
+  discordant items (A right and B wrong: Binomial(discordant, 1/2) under the null); the
+  difference's interval is the paired bootstrap's.
+* recall@k, mean per-class recall, any statistic of per-item data -> the paired bootstrap
+  (:func:`paired_bootstrap_test`, :func:`paired_recall_test`,
+  :func:`paired_mean_per_class_recall_test`): items resampled together for both settings; the
+  p-value is the share of resampled differences at least as far from the observed one as the
+  observed one is from 0 (the bootstrap distribution shifted to the null), ``(count + 1) /
+  (resamples + 1)``.
+
+And whether a re-measured figure is consistent with a published one
+(:func:`consistent_with_published`): the published value lies inside the measured interval
+(widened by half a unit of the published value's last digit when ``rounding`` is given).
+
+Every function that resamples takes ``seed`` and gives the same answer on a rerun.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+
+import numpy as np
+
+__all__ = ["Interval", "PairedTest", "wilson_interval", "proportion_interval",
+           "bootstrap_interval", "mean_per_class_recall", "mean_per_class_recall_interval",
+           "paired_accuracy_test", "paired_bootstrap_test", "paired_recall_test",
+           "paired_mean_per_class_recall_test", "consistent_with_published", "N_RESAMPLES"]
+
+#: Bootstrap resamples unless a caller asks for another number.
+N_RESAMPLES = 2000
+
+
+@dataclasses.dataclass(frozen=True)
+class Interval:
+    """``estimate`` with its ``[low, high]`` at ``confidence``, from ``n`` items by ``method``."""
+
+    estimate: float
+    low: float
+    high: float
+    confidence: float
+    method: str
+    n: int
+
+    def contains(self, value: float) -> bool:
+        return self.low <= value <= self.high
+
+    def as_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class PairedTest:
+    """Two settings ``a`` and ``b`` on the same ``n`` items: ``difference`` (a - b) and its
+    interval, the two-sided ``p_value``, the ``test`` that gave it and a plain ``verdict``."""
+
+    a: float
+    b: float
+    difference: Interval
+    p_value: float
+    test: str
+    verdict: str
+    details: Dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def as_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _check_confidence(confidence: float) -> float:
+    if not 0.0 < float(confidence) < 1.0:
+        raise ValueError(f"confidence={confidence!r}: expected a level in (0, 1), e.g. 0.95")
+    return float(confidence)
+
+
+def _bool_items(x: Any, name: str) -> np.ndarray:
+    a = np.asarray(x)
+    if a.ndim != 1 or a.size == 0:
+        raise ValueError(f"{name}: expected a non-empty 1-D array of per-item outcomes, got "
+                         f"shape {a.shape}")
+    if a.dtype != bool and not np.isin(a, (0, 1)).all():
+        raise ValueError(f"{name}: per-item outcomes must be booleans or 0/1")
+    return a.astype(bool)
+
+
+def _int_items(x: Any, name: str, n: Optional[int] = None) -> np.ndarray:
+    a = np.asarray(x)
+    if a.ndim != 1 or a.size == 0 or not np.issubdtype(a.dtype, np.integer):
+        raise ValueError(f"{name}: expected a non-empty 1-D integer array, got shape {a.shape} "
+                         f"and dtype {a.dtype}")
+    if n is not None and a.size != n:
+        raise ValueError(f"{name} has {a.size} items, the labels {n}; both must score the "
+                         f"same test items")
+    return a
+
+
+def wilson_interval(successes: Any, n: Any, confidence: float = 0.95
+                    ) -> Tuple[np.ndarray, np.ndarray]:
+    """Wilson's score interval ``(low, high)`` of ``successes`` out of ``n`` (arrays broadcast;
+    NumPy floats for scalars). Equals ``scipy.stats.binomtest(k, n).proportion_ci(method=
+    "wilson")``; vectorized for many proportions at once."""
+    from scipy.stats import norm
+
+    k = np.asarray(successes, dtype=float)
+    n = np.asarray(n, dtype=float)
+    if np.any(n <= 0) or np.any(k < 0) or np.any(k > n):
+        raise ValueError("wilson_interval: need 0 <= successes <= n and n > 0")
+    z = norm.ppf(0.5 + _check_confidence(confidence) / 2)
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return np.clip(centre - half, 0.0, 1.0), np.clip(centre + half, 0.0, 1.0)
+
+
+def proportion_interval(correct: Any, confidence: float = 0.95) -> Interval:
+    """Accuracy (or one direction's recall@k) over per-item booleans, with Wilson's interval."""
+    c = _bool_items(correct, "correct")
+    lo, hi = wilson_interval(int(c.sum()), c.size, confidence)
+    return Interval(float(c.mean()), float(lo), float(hi), float(confidence), "wilson", c.size)
+
+
+def _run_bootstrap(data: Tuple[np.ndarray, ...], statistic: Callable, *, seed: int,
+                   n_resamples: int, confidence: float, method: str) -> Tuple[float, float, str]:
+    from scipy.stats import bootstrap
+
+    kwargs = dict(n_resamples=int(n_resamples), paired=True, vectorized=True, axis=-1,
+                  confidence_level=confidence, method=method)
+    try:
+        res = bootstrap(data, statistic, rng=np.random.default_rng(seed), **kwargs)
+    except TypeError:  # SciPy < 1.15 names the generator random_state
+        res = bootstrap(data, statistic, random_state=np.random.default_rng(seed), **kwargs)
+    lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
+    return lo, hi, method.lower()
+
+
+def bootstrap_interval(statistic: Callable[..., Any], *data: Any, seed: int = 0,
+                       n_resamples: int = N_RESAMPLES, confidence: float = 0.95,
+                       method: str = "BCa") -> Interval:
+    """The interval of ``statistic(*data)`` over the items (the last axis of each array,
+    resampled together), by ``scipy.stats.bootstrap`` (``method``: ``"BCa"``, ``"percentile"``
+    or ``"basic"``), seeded. ``statistic`` must be vectorized: it takes ``axis=`` and reduces
+    that axis. Where every resample gives the same value the interval is that value,
+    ``method="degenerate"``."""
+    confidence = _check_confidence(confidence)
+    arrays = tuple(np.asarray(d) for d in data)
+    if not arrays or any(a.shape[-1] != arrays[0].shape[-1] for a in arrays):
+        raise ValueError("bootstrap_interval: give one or more arrays with the same number of "
+                         "items (last axis)")
+    n = arrays[0].shape[-1]
+    if n < 2:
+        raise ValueError(f"bootstrap_interval: {n} item(s); a bootstrap needs at least 2")
+    estimate = float(statistic(*arrays, axis=-1))
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # BCa's degenerate-distribution warning: handled below
+        lo, hi, used = _run_bootstrap(arrays, statistic, seed=seed, n_resamples=n_resamples,
+                                      confidence=confidence, method=method)
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        lo = hi = estimate
+        used = "degenerate"
+    return Interval(estimate, lo, hi, confidence, f"bootstrap-{used}" if used != "degenerate"
+                    else used, n)
+
+
+def mean_per_class_recall(labels: np.ndarray, predictions: np.ndarray, axis: int = -1
+                          ) -> np.ndarray:
+    """Balanced accuracy along ``axis`` (vectorized for the bootstrap): the recall of each
+    class present in ``labels``, averaged with equal weight (CLIP_benchmark's
+    ``mean_per_class_recall``, scikit-learn's ``balanced_accuracy_score``)."""
+    y = np.moveaxis(np.asarray(labels), axis, -1)
+    p = np.moveaxis(np.asarray(predictions), axis, -1)
+    classes = np.unique(y)
+    hit = (y == p)
+    recalls = []
+    for c in classes:
+        in_c = y == c
+        support = in_c.sum(axis=-1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            recalls.append(np.where(support > 0, (hit & in_c).sum(axis=-1) / np.maximum(support, 1),
+                                    np.nan))
+    return np.nanmean(np.stack(recalls, axis=-1), axis=-1)
+
+
+def mean_per_class_recall_interval(labels: Any, predictions: Any, *, seed: int = 0,
+                                   n_resamples: int = N_RESAMPLES, confidence: float = 0.95
+                                   ) -> Interval:
+    """Mean per-class recall with its BCa bootstrap interval over the test items (a class a
+    resample leaves out is left out of that resample's mean)."""
+    y = _int_items(labels, "labels")
+    p = _int_items(predictions, "predictions", y.size)
+    return bootstrap_interval(mean_per_class_recall, y, p, seed=seed, n_resamples=n_resamples,
+                              confidence=confidence)
+
+
+def _verdict(diff: float, p: float, alpha: float, names: Sequence[str]) -> str:
+    if not p < alpha:
+        return f"not distinguishable (p = {p:.3g})"
+    better, worse = (names[0], names[1]) if diff > 0 else (names[1], names[0])
+    return f"{better} higher than {worse} by {abs(diff):.3g} (p = {p:.3g})"
+
+
+def _difference(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
+    return np.mean(a, axis=axis) - np.mean(b, axis=axis)
+
+
+def paired_accuracy_test(correct_a: Any, correct_b: Any, *, alpha: float = 0.05, seed: int = 0,
+                         n_resamples: int = N_RESAMPLES, confidence: float = 0.95,
+                         names: Sequence[str] = ("A", "B")) -> PairedTest:
+    """Exact McNemar test of two settings' per-item correctness on the same items (``details``:
+    ``a_only``, A right and B wrong; ``b_only``); the difference of accuracies with its paired
+    bootstrap interval (the point 0 when no item is discordant)."""
+    from scipy.stats import binomtest
+
+    a = _bool_items(correct_a, "correct_a")
+    b = _bool_items(correct_b, "correct_b")
+    if a.size != b.size:
+        raise ValueError(f"correct_a has {a.size} items, correct_b {b.size}; both must score "
+                         f"the same test items")
+    a_only, b_only = int((a & ~b).sum()), int((~a & b).sum())
+    m = a_only + b_only
+    p = 1.0 if m == 0 else min(1.0, float(binomtest(a_only, m, 0.5).pvalue))
+    diff = bootstrap_interval(_difference, a.astype(float), b.astype(float), seed=seed,
+                              n_resamples=n_resamples, confidence=confidence)
+    return PairedTest(float(a.mean()), float(b.mean()), diff, p, "mcnemar-exact",
+                      _verdict(diff.estimate, p, alpha, names),
+                      {"a_only": a_only, "b_only": b_only, "n": int(a.size)})
+
+
+def _null_shifted_p(stat: Callable, data_a: Tuple[np.ndarray, ...],
+                    data_b: Tuple[np.ndarray, ...], observed: float, seed: int,
+                    n_resamples: int) -> float:
+    n = data_a[0].shape[-1]
+    rng = np.random.default_rng(seed)
+    chunk = max(1, min(int(n_resamples), 2_000_000 // n))  # bounded memory for large n
+    far, done = 0, 0
+    while done < n_resamples:
+        idx = rng.integers(0, n, size=(min(chunk, int(n_resamples) - done), n))
+        diffs = (np.asarray(stat(*(d[..., idx] for d in data_a), axis=-1))
+                 - np.asarray(stat(*(d[..., idx] for d in data_b), axis=-1)))
+        far += int((np.abs(diffs - observed) >= abs(observed) - 1e-12).sum())
+        done += len(idx)
+    return float((far + 1) / (done + 1))
+
+
+def paired_bootstrap_test(statistic: Callable[..., Any], data_a: Sequence[Any],
+                          data_b: Sequence[Any], *, alpha: float = 0.05, seed: int = 0,
+                          n_resamples: int = N_RESAMPLES, confidence: float = 0.95,
+                          names: Sequence[str] = ("A", "B")) -> PairedTest:
+    """``statistic(*data_a)`` against ``statistic(*data_b)`` on the same items (the last axis of
+    every array; shared arrays such as the labels may appear in both), by the paired bootstrap.
+    ``statistic`` is vectorized (takes ``axis=``)."""
+    da = tuple(np.asarray(d) for d in data_a)
+    db = tuple(np.asarray(d) for d in data_b)
+    sizes = {d.shape[-1] for d in da + db}
+    if not da or not db or len(sizes) != 1:
+        raise ValueError(f"paired_bootstrap_test: every array must hold the same items; got "
+                         f"item counts {sorted(sizes)}")
+    k = len(da)
+
+    def diff(*arrays: np.ndarray, axis: int = -1) -> np.ndarray:
+        return (np.asarray(statistic(*arrays[:k], axis=axis))
+                - np.asarray(statistic(*arrays[k:], axis=axis)))
+
+    interval = bootstrap_interval(diff, *da, *db, seed=seed, n_resamples=n_resamples,
+                                  confidence=confidence)
+    va, vb = float(statistic(*da, axis=-1)), float(statistic(*db, axis=-1))
+    p = (1.0 if interval.estimate == 0 and interval.method == "degenerate" else
+         _null_shifted_p(statistic, da, db, interval.estimate, seed, n_resamples))
+    return PairedTest(va, vb, interval, p, "paired-bootstrap",
+                      _verdict(interval.estimate, p, alpha, names), {"n": int(next(iter(sizes)))})
+
+
+def paired_recall_test(hits_a: Any, hits_b: Any, **options: Any) -> PairedTest:
+    """recall@k of two settings from per-query hits (a query's positive within its top k), by
+    the paired bootstrap (``options``: those of :func:`paired_bootstrap_test`)."""
+    a = _bool_items(hits_a, "hits_a").astype(float)
+    b = _bool_items(hits_b, "hits_b").astype(float)
+    return paired_bootstrap_test(np.mean, (a,), (b,), **options)
+
+
+def paired_mean_per_class_recall_test(labels: Any, predictions_a: Any, predictions_b: Any,
+                                      **options: Any) -> PairedTest:
+    """Mean per-class recall of two settings' predictions for the same labelled items, by the
+    paired bootstrap (``options``: those of :func:`paired_bootstrap_test`)."""
+    y = _int_items(labels, "labels")
+    pa = _int_items(predictions_a, "predictions_a", y.size)
+    pb = _int_items(predictions_b, "predictions_b", y.size)
+    return paired_bootstrap_test(mean_per_class_recall, (y, pa), (y, pb), **options)
+
+
+def consistent_with_published(measured: Interval, published: float, *, rounding: float = 0.0
+                              ) -> Dict[str, Any]:
+    """Is ``published`` inside the measured interval? Both on the same scale (fractions: a
+    published 75.7 % is 0.757); ``rounding``: half a unit of the published value's last digit
+    (0.0005 for 0.757), by which the interval is widened. Returns ``consistent``, the values and
+    a plain ``verdict``."""
+    published = float(published)
+    if not np.isfinite(published):
+        raise ValueError(f"published={published!r}: expected a finite number")
+    if rounding < 0:
+        raise ValueError(f"rounding={rounding!r}: expected >= 0")
+    if 0 <= measured.low <= measured.high <= 1 and not 0 <= published <= 1:
+        raise ValueError(f"published={published!r} is not a fraction in [0, 1] like the measured "
+                         f"interval; give a percentage divided by 100")
+    ok = measured.low - rounding <= published <= measured.high + rounding
+    where = (f"published {published:.4g} {'inside' if ok else 'outside'} the measured "
+             f"{measured.confidence:.0%} interval [{measured.low:.4g}, {measured.high:.4g}]")
+    return {"consistent": bool(ok), "published": published, "measured": measured.estimate,
+            "low": measured.low, "high": measured.high,
+            "verdict": ("consistent: " if ok else "not consistent: ") + where}
