@@ -12,12 +12,20 @@ settings run as one Slurm job array (``run --executor slurm``)::
       signal_delay_s: 120     # the warning before the time limit (checkpoint, then requeue)
       parallelism: 16         # at most this many settings at once (default: all)
 
-A flag wins over the profile; every bad value is one line, before anything is submitted."""
+A flag wins over the profile; every bad value is one line, before anything is submitted.
+:func:`cluster_problems` checks what only the cluster can say (its commands, its partitions); the
+sweeps and ``extract --executor slurm`` share it."""
 from __future__ import annotations
 
+import shutil
+import subprocess
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-__all__ = ["SLURM_KEYS", "SLURM_DEFAULTS", "flag_problems", "slurm_problems", "slurm_settings"]
+__all__ = ["SLURM_KEYS", "SLURM_DEFAULTS", "cluster_problems", "flag_problems", "slurm_problems",
+           "slurm_settings"]
+
+#: The client commands a submission and its watch use.
+SLURM_COMMANDS = ("sbatch", "sinfo", "sacct", "scontrol")
 
 #: key -> (kind, the smallest value allowed) for numbers; kind "str" for names.
 SLURM_KEYS: Dict[str, Tuple[str, Optional[float]]] = {
@@ -70,3 +78,22 @@ def slurm_settings(profile_section: Optional[Mapping[str, Any]],
     for layer in (profile_section or {}, flags or {}):
         out.update({k: v for k, v in layer.items() if v is not None})
     return out
+
+
+def cluster_problems(partition: Optional[str]) -> List[str]:
+    """What this machine's Slurm says against a submission, one line each: its commands missing
+    from PATH (then only that), or ``partition`` (None: the cluster's default) unknown to it."""
+    missing = [c for c in SLURM_COMMANDS if shutil.which(c) is None]
+    if missing:
+        return [f"--executor slurm: {', '.join(missing)} not found on PATH; run from a Slurm "
+                "login node (or pass --executor local)"]
+    if partition is None:
+        return []
+    r = subprocess.run(["sinfo", "-h", "-o", "%R"], capture_output=True, text=True, timeout=60)
+    if r.returncode != 0:
+        return [f"--executor slurm: `sinfo` failed: {r.stderr.strip()[:200]}"]
+    known = sorted({line.strip() for line in r.stdout.splitlines() if line.strip()})
+    if partition not in known:
+        return [f"slurm partition {partition!r}: no such partition on this cluster "
+                f"(partitions: {', '.join(known) or 'none'})"]
+    return []

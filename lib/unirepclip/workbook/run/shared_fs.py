@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Optional
 
 __all__ = ["STATES_DIR", "SharedLock", "process_alive", "write_json_atomic",
-           "write_state", "read_states"]
+           "write_state", "read_state", "read_states"]
 
 STATES_DIR = "states"
 
@@ -45,6 +45,15 @@ def write_state(folder: Path, slug: str, **fields: Any) -> Dict[str, Any]:
     (Path(folder) / STATES_DIR).mkdir(parents=True, exist_ok=True)
     write_json_atomic(Path(folder) / STATES_DIR / f"{slug}.json", doc)
     return doc
+
+
+def read_state(folder: Path, slug: str) -> Optional[Dict[str, Any]]:
+    """Setting ``slug``'s state file (None when there is none, or it cannot be read)."""
+    try:
+        doc = json.loads((Path(folder) / STATES_DIR / f"{slug}.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
 
 
 def read_states(folder: Path) -> Dict[str, Dict[str, Any]]:

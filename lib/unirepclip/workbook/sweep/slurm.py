@@ -12,11 +12,16 @@ A task warned of its time limit or of preemption (submitit's signal, ``signal_de
 the end) stops its run cleanly and is requeued (at most ``max_requeue`` times for a time limit);
 the requeued task runs with ``--resume``: a finished notebook is kept, an interrupted one rerun.
 A task cancelled with ``scancel`` (or killed) is shown failed; ``run --resume`` with the same
-sweep submits again and finishes it."""
+sweep submits again and finishes it.
+
+Each submission is named (``submission``, a number that grows with time) in the sweep's document,
+in its queued state files and in its tasks: a task of an earlier submission that is still stopping
+(``scancel`` waits ``KillWait`` before it kills) writes no state over a later submission's, and a
+resumed task waits (``run --wait``) for the setting's folder that such a task may still hold
+instead of failing with "in use"."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -26,13 +31,13 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from unirepclip.workbook.params import ParameterError
-from unirepclip.workbook.params.slurm import slurm_settings
+from unirepclip.workbook.params.slurm import cluster_problems, slurm_settings
 from unirepclip.workbook.run.folder import RunLocked
 from unirepclip.workbook.run.options import RunOptions
-from unirepclip.workbook.run.shared_fs import SharedLock, write_state
+from unirepclip.workbook.run.shared_fs import SharedLock, read_state, write_state
 from unirepclip.workbook.sweep.parallel import child_command
-from unirepclip.workbook.sweep.slurm_state import (LOCK_NAME, SLURM_DIR, render, save_spec,
-                                                   slurm_active)
+from unirepclip.workbook.sweep.slurm_state import (LOCK_NAME, SLURM_DIR, render, render_lock,
+                                                   save_spec, slurm_active)
 
 __all__ = ["SettingTask", "check_slurm", "run_on_slurm", "submit_sweep", "watch"]
 
@@ -45,9 +50,10 @@ class SettingTask:
     """One setting's run as a Slurm task (pickled by submitit); ``checkpoint`` makes it
     requeueable: it stops the run cleanly and hands back itself with ``resume`` set."""
 
-    def __init__(self, folder: str, command: List[str], slug: str, index: int, resume: bool):
+    def __init__(self, folder: str, command: List[str], slug: str, index: int, resume: bool,
+                 submission: int = 0):
         self.folder, self.command, self.slug = folder, list(command), slug
-        self.index, self.resume = index, resume
+        self.index, self.resume, self.submission = index, resume, submission
         self._proc: Optional[subprocess.Popen] = None
         self._rc: Dict[str, int] = {}
 
@@ -55,16 +61,22 @@ class SettingTask:
         return {k: v for k, v in self.__dict__.items() if k not in ("_proc", "_rc")}
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
-        self.__dict__.update(state, _proc=None, _rc={})
+        self.__dict__.update({"submission": 0, **state}, _proc=None, _rc={})
 
     def _state(self, status: str, **extra: Any) -> None:
+        now = read_state(Path(self.folder), self.slug) or {}
+        if int(now.get("submission") or 0) > self.submission:
+            return  # the setting was submitted again since: its state is that submission's
         write_state(Path(self.folder), self.slug, status=status, index=self.index,
-                    job_id=os.environ.get("SLURM_JOB_ID"), attempt=_attempt(), **extra)
+                    job_id=os.environ.get("SLURM_JOB_ID"), attempt=_attempt(),
+                    submission=self.submission, **extra)
         render(Path(self.folder))
 
     def __call__(self) -> str:
         resume = self.resume or _attempt() > 0
-        cmd = self.command + (["--resume"] if resume and "--resume" not in self.command else [])
+        # resumed: a cancelled attempt may still be stopping and hold the setting's folder
+        cmd = self.command + [f for f in ("--resume", "--wait")
+                              if resume and f not in self.command]
         self._state("running")
         log = Path(self.folder) / "logs" / f"{self.slug}.log"
         log.parent.mkdir(exist_ok=True)
@@ -116,30 +128,15 @@ class SettingTask:
         self._state("queued", requeued=True, note="requeued after Slurm's time-limit or "
                     "preemption signal; resumes with --resume")
         return submitit.helpers.DelayedSubmission(
-            SettingTask(self.folder, self.command, self.slug, self.index, True))
-
-
-def _partitions() -> List[str]:
-    r = subprocess.run(["sinfo", "-h", "-o", "%R"], capture_output=True, text=True, timeout=60)
-    if r.returncode != 0:
-        raise ParameterError([f"--executor slurm: `sinfo` failed: {r.stderr.strip()[:200]}"])
-    return sorted({line.strip() for line in r.stdout.splitlines() if line.strip()})
+            SettingTask(self.folder, self.command, self.slug, self.index, True, self.submission))
 
 
 def check_slurm(settings: Dict[str, Any], dry: Dict[str, Any]) -> None:
     """Everything about the Slurm settings that can be checked before submitting: the commands
     are there, the partition exists, and a setting that runs on CUDA gets a GPU."""
-    problems: List[str] = []
-    missing = [c for c in ("sbatch", "sinfo", "sacct", "scontrol") if shutil.which(c) is None]
-    if missing:
-        raise ParameterError([f"--executor slurm: {', '.join(missing)} not found on PATH; run "
-                              "from a Slurm login node (or pass --executor local)"])
-    part = settings.get("partition")
-    if part is not None:
-        known = _partitions()
-        if part not in known:
-            problems.append(f"slurm partition {part!r}: no such partition on this cluster "
-                            f"(partitions: {', '.join(known) or 'none'})")
+    problems = cluster_problems(settings.get("partition"))
+    if problems and problems[0].startswith("--executor slurm:"):
+        raise ParameterError(problems)
     for slug, manifest in dry.items():
         devices = {str(p.get("device")) for p in manifest["parameters"].values()
                    if p.get("device") is not None}
@@ -200,16 +197,18 @@ def submit_sweep(state: Any, options: RunOptions, dry: Dict[str, Any],
     lock = _lock(folder, options)
     try:
         save_spec(folder, state.spec)
+        sub = time.time_ns()
         state.doc["executor"] = "slurm"
-        state.doc["slurm"] = {"settings": settings, "job_id": None}
-        for i, s in enumerate(state.spec.settings):
-            state.setting(s.slug)["status"] = "queued"
-            write_state(folder, s.slug, status="queued", index=i, attempt=0)
-        state.write()
+        state.doc["slurm"] = {"settings": settings, "job_id": None, "submission": sub}
+        with render_lock(folder):  # a task of an earlier submission may be rendering
+            for i, s in enumerate(state.spec.settings):
+                state.setting(s.slug)["status"] = "queued"
+                write_state(folder, s.slug, status="queued", index=i, attempt=0, submission=sub)
+            state.write()
         ex = _executor(folder, settings, prof["name"])
         with ex.batch():
             jobs = [ex.submit(SettingTask(str(folder), child_command(options, s, None), s.slug,
-                                          i, bool(options.resume)))
+                                          i, bool(options.resume), sub))
                     for i, s in enumerate(state.spec.settings)]
     except BaseException:
         lock.release()
@@ -218,7 +217,8 @@ def submit_sweep(state: Any, options: RunOptions, dry: Dict[str, Any],
     lock.update(job_id=array)
     state.doc["slurm"]["job_id"] = array
     state.doc["slurm"]["tasks"] = {s.slug: j.job_id for s, j in zip(state.spec.settings, jobs)}
-    state.write()
+    with render_lock(folder):
+        state.write()
     render(folder)
     return state.doc["slurm"]
 

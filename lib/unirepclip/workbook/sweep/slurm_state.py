@@ -7,18 +7,19 @@ file still says queued or running while Slurm's accounting (``sacct``) says its 
 (cancelled, killed, failed, out of memory, its node lost) is shown failed."""
 from __future__ import annotations
 
+import contextlib
 import json
 import pickle
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Iterator, Mapping, Optional
 
 from unirepclip.workbook.report import now
 from unirepclip.workbook.run.shared_fs import SharedLock, process_alive, read_states
 
-__all__ = ["LOCK_NAME", "SLURM_DIR", "render", "save_spec", "slurm_active", "sacct_states",
-           "FINAL_SLURM_STATES"]
+__all__ = ["LOCK_NAME", "SLURM_DIR", "render", "render_lock", "save_spec", "slurm_active",
+           "sacct_states", "FINAL_SLURM_STATES"]
 
 SLURM_DIR = "slurm"                  # submitit's files
 LOCK_NAME = ".sweep.slurm-lock"      # the sweep folder's lock while its array runs
@@ -73,15 +74,20 @@ def slurm_active(holder: Mapping[str, Any]) -> bool:
 def _apply(doc: Dict[str, Any], sweep: Any, states: Dict[str, Dict[str, Any]]) -> None:
     job = (doc.get("slurm") or {}).get("job_id")
     tasks = (doc.get("slurm") or {}).get("tasks") or {}
+    sub = (doc.get("slurm") or {}).get("submission")
     slurm = sacct_states(job) if job else {}
     for e in doc["settings"]:
         st = states.get(e["slug"])
         if st is None:
             continue
+        told = slurm.get(str(tasks.get(e["slug"])))
+        if sub is not None and st.get("submission") != sub:
+            # written by a task of an earlier submission after this one was queued: not its
+            # state; Slurm's says whether this one's task runs yet
+            st = {"status": "running" if told == "RUNNING" else "queued"}
         status = st.get("status") if st.get("status") in _SHOWN else e["status"]
         if status in ("ok", "failed"):
             sweep.refresh(e["slug"])
-        told = slurm.get(str(tasks.get(e["slug"])))
         if status in ("queued", "running") and told in FINAL_SLURM_STATES:
             status = "failed"
             e["errors"] = [f"Slurm reports the task {told} without a final state from it; see "
@@ -99,14 +105,7 @@ def render(folder: Path, timeout_s: float = 60.0) -> Dict[str, Any]:
     ``failed``; once it is, the folder's Slurm lock is released."""
     from unirepclip.workbook.sweep.runner import SweepState
     folder = Path(folder)
-    lock = SharedLock(folder / _RENDER_LOCK)
-    end = time.monotonic() + timeout_s
-    while lock.acquire({"render": True}) is not None:
-        if time.monotonic() > end:
-            lock.release()  # a renderer that hung: renders are idempotent, go on
-            continue
-        time.sleep(0.1)
-    try:
+    with render_lock(folder, timeout_s):
         doc = json.loads((folder / "sweep.json").read_text())
         sweep = SweepState(folder, doc, _load_spec(folder))
         _apply(doc, sweep, read_states(folder))
@@ -116,11 +115,27 @@ def render(folder: Path, timeout_s: float = 60.0) -> Dict[str, Any]:
         if not pending and not doc.get("finished"):
             doc["finished"] = now()
         sweep.write(with_figure=not pending)
-    finally:
-        lock.release()
     if not pending:
         _release_if_ours(folder, doc)
     return doc
+
+
+@contextlib.contextmanager
+def render_lock(folder: Path, timeout_s: float = 60.0) -> Iterator[None]:
+    """Hold the sweep page's lock (renders, and a submission's rewrite of ``sweep.json``, follow
+    one another); a holder that keeps it past ``timeout_s`` is taken as hung and overridden
+    (renders are idempotent)."""
+    lock = SharedLock(Path(folder) / _RENDER_LOCK)
+    end = time.monotonic() + timeout_s
+    while lock.acquire({"render": True}) is not None:
+        if time.monotonic() > end:
+            lock.release()
+            continue
+        time.sleep(0.1)
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _release_if_ours(folder: Path, doc: Mapping[str, Any]) -> None:
