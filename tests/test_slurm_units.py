@@ -69,3 +69,44 @@ def test_shared_lock_refuses_a_living_holder_and_breaks_a_dead_one(tmp_path):
     # the caller decides what alive means (a Slurm sweep: its array has a task not final)
     assert SharedLock(path, alive=lambda h: False).acquire({"job_id": "8"}) is None
     assert SharedLock(path, alive=lambda h: True).acquire({"job_id": "9"})["job_id"] == "8"
+
+
+def test_a_task_of_an_earlier_submission_writes_no_state_over_a_later_ones(tmp_path):
+    from unirepclip.workbook.run.shared_fs import read_state
+    from unirepclip.workbook.sweep.slurm import SettingTask
+
+    write_state(tmp_path, "a", status="queued", submission=20)
+    SettingTask(str(tmp_path), ["true"], "a", 0, False, submission=10)._state("failed")
+    assert read_state(tmp_path, "a")["status"] == "queued"  # kept: the later submission's
+    assert read_state(tmp_path, "nosuch") is None
+
+
+def test_a_requeued_extraction_reruns_the_same_task_and_bad_layouts_are_named(tmp_path):
+    """The job's requeue hands back the same extraction (which resumes from its finished shards:
+    tests/test_extract.py); the layout checks need no cluster."""
+    from unirepclip.workbook.extract_slurm import ExtractTask, build_parser, settings_problems
+
+    task = ExtractTask({"cache_dir": str(tmp_path), "device": "cpu"})
+    again = task.checkpoint()
+    assert isinstance(again.function, ExtractTask) and again.function.args == task.args
+    assert again.function is not task
+
+    def problems(*argv):
+        args = build_parser().parse_args(["--model", "m", "--dataset", "synthetic",
+                                          "--cache-dir", str(tmp_path), "--executor", "slurm",
+                                          "--backend", "gloo", *argv])
+        return [p for p in settings_problems(args) if not p.startswith("--executor slurm:")]
+
+    assert problems("--device", "cuda") == [
+        "--gpus-per-node 0 with --device cuda: each rank needs a GPU of its own; pass "
+        "--gpus-per-node G (one process per GPU)"]
+    assert problems("--device", "cuda", "--gpus-per-node", "4", "--tasks-per-node", "2") == [
+        "--tasks-per-node 2 with --device cuda: one process per GPU, so --gpus-per-node (4) sets "
+        "it; drop --tasks-per-node"]
+    assert problems("--gpus-per-node", "2") == [
+        "--gpus-per-node 2 with --device cpu: the ranks would not use the GPUs; pass --device "
+        "cuda, or drop --gpus-per-node"]
+    assert problems("--backend", "nccl")[0].startswith("--backend nccl needs --device cuda")
+    assert problems("--nodes", "0", "--checkpoint", str(tmp_path / "none.pt")) == [
+        "--nodes 0: must be at least 1", f"--checkpoint {tmp_path / 'none.pt'}: no such file"]
+    assert problems("--device", "cuda", "--gpus-per-node", "2") == []

@@ -139,7 +139,8 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="re-measure a demo checkpoint's figures on the test split")
     sub.add_parser("extract", add_help=False,
                    help="extract image features into the cache, on N processes under torchrun "
-                        "(`torchrun --nproc_per_node=N -m unirepclip extract ...`)")
+                        "(`torchrun --nproc_per_node=N -m unirepclip extract ...`) or as one "
+                        "Slurm job (`extract --executor slurm --nodes N --gpus-per-node G`)")
     sub.add_parser("kernel", help="register the Jupyter kernel 'unirepclip' for this interpreter")
     st = sub.add_parser("status", help="a report folder's state (a run that died reads, and is "
                                        "marked, interrupted)")
@@ -328,9 +329,9 @@ def _main(argv: List[str]) -> int:
         if argv and argv[0] in ("train-demo", "evaluate-demo"):
             from unirepclip.training import demo
             return int(demo.main([argv[0].split("-")[0], *argv[1:]]) or 0)
-        if argv and argv[0] == "extract":
-            from unirepclip.features import distributed
-            return int(distributed.main(argv[1:]) or 0)
+        if argv and argv[0] == "extract":  # here, as a torchrun rank, or on Slurm
+            from unirepclip.workbook import extract_slurm
+            return int(extract_slurm.main(argv[1:]) or 0)
     except SystemExit as e:
         if isinstance(e.code, str):  # a command's own one-line refusal: a user error
             print(e.code, file=sys.stderr)

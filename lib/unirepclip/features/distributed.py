@@ -26,6 +26,10 @@ payload) skips its work; a shard that was being written when the run died never 
 it does not count and is recomputed. A merged entry already in the cache ends the run at step 1.
 
 Backends: ``gloo`` on CPUs, ``nccl`` on CUDA GPUs (one per local rank); ``auto`` picks by device.
+
+On a Slurm cluster the same run is one job of N tasks, one per GPU (``python -m unirepclip extract
+--executor slurm ...``, :mod:`unirepclip.workbook.extract_slurm`): each task exports the
+environment torchrun would set and calls :func:`run_args`; a requeued job resumes as above.
 """
 from __future__ import annotations
 
@@ -59,7 +63,7 @@ from unirepclip.features.extract import (
 
 __all__ = ["DistContext", "ShardError", "partition", "shard_dir", "shard_name", "init_distributed",
            "extract_shard", "merge_shards", "extract_distributed", "build_dataset", "main",
-           "BACKENDS"]
+           "build_parser", "run_args", "pick_backend", "BACKENDS"]
 
 _logger = logging.getLogger(__name__)
 
@@ -267,7 +271,9 @@ class DistContext:
             dist.barrier()
 
 
-def _pick_backend(backend: str, device: torch.device) -> str:
+def pick_backend(backend: str, device: torch.device) -> str:
+    """The process group's backend for ``backend`` (``auto``: NCCL on CUDA, gloo on the CPU);
+    a ValueError names a backend that cannot run on ``device``."""
     if backend not in BACKENDS:
         raise ValueError(f"--backend {backend!r} is not one of {BACKENDS}")
     if backend == "auto":
@@ -304,7 +310,7 @@ def init_distributed(backend: str = "auto", device: str = "cpu",
                                f"{torch.cuda.device_count()}; lower --nproc_per_node")
         dev = torch.device("cuda", local)
         torch.cuda.set_device(dev)
-    name = _pick_backend(backend, dev)
+    name = pick_backend(backend, dev)
     # Under torchrun the group is joined even at world size 1, so that run takes the same path.
     launched = "MASTER_ADDR" in os.environ and "RANK" in os.environ
     if not dist.is_initialized() and world == 1 and not launched:
@@ -443,7 +449,8 @@ def build_dataset(name: str, *, data_root: Optional[str] = None, split: Optional
                         data_dir=data_root or "", classnames_file=classnames_file, target=target)
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """The ``extract`` command's arguments (the Slurm executor adds its own group to it)."""
     p = argparse.ArgumentParser(
         prog="torchrun --nproc_per_node=N -m unirepclip extract",
         description="Extract image features on N processes into the feature cache the "
@@ -488,7 +495,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Command-line entry point (see ``--help``); returns the exit status."""
-    args = _parser().parse_args(argv)
+    return run_args(build_parser().parse_args(argv))
+
+
+def run_args(args: argparse.Namespace) -> int:
+    """The extraction :func:`build_parser`'s arguments describe, in this process: one rank of the
+    group the environment describes (torchrun's variables), or alone; returns the exit status."""
     if args.batch_size < 1:
         raise SystemExit(f"--batch-size {args.batch_size} must be >= 1")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
