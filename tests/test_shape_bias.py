@@ -211,3 +211,28 @@ def test_the_sentence_says_when_the_interval_does_not_separate_them():
     assert "intervals overlap" in no_diff
     apart = describe_difference("the demo", _interval(0.3, 0.25, 0.35), "the control", b)
     assert "lower" in apart and "do not overlap" in apart
+
+
+def test_both_rules_run_end_to_end_on_a_generated_folder(tmp_path):
+    import torch
+
+    from unirepclip import create_model, get_tokenizer
+    from unirepclip.data.sets import val_transform
+    from unirepclip.eval.shape_bias import cue_conflict_classifiers, zero_shot_decisions
+    from unirepclip.eval.zeroshot import encode_images
+    from unirepclip.models.pretrained import MODEL_NAME, resolve_checkpoint
+
+    for i, rel in enumerate(("cat/cat1-dog2.png", "oven/oven1-clock1.png", "bird/bird1-bird2.png")):
+        _write(tmp_path / rel, colour=(40 * i, 200, 90))
+    stimuli = read_cue_conflict(tmp_path)
+    model = create_model(MODEL_NAME, resolve_checkpoint("demo", MODEL_NAME))
+    clf = cue_conflict_classifiers(model, get_tokenizer(MODEL_NAME), max_templates=2)
+    assert tuple(clf["zero_shot_16"].shape)[1] == 16 and tuple(clf["imagenet_1000"].shape)[1] == 1000
+    data = CueConflictDataset(stimuli, val_transform(model))
+    x = torch.stack([data[j][0] for j in range(len(data))])
+    feats, _ = encode_images(model, [x], progress=False)
+    for decisions in (zero_shot_decisions(feats, clf["zero_shot_16"]),
+                      toolbox_decisions(feats, clf["imagenet_1000"])):
+        assert len(decisions) == 3 and set(decisions) <= set(mvh.CATEGORIES)
+        r = shape_bias(stimuli.shape, stimuli.texture, decisions)
+        assert r.n_dropped == 1 and r.n_conflict == 2
