@@ -26,7 +26,6 @@ Everything renders at any image size; a figure is a pure function of its argumen
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
