@@ -66,6 +66,7 @@ def test_mcnemar_exact_against_hand_computed_tables(a_only, b_only, p_hand):
                                     else "ours higher than theirs")
 
 
+@pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true")
 def test_mean_per_class_recall_is_balanced_accuracy_along_any_axis():
     rng = np.random.default_rng(0)
     y = rng.integers(0, 7, size=(5, 200))
@@ -73,6 +74,9 @@ def test_mean_per_class_recall_is_balanced_accuracy_along_any_axis():
     want = [balanced_accuracy_score(y[i], p[i]) for i in range(5)]
     np.testing.assert_allclose(u.mean_per_class_recall(y, p, axis=-1), want, rtol=1e-12)
     np.testing.assert_allclose(u.mean_per_class_recall(y.T, p.T, axis=0), want, rtol=1e-12)
+    # a class absent from one row (as in a resample) is left out of that row's mean, not a 0
+    y[0, y[0] == 6] = 5
+    assert u.mean_per_class_recall(y, p)[0] == pytest.approx(balanced_accuracy_score(y[0], p[0]))
 
 
 def _labelled(n, p, classes, seed):
@@ -124,6 +128,7 @@ def test_consistent_with_published():
     edge = iv.high + 0.0004
     assert not u.consistent_with_published(iv, edge)["consistent"]
     assert u.consistent_with_published(iv, edge, rounding=0.0005)["consistent"]
+    assert not u.consistent_with_published(iv, iv.low - 0.0006, rounding=0.0005)["consistent"]
     with pytest.raises(ValueError, match="published=75.7 is not a fraction"):
         u.consistent_with_published(iv, 75.7)
 
