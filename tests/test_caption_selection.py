@@ -92,6 +92,48 @@ def test_an_exact_tie_goes_to_the_first_caption_and_is_counted(lm, tmp_path):
     assert last[0] == last[1] and out["outcomes"]["text_correct"][-1]
 
 
+def _winoground(root: Path, n: int = 4) -> Path:
+    """``n`` examples in Winoground's release layout; the odd ones with their captions swapped,
+    so a model that tells the pictures apart fails those."""
+    (root / "images").mkdir(parents=True)
+    kinds = [(("red", "circle"), ("blue", "square")), (("green", "square"), ("yellow", "circle"))]
+    lines = []
+    for i in range(n):
+        pics = kinds[i % 2]
+        for k, (colour, shape) in enumerate(pics):
+            _picture(root / "images" / f"ex_{i}_img_{k}.png", colour, shape)
+        caps = [f"a {c} {s}" for c, s in pics][::(-1 if i % 2 else 1)]
+        lines.append(json.dumps({"id": i, "caption_0": caps[0], "caption_1": caps[1],
+                                 "image_0": f"ex_{i}_img_0", "image_1": f"ex_{i}_img_1",
+                                 "tag": "Object"}))
+    (root / "examples.jsonl").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_winoground_figures_equal_clip_benchmarks_own(lm, tmp_path):
+    from clip_benchmark.datasets.builder import image_captions_collate_fn
+    from clip_benchmark.metrics import image_caption_selection
+
+    ds = comp.load_compositional("winoground", str(_winoground(tmp_path / "wg")),
+                                 transform=lm.preprocess)
+    ours = cs.evaluate_caption_selection(lm.model, ds, lm.tokenizer)
+
+    class AsClipBenchmark(torch.utils.data.Dataset):  # its WinoGround's items: stacked images
+        def __len__(self):
+            return len(ds)
+
+        def __getitem__(self, i):
+            images, captions = ds[i]
+            return torch.stack(images), captions
+
+    loader = torch.utils.data.DataLoader(AsClipBenchmark(), batch_size=3,
+                                         collate_fn=image_captions_collate_fn)
+    theirs = image_caption_selection.evaluate(lm.model, loader, lm.tokenizer, "cpu", amp=False)
+    for key in cs.SELECTION_KEYS:
+        assert ours[key] == pytest.approx(theirs[key], abs=1e-6), key
+    assert ours["ties"] == 0 and ours["n"] == 4 and ours["acc"] < 1
+
+
 def test_winoground_release_layout_is_read(tmp_path):
     root = tmp_path / "wg"
     (root / "images").mkdir(parents=True)

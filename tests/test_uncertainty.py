@@ -154,3 +154,13 @@ def test_bootstrap_bca_covers_mean_per_class_recall(n, p):
         iv = u.mean_per_class_recall_interval(y, pred, seed=draw, n_resamples=1000)
         covered += iv.contains(p)
     assert abs(covered / 400 - 0.95) <= 0.03, covered / 400
+
+
+def test_uncertainty_imports_neither_torch_nor_open_clip():
+    import subprocess
+    import sys
+
+    code = ("import sys, unirepclip.eval.uncertainty; "
+            "print('torch' in sys.modules, 'open_clip' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
