@@ -261,3 +261,30 @@ def test_images_per_second_times_every_repeat_after_the_warmup():
                                  torch.zeros(4, 3), repeats=5, warmup=2)
     assert ips > 0
     assert len(calls) >= 2 + 5 and not any(calls)  # warm-up and timed calls, all without grad
+
+
+def test_a_vit_is_measured_at_its_own_size_and_matches_open_clips_profile():
+    """A ViT's positional embedding fixes its input size: ViT-B-32 is counted at 224 px (added
+    to the sizes asked for), other sizes carry a one-line reason and no number, and the counts
+    equal open_clip's published profile (GFLOPs / 2, shipped in unirepclip.data.published)."""
+    from unirepclip.data import published
+
+    prof = published.model_profile("ViT-B-32")
+    for deploy in (False, True):  # a ViT has one form: deploy builds it as it is
+        s = cost.model_stats("ViT-B-32", [64, 96], deploy=deploy)
+        assert s.fixed_image_size == 224 and sorted(s.image_gmacs) == [224]
+        assert sorted(s.not_measured) == [64, 96]
+        note = s.not_measured[64]
+        assert "\n" not in note and note.startswith("ViT-B-32: not measured at 64x64 px")
+        assert "224x224 px only" in note
+        assert s.image_gmacs[224] == pytest.approx(prof.image_gmacs, abs=0.006)
+        assert s.text_gmacs == pytest.approx(prof.text_gmacs, abs=0.006)
+        assert s.params["image"] / 1e6 == pytest.approx(prof.image_params_m, abs=0.006)
+        assert s.params["total"] / 1e6 == pytest.approx(prof.params_m, abs=0.006)
+    assert cost.model_stats("ViT-B-32").image_gmacs == {}  # no sizes asked: parameters only
+
+
+def test_a_tower_of_any_size_gets_no_size_notes():
+    s = cost.model_stats("UniRepLKNet-Demo", [64, 96])
+    assert sorted(s.image_gmacs) == [64, 96] and s.not_measured == {}
+    assert s.fixed_image_size is None

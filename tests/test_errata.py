@@ -48,6 +48,27 @@ def test_card_errata_full_size_counts_match_reference_and_demo_column():
     assert "image encoder GMACs at 64 px" in text and "whole CLIP" in text
 
 
+def test_card_errata_of_a_vit_measures_it_at_its_own_size_and_says_so_for_the_others():
+    """ViT-B-32 runs at 224 px only: its column has GMACs at 224 (open_clip's profile: 8.82
+    GFLOPs = 4.41 GMACs), none at 320 / 384, and notebook 01's sizes 64 / 96 become 224 with a
+    one-line note each, recorded beside the figures."""
+    e = errata.card_errata("ViT-B-32", [64, 96])
+    assert e.mac_sizes([64, 96]) == [224] and e.mac_sizes([224]) == [224]
+    notes = e.size_notes([64, 96])
+    assert sorted(notes) == [64, 96] and all("224x224 px only" in n for n in notes.values())
+    rows = {r["key"]: r for r in e.table.rows}
+    assert rows["image_gmacs_224"]["extra"] == pytest.approx(4.41, abs=0.006)
+    assert rows["image_gmacs_320"]["extra"] is None and rows["image_gmacs_384"]["extra"] is None
+    rec = e.model_results([64, 96])
+    assert list(rec["gmacs"]) == ["224"] and list(rec["gmacs_training_form"]) == ["224"]
+    assert rec["gmacs_not_measured"] == {"64": notes[64], "96": notes[96]}
+    assert "gmacs_not_measured" not in e.model_results([224])
+    assert rec["params"] == rec["params_inference_form"] | {
+        "image_tower_with_in1k_head": rec["params"]["image_tower_with_in1k_head"]}
+    with pytest.raises(KeyError, match="128"):
+        errata.card_errata("UniRepLKNet-Demo", [64]).mac_sizes([128])
+
+
 def test_card_errata_of_the_reference_architecture_has_no_extra_column():
     e = errata.card_errata("CLIP-UniRepLKNet-L-320", [320], zeroshot_top1=0.76)
     assert e.is_reference and e.table.extra_label is None

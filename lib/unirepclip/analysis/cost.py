@@ -94,11 +94,15 @@ def meta_clip(model_name: Union[str, Dict[str, Any]], *, deploy: bool = False,
     """A CLIP built on the ``meta`` device: every parameter and buffer has a shape and no data.
 
     Costs no memory and no initialization, so the full-size model's parameters and MACs can be
-    counted anywhere. ``deploy=True`` builds the re-parameterized inference form.
+    counted anywhere. ``deploy=True`` builds the re-parameterized inference form; a tower that
+    does not re-parameterize (anything but UniRepLKNet: a ViT, a ResNet) has one form, built as
+    it is.
     """
     from unirepclip.models.factory import build_model, get_model_config
 
     cfg = get_model_config(model_name)
+    tower = str(cfg.get("vision_cfg", {}).get("timm_model_name") or "")
+    deploy = deploy and tower.startswith("unireplknet_")
     with torch.device("meta"):
         model = build_model(cfg, meta=True, deploy=deploy, force_image_size=image_size)
     return model.to("meta").eval()
@@ -146,7 +150,10 @@ class ModelStats:
 
     Attributes: ``model_name``, ``form`` (``"training"`` or ``"inference"``), ``params`` (see
     :func:`parameter_counts`), ``num_features`` (width of the image tower's pooled features),
-    ``image_gmacs`` (resolution -> GMACs of the image encoder), ``text_gmacs`` (one text).
+    ``image_gmacs`` (resolution -> GMACs of the image encoder), ``text_gmacs`` (one text);
+    ``fixed_image_size``: the side a tower that runs at one size only is built for (a ViT's
+    positional embedding; None when any size runs), and ``not_measured``: resolution -> the
+    one-line reason it has no GMACs.
     """
 
     model_name: str
@@ -155,6 +162,8 @@ class ModelStats:
     num_features: int
     image_gmacs: Dict[int, float]
     text_gmacs: float
+    fixed_image_size: Optional[int] = None
+    not_measured: Dict[int, str] = dataclasses.field(default_factory=dict)
 
     @property
     def params_with_in1k_head(self) -> int:
@@ -167,22 +176,35 @@ class ModelStats:
                 "params_image_tower_with_in1k_head": self.params_with_in1k_head,
                 "num_features": self.num_features,
                 "image_gmacs": {str(k): v for k, v in self.image_gmacs.items()},
-                "text_gmacs": self.text_gmacs}
+                "text_gmacs": self.text_gmacs, "fixed_image_size": self.fixed_image_size,
+                "not_measured": {str(k): v for k, v in self.not_measured.items()}}
 
 
 def model_stats(model_name: Union[str, Dict[str, Any]], resolutions: Iterable[int] = (), *,
                 deploy: bool = False, text: bool = True) -> ModelStats:
     """Parameters by part and image GMACs at each of ``resolutions`` (none: parameters only),
-    counted on a meta-device build of the registered config ``model_name`` (training form, or
-    inference form with ``deploy``); ``text`` also counts one text's GMACs (else NaN)."""
-    res = [int(r) for r in resolutions]
+    counted on a meta-device build of ``model_name`` (training form, or inference form with
+    ``deploy``); ``text`` also counts one text's GMACs (else NaN).
+
+    A tower that runs at one input size only (an open_clip ViT: its positional embedding is for
+    one patch grid) is measured at its own size, added to the resolutions (a square size; the
+    tower's is kept in ``fixed_image_size``), and every other resolution goes to
+    ``not_measured`` with the reason, never to a number."""
     model = meta_clip(model_name, deploy=deploy)
-    num_features = tower_of(model).num_features
+    tower = tower_of(model)
+    fixed = tower.fixed_image_size
+    own = fixed[0] if fixed is not None and fixed[0] == fixed[1] else None
+    res = list(dict.fromkeys(int(r) for r in resolutions))
+    if own is not None and res and own not in res:
+        res.append(own)
+    notes = {r: tower.size_note(r) for r in res}
+    notes = {r: None if n is None else f"{model_name}: {n}" for r, n in notes.items()}
     return ModelStats(
         model_name=str(model_name), form="inference" if deploy else "training",
-        params=parameter_counts(model), num_features=num_features,
-        image_gmacs={r: image_macs(model, r) / 1e9 for r in res},
-        text_gmacs=text_macs(model) / 1e9 if text else math.nan)
+        params=parameter_counts(model), num_features=tower.num_features,
+        image_gmacs={r: image_macs(model, r) / 1e9 for r in res if notes[r] is None},
+        text_gmacs=text_macs(model) / 1e9 if text else math.nan,
+        fixed_image_size=own, not_measured={r: n for r, n in notes.items() if n is not None})
 
 
 # ------------------------------------------------------------------------------------------------

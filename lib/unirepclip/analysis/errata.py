@@ -576,21 +576,43 @@ class CardErrata:
     def is_reference(self) -> bool:
         return self.model_training is self.reference_training
 
+    def mac_sizes(self, resolutions: Iterable[int]) -> List[int]:
+        """The sizes among ``resolutions`` the model's GMACs were measured at; a tower that runs
+        at one size only (a ViT) was measured at its own size instead of the others."""
+        got = self.model_inference.image_gmacs
+        res = [int(r) for r in resolutions]
+        sizes = [r for r in res if r in got]
+        own = self.model_inference.fixed_image_size
+        if own is not None and own in got and own not in sizes:
+            sizes.append(own)
+        missing = [r for r in res if r not in got and r not in self.model_inference.not_measured]
+        if missing or not sizes:
+            raise KeyError(f"no GMACs measured at {missing or res}; pass them to card_errata")
+        return sizes
+
+    def size_notes(self, resolutions: Iterable[int]) -> Dict[int, str]:
+        """Size -> the one-line reason the model has no GMACs there (empty when it has all)."""
+        return {int(r): self.model_inference.not_measured[int(r)] for r in resolutions
+                if int(r) in self.model_inference.not_measured}
+
     def model_results(self, resolutions: Iterable[int]) -> Dict[str, Any]:
         """What a notebook records under ``model`` for its model: ``params`` (training form, by
         part, plus ``image_tower_with_in1k_head``), ``params_inference_form``, ``gmacs`` (image
         encoder, inference form) and ``gmacs_training_form`` at ``resolutions`` (keys are the
-        sizes as strings), and ``text_gmacs`` (one text)."""
-        res = [int(r) for r in resolutions]
-        missing = [r for r in res if r not in self.model_inference.image_gmacs]
-        if missing:
-            raise KeyError(f"no GMACs measured at {missing}; pass them to card_errata")
+        sizes as strings; at the tower's own size where it runs at one size only, with
+        ``gmacs_not_measured``: size -> why not), and ``text_gmacs`` (one text)."""
+        res = list(resolutions)
+        sizes = self.mac_sizes(res)
         params = dict(self.model_training.params)
         params["image_tower_with_in1k_head"] = self.model_training.params_with_in1k_head
-        return {"params": params, "params_inference_form": dict(self.model_inference.params),
-                "gmacs": {str(r): self.model_inference.image_gmacs[r] for r in res},
-                "gmacs_training_form": {str(r): self.model_training.image_gmacs[r] for r in res},
-                "text_gmacs": self.model_inference.text_gmacs}
+        out = {"params": params, "params_inference_form": dict(self.model_inference.params),
+               "gmacs": {str(r): self.model_inference.image_gmacs[r] for r in sizes},
+               "gmacs_training_form": {str(r): self.model_training.image_gmacs[r] for r in sizes},
+               "text_gmacs": self.model_inference.text_gmacs}
+        notes = self.size_notes(res)
+        if notes:
+            out["gmacs_not_measured"] = {str(r): n for r, n in notes.items()}
+        return out
 
 
 def card_errata(model_name: str, resolutions: Iterable[int] = (), *,

@@ -124,6 +124,21 @@ class Tower:
         the tower runs (Grad-CAM's layer)."""
         yield self.depth_modules()[depth]
 
+    @property
+    def fixed_image_size(self) -> Optional[Grid]:
+        """The (h, w) input size the tower is built for and only runs at (a ViT's positional
+        embedding is for one patch grid), or None when any size (a multiple of its stride) runs."""
+        return None
+
+    def size_note(self, size: Union[int, Sequence[int]]) -> Optional[str]:
+        """None when the tower runs at ``size``; else one line saying why not."""
+        fixed = self.fixed_image_size
+        if fixed is None or _pair(size) == fixed:
+            return None
+        shown = "x".join(str(v) for v in _pair(size))
+        return (f"not measured at {shown} px: the {self.family} tower runs at "
+                f"{fixed[0]}x{fixed[1]} px only (its positional embedding is for that patch grid)")
+
     # --- re-parameterization ------------------------------------------------------------------
     @property
     def is_inference_form(self) -> bool:
@@ -209,8 +224,12 @@ class OpenClipViTTower(Tower):
     def depth_modules(self):
         return list(self.module.transformer.resblocks)
 
+    @property
+    def fixed_image_size(self):
+        return _pair(self.module.image_size)
+
     def _check_size(self, x: torch.Tensor) -> None:
-        want = tuple(int(v) for v in self.module.image_size)
+        want = self.fixed_image_size
         if tuple(x.shape[-2:]) != want:
             raise ValueError(f"{self.family} tower: input {tuple(x.shape[-2:])} but its positional "
                              f"embedding is for {want}; measure it at that size")
@@ -365,6 +384,13 @@ class TimmViTTower(TimmTower):
     tokens with the class and register tokens dropped."""
 
     unit = "block"
+
+    @property
+    def fixed_image_size(self):
+        t = self.module
+        if getattr(t, "dynamic_img_size", False) or getattr(t.patch_embed, "img_size", None) is None:
+            return None
+        return _pair(t.patch_embed.img_size)
 
     def spatial_layer(self, depth):
         t = self.module
