@@ -165,6 +165,15 @@ def test_every_name_gives_its_expected_layout_on_an_empty_root(name, tmp_path):
             else "examples.jsonl" in comp.LAYOUTS[name])
 
 
+def test_dataset_root_templates_as_clip_benchmark(tmp_path):
+    _sugar_crepe(tmp_path / "sugar_crepe-replace_rel", "replace_rel")
+    ds = comp.load_compositional("sugar_crepe/replace_rel", str(tmp_path / "{dataset_cleaned}"))
+    assert ds.root == tmp_path / "sugar_crepe-replace_rel" and len(ds) == 12
+    _sugar_crepe(tmp_path / "sugar_crepe" / "swap_obj", "swap_obj")
+    ds = comp.load_compositional("sugar_crepe/swap_obj", str(tmp_path / "{dataset}"))
+    assert ds.root == tmp_path / "sugar_crepe" / "swap_obj"
+
+
 def test_a_missing_image_or_field_is_named(tmp_path):
     root = _sugar_crepe(tmp_path / "sc", "add_obj")
     (root / "val2017" / "000000000002.jpg").unlink()

@@ -152,14 +152,17 @@ def _read_winoground(name: str, root: Path) -> List[SelectionItem]:
 
 def load_compositional(name: str, data_dir: str, *, transform: Optional[Callable] = None,
                        check_files: bool = True) -> SelectionDataset:
-    """The set ``name`` (one of :data:`COMPOSITIONAL_NAMES`) from ``data_dir`` (``{dataset}`` in
-    it stands for the name, CLIP_benchmark's ``--dataset_root`` convention). ``check_files``:
-    every image an item names must exist (else one line naming the first missing file)."""
+    """The set ``name`` (one of :data:`COMPOSITIONAL_NAMES`) from ``data_dir``; as in
+    CLIP_benchmark's ``--dataset_root``, ``{dataset}`` in it stands for the name and
+    ``{dataset_cleaned}`` for the name with ``/`` as ``-`` (``sugar_crepe-add_att``); the seven
+    SugarCrepe tasks may also share one root. ``check_files``: every image an item names must
+    exist (else one line naming the first missing file)."""
     if name not in LAYOUTS:
         raise ValueError(f"dataset={name!r} is not one of {COMPOSITIONAL_NAMES}")
     if not str(data_dir or "").strip():
         raise _missing(name, Path("."), "data_dir is empty")
-    root = Path(str(data_dir).replace("{dataset}", name)).expanduser()
+    root = Path(str(data_dir).replace("{dataset}", name)
+                .replace("{dataset_cleaned}", name.replace("/", "-"))).expanduser()
     if not root.is_dir():
         raise _missing(name, root, "no such folder")
     items = (_read_winoground(name, root) if name == "winoground"
