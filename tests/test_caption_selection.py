@@ -134,6 +134,18 @@ def test_winoground_figures_equal_clip_benchmarks_own(lm, tmp_path):
     assert ours["ties"] == 0 and ours["n"] == 4 and ours["acc"] < 1
 
 
+def test_the_datasets_own_transform_is_used(lm, tmp_path):
+    root = str(_sugar_crepe(tmp_path / "sc"))
+    plain = cs.evaluate_caption_selection(lm.model, comp.load_compositional(
+        "sugar_crepe/swap_att", root), lm.tokenizer)
+    grey = comp.load_compositional("sugar_crepe/swap_att", root, transform=lambda im: lm.preprocess(
+        Image.new("RGB", im.size, (128, 128, 128))))
+    blank = cs.evaluate_caption_selection(lm.model, grey, lm.tokenizer)
+    # every image is the same grey square: item k's scores are its captions against one image
+    assert np.allclose(blank["scores"][0], blank["scores"][1][:, ::-1], atol=1e-6)
+    assert not np.allclose(plain["scores"], blank["scores"], atol=1e-3)
+
+
 def test_winoground_release_layout_is_read(tmp_path):
     root = tmp_path / "wg"
     (root / "images").mkdir(parents=True)

@@ -83,6 +83,7 @@ def evaluate_caption_selection(model: torch.nn.Module, dataset: Any, tokenizer: 
     """Embeds every distinct image and caption of a
     :class:`~unirepclip.data.compositional.SelectionDataset` once (features of
     :mod:`unirepclip.features.extract`, cached when ``cache`` is given) and scores the items.
+    ``transform``: the images' (default: the dataset's, else the model's validation transform).
 
     Returns :func:`image_caption_selection`'s figures plus ``scores`` (N, nim, nt) and the
     per-item ``outcomes``. An unreadable image is an error naming it, not a dropped item.
@@ -99,6 +100,8 @@ def evaluate_caption_selection(model: torch.nn.Module, dataset: Any, tokenizer: 
     if len(nim) != 1 or len(nt) != 1:
         raise ValueError(f"{dataset.name}: items differ in their numbers of images {sorted(nim)} "
                          f"or captions {sorted(nt)}")
+    if transform is None:  # the dataset's own, else (None) the model's validation transform
+        transform = getattr(dataset, "transform", None)
     files = dataset.image_files()
     row = {f: i for i, f in enumerate(files)}
     images = _ImageFiles(dataset, files)
