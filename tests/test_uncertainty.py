@@ -145,15 +145,34 @@ def test_bad_input_is_named():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("n,p", [(1000, 0.5), (1000, 0.9)])
+@pytest.mark.parametrize("n,p", [(50, 0.5), (50, 0.9), (1000, 0.5), (1000, 0.9), (1000, 0.995)])
 def test_bootstrap_bca_covers_mean_per_class_recall(n, p):
-    """Every class has recall p, so the mean per-class recall is p; 400 labelled samples."""
+    """Every class has recall p, so the mean per-class recall is p; 400 labelled samples. (At
+    n = 50 and p = 0.995, 78% of samples are all correct and no resampling interval can cover:
+    a plain proportion there takes Wilson's, and a degenerate interval says so.)"""
     covered = 0
     for draw in range(400):
-        y, pred = _labelled(n, p, 10, 10_000 + draw)
+        y, pred = _labelled(n, p, 10 if n >= 1000 else 5, 10_000 + draw)
         iv = u.mean_per_class_recall_interval(y, pred, seed=draw, n_resamples=1000)
         covered += iv.contains(p)
     assert abs(covered / 400 - 0.95) <= 0.03, covered / 400
+
+
+@pytest.mark.slow
+def test_paired_tests_reject_a_true_null_about_5_percent_of_the_time():
+    """Two settings of the same accuracy with independent errors, 300 draws of 300 items."""
+    rejected = np.zeros(3)
+    for d in range(300):
+        rng = np.random.default_rng(d)
+        a, b = rng.random(300) < 0.8, rng.random(300) < 0.8
+        y, p = _labelled(300, 0.8, 5, 2 * d)
+        _, q = _labelled(300, 0.8, 5, 2 * d + 1)
+        tests = (u.paired_recall_test(a, b, seed=d, n_resamples=1000),
+                 u.paired_accuracy_test(a, b, seed=d, n_resamples=1000),
+                 u.paired_mean_per_class_recall_test(y, p, q, seed=d, n_resamples=1000))
+        rejected += [t.p_value < 0.05 for t in tests]
+    rate = rejected / 300
+    assert np.all((0.015 <= rate) & (rate <= 0.085)), rate
 
 
 def test_uncertainty_imports_neither_torch_nor_open_clip():
