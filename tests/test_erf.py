@@ -509,3 +509,54 @@ def test_control_records():
     assert control_records("", "ctl", trained=False) == {}
     with pytest.raises(ValueError, match="control_key"):
         control_records("UniRepLKNet-Demo-SmallKernel", "", trained=True)
+
+
+# --- notebook 03's plan for a tower that is not UniRepLKNet ------------------------------------
+
+def _tiny_vit(layers=8):
+    from open_clip.model import CLIP
+
+    torch.manual_seed(0)
+    return CLIP(16, dict(image_size=32, patch_size=8, width=32, layers=layers, head_width=16),
+                dict(context_length=8, vocab_size=64, width=16, heads=2, layers=1)).eval()
+
+
+def test_erf_plan_of_a_vit_its_size_its_blocks_and_the_skipped_checks_said():
+    from unirepclip.analysis.erf import erf_plan
+
+    plan = erf_plan(_tiny_vit(8), "tiny-vit", [64, 128], [0, 1, 2, 3])
+    assert plan.resolutions == [32] and plan.unit == "block"
+    assert plan.depths == [1, 3, 5, 7]   # the last block of each quarter of 8
+    assert plan.names == ["block1", "block3", "block5", "block7"] and plan.name(7) == "block7"
+    size, blocks = plan.notes
+    assert "runs at 32x32 px only" in size and "not at [64, 128] px" in size
+    assert "8 blocks and no stages" in blocks and "(2, 2) of its 4x4 patch grid at 32 px" in blocks
+    assert "no re-parameterized form" in plan.reparam_skipped
+    assert "UniRepLKNet configs" in plan.comparison_skipped
+    assert all("\n" not in n for n in [*plan.notes, plan.reparam_skipped,
+                                       plan.comparison_skipped])
+    assert erf_plan(_tiny_vit(8), "tiny-vit", [32], [3]).notes[0].startswith("tiny-vit (open_clip")
+    assert erf_plan(_tiny_vit(3), "v", [32], [0, 1, 2, 3]).depths == [0, 0, 1, 2]
+    with pytest.raises(ValueError, match=r"erf_plan: stages \[4\] must be in 0..3 .*8 blocks"):
+        erf_plan(_tiny_vit(8), "tiny-vit", [32], [4])
+
+
+def test_erf_plan_of_unireplknet_is_what_was_asked():
+    from unirepclip.analysis.erf import erf_plan
+
+    trunk = timm.create_model("unireplknet_demo", num_classes=0).eval()
+    plan = erf_plan(trunk, "UniRepLKNet-Demo", [64, 128], [0, 1, 2, 3])
+    assert plan.resolutions == [64, 128] and plan.depths == [0, 1, 2, 3] and plan.notes == []
+    assert plan.names == ["stage0", "stage1", "stage2", "stage3"] and plan.unit == "stage"
+    assert plan.reparam_skipped is None and plan.comparison_skipped is None
+
+
+def test_vit_erfs_are_named_by_block_and_span_the_input():
+    model = _tiny_vit(4)
+    x = torch.rand(2, 3, 32, 32)
+    erfs = stage_erfs(model, x, [1, 3], batch_size=2, progress=False)
+    assert list(erfs) == ["block1", "block3"]
+    assert all(m.shape == (32, 32) and np.isfinite(m).all() for m in erfs.values())
+    # attention mixes every patch: the centre token's ERF reaches every patch of the 4x4 grid
+    per_patch = erfs["block1"].reshape(4, 8, 4, 8).sum(axis=(1, 3))
+    assert (per_patch > 0).all()

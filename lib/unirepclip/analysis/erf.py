@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 from typing import (Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence,
                     Tuple, Union)
 
@@ -44,7 +45,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from unirepclip.models.towers import tower_of
+from unirepclip.models.towers import UniRepLKNetTower, tower_of
 from unirepclip.utils import (autocast, check_precision, eval_mode, max_relative_difference,
                              module_device)
 
@@ -58,6 +59,8 @@ __all__ = [
     "square_shares",
     "stage_erfs",
     "erfs_by_resolution",
+    "ErfPlan",
+    "erf_plan",
     "erf_records",
     "erf_records_by_resolution",
     "comparison_towers",
@@ -340,14 +343,88 @@ def stage_erfs(
     ``model`` is an image tower or a model holding one (see :func:`stage_feature_fn`);
     ``compute_kwargs`` go to :func:`compute_erf` (``batch_size``, ``device``, ``precision``,
     ``max_images``, ``progress``). An iterable of images must be re-iterable (a tensor, an array,
-    a list, a DataLoader): it is read once per stage.
+    a list, a DataLoader): it is read once per stage. Keys are the tower's depth names: a ViT's
+    are ``"block<i>"`` (:meth:`~unirepclip.models.towers.Tower.depth_names`).
     """
     stages = list(stages)
     if not stages:
         raise ValueError("stage_erfs: stages is empty")
     compute_kwargs.pop("return_counts", None)
-    return {f"stage{int(s)}": compute_erf(stage_feature_fn(model, s), images, **compute_kwargs)
-            for s in stages}
+    fns = [stage_feature_fn(model, s) for s in stages]
+    names = fns[0].tower.depth_names()
+    return {names[f.stage]: compute_erf(f, images, **compute_kwargs) for f in fns}
+
+
+@dataclasses.dataclass(frozen=True)
+class ErfPlan:
+    """What notebook 03 measures on one tower (:func:`erf_plan`): ``resolutions`` (px),
+    ``depths`` (indices into the tower's stages or blocks) and their ``names``; ``notes`` (one
+    line each: what was measured instead of what was asked); ``reparam_skipped`` and
+    ``comparison_skipped``: the reason the re-parameterization check and the at-initialization /
+    3x3-control comparison do not apply, or None when they do; ``unit``: ``"stage"`` or
+    ``"block"``."""
+
+    resolutions: List[int]
+    depths: List[int]
+    names: List[str]
+    notes: List[str]
+    reparam_skipped: Optional[str]
+    comparison_skipped: Optional[str]
+    unit: str = "stage"
+
+    def name(self, depth: int) -> str:
+        return self.names[self.depths.index(int(depth))]
+
+
+def _block_depths(n_blocks: int, stages: Sequence[int], who: str) -> List[int]:
+    """Stage s of 4 as the last block of the s-th quarter of a ViT's ``n_blocks``."""
+    bad = [s for s in stages if isinstance(s, bool) or not isinstance(s, (int, np.integer))
+           or not 0 <= int(s) < 4]
+    if bad:
+        raise ValueError(f"{who}: stages {list(stages)!r} must be in 0..3 (quarters of the "
+                         f"tower's {n_blocks} blocks)")
+    return [max(0, (int(s) + 1) * n_blocks // 4 - 1) for s in stages]
+
+
+def erf_plan(model: nn.Module, model_name: str, resolutions: Sequence[int],
+             stages: Sequence[int]) -> ErfPlan:
+    """Notebook 03's ``resolutions`` and ``stages`` as this tower can take them, each change said.
+
+    A tower that runs at one input size only (an open_clip ViT: its positional embedding is for
+    one patch grid) is measured at that size instead of ``resolutions``. A tower of blocks (a
+    ViT) has no stages: stage s (0..3) is measured at the last block of the s-th quarter of its
+    depth (ViT-B-32's 12 blocks: block2, block5, block8, block11), the ERF of the centre patch
+    token. The re-parameterization check applies to a tower that re-parameterizes, the
+    at-initialization towers and the 3x3 control to UniRepLKNet (layer scale; same depth and
+    width); anything else is skipped with the reason.
+    """
+    tower = tower_of(model)
+    what = f"{model_name} ({tower.family} tower)"
+    res = [int(r) for r in resolutions]
+    notes: List[str] = []
+    fixed = tower.fixed_image_size
+    if fixed is not None and any((r, r) != fixed for r in res):
+        notes.append(f"{what} runs at {fixed[0]}x{fixed[1]} px only (its positional embedding "
+                     f"is for that patch grid): the ERF is measured at {fixed[0]} px, not at "
+                     f"{res} px")
+        res = [fixed[0]]
+    if tower.unit == "block":
+        depths = _block_depths(tower.depth_count, stages, "erf_plan")
+        names = [tower.depth_names()[d] for d in depths]
+        gh, gw = tower.grids(res[0])[depths[-1]]
+        notes.append(f"{what} has {tower.depth_count} blocks and no stages: stages "
+                     f"{list(stages)} are measured at the last block of each quarter of its "
+                     f"depth, {', '.join(names)} (the ERF of the centre patch token, "
+                     f"({gh // 2}, {gw // 2}) of its {gh}x{gw} patch grid at {res[0]} px)")
+    else:
+        depths = [tower.check_depth(s, "erf_plan") for s in stages]
+        names = [tower.depth_names()[d] for d in depths]
+    reparam = None if tower.reparameterizes else (
+        f"no re-parameterization check: {what} has no re-parameterized form")
+    comparison = None if isinstance(tower, UniRepLKNetTower) else (
+        f"no at-initialization or 3x3-control comparison: those towers are UniRepLKNet "
+        f"configs (layer scale, the control's depth and width), {what} is not one")
+    return ErfPlan(res, depths, names, notes, reparam, comparison, tower.unit)
 
 
 def erfs_by_resolution(model: nn.Module, images: Mapping[int, torch.Tensor],

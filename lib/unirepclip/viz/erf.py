@@ -79,6 +79,12 @@ def area_ratio_table(measured: Mapping[str, Mapping[str, Any]], *,
     return "\n".join(lines)
 
 
+def _depth_order(name: str) -> tuple:
+    """``"block2"`` before ``"block11"``: depth names in the tower's order, not the alphabet's."""
+    stem = name.rstrip("0123456789")
+    return stem, int(name[len(stem):] or -1)
+
+
 def stage_table(rows: Mapping[str, Mapping[str, np.ndarray]], threshold: float = 0.5, *,
                 digits: int = 1) -> str:
     """A Markdown table of one threshold's area ratio (in %) and side, networks by stages.
@@ -86,7 +92,7 @@ def stage_table(rows: Mapping[str, Mapping[str, np.ndarray]], threshold: float =
     ``rows`` maps a row label to ``{"stage0": map, ...}``; a stage a row lacks shows as "-".
     """
     key = threshold_key(float(threshold))
-    stages = sorted({s for r in rows.values() for s in r})
+    stages = sorted({s for r in rows.values() for s in r}, key=_depth_order)
     lines = [f"| network (t = {key[1:]} %) | " + " | ".join(stages) + " |",
              "|---|" + "---:|" * len(stages)]
     for label, erfs in rows.items():
@@ -123,7 +129,7 @@ def plot_erf_grid(rows: Mapping[str, Mapping[str, np.ndarray]], *, width: Union[
     """
     if not rows:
         raise ValueError("plot_erf_grid: no rows")
-    stages = sorted({s for r in rows.values() for s in r})
+    stages = sorted({s for r in rows.values() for s in r}, key=_depth_order)
     n_rows, n_cols = len(rows), len(stages)
     fig, axes = style.subplots(n_rows, n_cols, width=width,
                                  aspect=(0.88 * n_rows / n_cols) + 0.1, squeeze=False)
