@@ -175,6 +175,53 @@ def test_paired_tests_reject_a_true_null_about_5_percent_of_the_time():
     assert np.all((0.015 <= rate) & (rate <= 0.085)), rate
 
 
+def _retrieval(n_images, p_image, p_text, seed, captions=5):
+    """Image hits ~ Bernoulli(p_image); an image's captions all hit or all miss together
+    (Bernoulli(p_text) per image): captions of one image are not independent items."""
+    rng = np.random.default_rng(seed)
+    image_hits = rng.random(n_images) < p_image
+    t2i = np.repeat(np.arange(n_images), captions)
+    text_hits = (rng.random(n_images) < p_text)[t2i]
+    return image_hits, text_hits, t2i
+
+
+def test_two_way_recall_by_hand_and_its_interval_resamples_images():
+    iv = u.retrieval_recall_interval([1, 0, 1], [1, 1, 0, 0, 1], [0, 0, 1, 1, 2])
+    assert iv.estimate == pytest.approx(0.5 * (2 / 3 + 3 / 5))
+    ih, th, t2i = _retrieval(300, 0.7, 0.6, 0)
+    iv = u.retrieval_recall_interval(ih, th, t2i, seed=1)
+    # brute force: resample images with their captions, 2000 times, percentile interval
+    rng = np.random.default_rng(5)
+    stats = []
+    for _ in range(2000):
+        pick = rng.integers(0, 300, 300)
+        stats.append(0.5 * (ih[pick].mean() + th.reshape(300, 5)[pick].mean()))
+    lo, hi = np.percentile(stats, [2.5, 97.5])
+    assert iv.low == pytest.approx(lo, abs=0.01) and iv.high == pytest.approx(hi, abs=0.01)
+    # the width is the clustered one (0.078 here); captions resampled as 1500 independent items
+    # would give 0.060
+    assert iv.high - iv.low == pytest.approx(hi - lo, abs=0.006)
+
+
+def test_paired_retrieval_recall_test():
+    ih, th, t2i = _retrieval(400, 0.7, 0.6, 0)
+    same = u.paired_retrieval_recall_test(ih, th, ih, th, t2i)
+    assert same.p_value == 1.0 and same.verdict.startswith("not distinguishable")
+    ih2, th2, _ = _retrieval(400, 0.9, 0.9, 1)
+    far = u.paired_retrieval_recall_test(ih2, th2, ih, th, t2i, names=("new", "old"))
+    assert far.p_value < 0.01 and far.verdict.startswith("new higher than old")
+    with pytest.raises(ValueError, match="text_hits_a has 3 items"):
+        u.paired_retrieval_recall_test([1, 0], [1, 0, 1], [1, 0], [1, 0, 1, 1], [0, 0, 1, 1])
+
+
+@pytest.mark.slow
+def test_bootstrap_covers_the_two_way_recall():
+    covered = sum(u.retrieval_recall_interval(*_retrieval(300, 0.7, 0.6, 500 + d), seed=d,
+                                              n_resamples=1000).contains(0.65)
+                  for d in range(400))
+    assert abs(covered / 400 - 0.95) <= 0.03, covered / 400
+
+
 def test_uncertainty_imports_neither_torch_nor_open_clip():
     import subprocess
     import sys

@@ -9,7 +9,8 @@ method:
   most samples are all-correct, and a resampling interval is then the single point 1).
 * anything else (mean per-class recall; the mean of two recalls) -> ``scipy.stats.bootstrap``
   over the test items, BCa by default, seeded (:func:`bootstrap_interval`,
-  :func:`mean_per_class_recall_interval`). Where every resample gives the same value (all items
+  :func:`mean_per_class_recall_interval`; :func:`retrieval_recall_interval` for DataComp's
+  retrieval figure, resampling images with all their captions). Where every resample gives the same value (all items
   right) BCa is undefined; the interval is then that value with ``method`` saying
   ``"degenerate"``: the data say nothing about the spread, not that there is none.
 
@@ -22,7 +23,8 @@ distinguishable"`` where the p-value is at or above ``alpha``):
   difference's interval is the paired bootstrap's.
 * recall@k, mean per-class recall, any statistic of per-item data -> the paired bootstrap
   (:func:`paired_bootstrap_test`, :func:`paired_recall_test`,
-  :func:`paired_mean_per_class_recall_test`): items resampled together for both settings; the
+  :func:`paired_mean_per_class_recall_test`, :func:`paired_retrieval_recall_test`): items
+  resampled together for both settings; the
   p-value is the share of resampled differences at least as far from the observed one as the
   observed one is from 0 (the bootstrap distribution shifted to the null), ``(count + 1) /
   (resamples + 1)``.
@@ -43,7 +45,8 @@ import numpy as np
 __all__ = ["Interval", "PairedTest", "wilson_interval", "proportion_interval",
            "bootstrap_interval", "mean_per_class_recall", "mean_per_class_recall_interval",
            "paired_accuracy_test", "paired_bootstrap_test", "paired_recall_test",
-           "paired_mean_per_class_recall_test", "consistent_with_published", "N_RESAMPLES"]
+           "paired_mean_per_class_recall_test", "two_way_recall", "retrieval_recall_interval",
+           "paired_retrieval_recall_test", "consistent_with_published", "N_RESAMPLES"]
 
 #: Bootstrap resamples unless a caller asks for another number.
 N_RESAMPLES = 2000
@@ -304,6 +307,53 @@ def paired_mean_per_class_recall_test(labels: Any, predictions_a: Any, predictio
     pa = _int_items(predictions_a, "predictions_a", y.size)
     pb = _int_items(predictions_b, "predictions_b", y.size)
     return paired_bootstrap_test(mean_per_class_recall, (y, pa), (y, pb), **options)
+
+
+def two_way_recall(image_hits: np.ndarray, caption_hits: np.ndarray, captions: np.ndarray,
+                   axis: int = -1) -> np.ndarray:
+    """The mean of image -> text and text -> image recall from per-image arrays (vectorized for
+    the bootstrap): ``image_hits`` (the image query's hit), ``caption_hits`` (how many of its
+    captions hit as queries) and ``captions`` (how many it has)."""
+    text = np.sum(caption_hits, axis=axis) / np.sum(captions, axis=axis)
+    return 0.5 * (np.mean(image_hits, axis=axis) + text)
+
+
+def _per_image(image_hits: Any, text_hits: Any, text_to_image: Any, which: str
+               ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    ih = _bool_items(image_hits, f"image_hits{which}").astype(float)
+    th = _bool_items(text_hits, f"text_hits{which}").astype(float)
+    t2i = _int_items(text_to_image, "text_to_image")
+    if t2i.size != th.size:
+        raise ValueError(f"text_hits{which} has {th.size} items, text_to_image {t2i.size}; "
+                         f"both are one per caption")
+    if t2i.min() < 0 or t2i.max() >= ih.size:
+        raise ValueError(f"text_to_image holds an image index outside [0, {ih.size})")
+    n_caps = np.bincount(t2i, minlength=ih.size).astype(float)
+    return ih, np.bincount(t2i, weights=th, minlength=ih.size), n_caps
+
+
+def retrieval_recall_interval(image_hits: Any, text_hits: Any, text_to_image: Any, *,
+                              seed: int = 0, n_resamples: int = N_RESAMPLES,
+                              confidence: float = 0.95) -> Interval:
+    """DataComp's retrieval figure, the mean of image -> text and text -> image recall@k, with a
+    BCa bootstrap over the images, each resampled with all its captions (they are not
+    independent items). ``image_hits`` (one per image), ``text_hits`` (one per caption) and
+    ``text_to_image`` (each caption's image)."""
+    data = _per_image(image_hits, text_hits, text_to_image, "")
+    return bootstrap_interval(two_way_recall, *data, seed=seed, n_resamples=n_resamples,
+                              confidence=confidence)
+
+
+def paired_retrieval_recall_test(image_hits_a: Any, text_hits_a: Any, image_hits_b: Any,
+                                 text_hits_b: Any, text_to_image: Any, **options: Any
+                                 ) -> PairedTest:
+    """:func:`two_way_recall` of two settings on the same images and captions, by the paired
+    bootstrap over images (``options``: those of :func:`paired_bootstrap_test`)."""
+    a = _per_image(image_hits_a, text_hits_a, text_to_image, "_a")
+    b = _per_image(image_hits_b, text_hits_b, text_to_image, "_b")
+    if a[0].size != b[0].size:
+        raise ValueError(f"image_hits_a has {a[0].size} images, image_hits_b {b[0].size}")
+    return paired_bootstrap_test(two_way_recall, a, b, **options)
 
 
 def consistent_with_published(measured: Interval, published: float, *, rounding: float = 0.0
