@@ -114,6 +114,14 @@ def test_paired_bootstrap_tells_a_real_difference_from_none():
     assert near.verdict.startswith("not distinguishable")
 
 
+def test_bca_up_to_its_item_limit_then_the_percentile_interval():
+    y, p = _labelled(200, 0.8, 5, 0)
+    assert u.mean_per_class_recall_interval(y, p, n_resamples=200).method == "bootstrap-bca"
+    y, p = _labelled(u.BCA_MAX_ITEMS + 1, 0.8, 5, 0)
+    big = u.mean_per_class_recall_interval(y, p, n_resamples=200)
+    assert big.method == "bootstrap-percentile" and big.low < big.estimate < big.high
+
+
 def test_all_correct_gives_a_degenerate_interval_said_so():
     y = np.arange(100) % 4
     iv = u.mean_per_class_recall_interval(y, y)

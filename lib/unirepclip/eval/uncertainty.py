@@ -8,7 +8,7 @@ method:
   and 1 where the percentile bootstrap and the Wald interval fall short (at n = 50 and p = 0.995
   most samples are all-correct, and a resampling interval is then the single point 1).
 * anything else (mean per-class recall; the mean of two recalls) -> ``scipy.stats.bootstrap``
-  over the test items, BCa by default, seeded (:func:`bootstrap_interval`,
+  over the test items, BCa (the percentile interval beyond :data:`BCA_MAX_ITEMS` items), seeded (:func:`bootstrap_interval`,
   :func:`mean_per_class_recall_interval`; :func:`retrieval_recall_interval` for DataComp's
   retrieval figure, resampling images with all their captions). Where every resample gives the same value (all items
   right) BCa is undefined; the interval is then that value with ``method`` saying
@@ -46,10 +46,16 @@ __all__ = ["Interval", "PairedTest", "wilson_interval", "proportion_interval",
            "bootstrap_interval", "mean_per_class_recall", "mean_per_class_recall_interval",
            "paired_accuracy_test", "paired_bootstrap_test", "paired_recall_test",
            "paired_mean_per_class_recall_test", "two_way_recall", "retrieval_recall_interval",
-           "paired_retrieval_recall_test", "consistent_with_published", "N_RESAMPLES"]
+           "paired_retrieval_recall_test", "consistent_with_published", "N_RESAMPLES",
+           "BCA_MAX_ITEMS"]
 
 #: Bootstrap resamples unless a caller asks for another number.
 N_RESAMPLES = 2000
+#: ``method="auto"``: BCa up to this many items, the percentile interval beyond. BCa's jackknife
+#: costs items x items (50,000 ImageNet images: 2.5e9 element operations per array), and its
+#: correction shrinks as the items grow; small samples near 0 or 1 are where it matters.
+BCA_MAX_ITEMS = 5000
+_BATCH_ELEMENTS = 4_000_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,8 +150,13 @@ def _run_bootstrap(data: Tuple[np.ndarray, ...], statistic: Callable, *, seed: i
                    n_resamples: int, confidence: float, method: str) -> Tuple[float, float, str]:
     from scipy.stats import bootstrap
 
+    n = data[0].shape[-1]
+    if method == "auto":
+        method = "BCa" if n <= BCA_MAX_ITEMS else "percentile"
+    # batch bounds the (resamples, items) arrays the statistic sees, the jackknife's included
     kwargs = dict(n_resamples=int(n_resamples), paired=True, vectorized=True, axis=-1,
-                  confidence_level=confidence, method=method)
+                  confidence_level=confidence, method=method,
+                  batch=max(1, _BATCH_ELEMENTS // max(n, 1)))
     try:
         res = bootstrap(data, statistic, rng=np.random.default_rng(seed), **kwargs)
     except TypeError:  # SciPy < 1.15 names the generator random_state
@@ -156,10 +167,10 @@ def _run_bootstrap(data: Tuple[np.ndarray, ...], statistic: Callable, *, seed: i
 
 def bootstrap_interval(statistic: Callable[..., Any], *data: Any, seed: int = 0,
                        n_resamples: int = N_RESAMPLES, confidence: float = 0.95,
-                       method: str = "BCa") -> Interval:
+                       method: str = "auto") -> Interval:
     """The interval of ``statistic(*data)`` over the items (the last axis of each array,
-    resampled together), by ``scipy.stats.bootstrap`` (``method``: ``"BCa"``, ``"percentile"``
-    or ``"basic"``), seeded. ``statistic`` must be vectorized: it takes ``axis=`` and reduces
+    resampled together), by ``scipy.stats.bootstrap`` (``method``: ``"BCa"``, ``"percentile"``,
+    ``"basic"``, or ``"auto"``: BCa up to :data:`BCA_MAX_ITEMS` items), seeded. ``statistic`` must be vectorized: it takes ``axis=`` and reduces
     that axis. Where every resample gives the same value the interval is that value,
     ``method="degenerate"``."""
     confidence = _check_confidence(confidence)
@@ -187,19 +198,21 @@ def mean_per_class_recall(labels: np.ndarray, predictions: np.ndarray, axis: int
                           ) -> np.ndarray:
     """Balanced accuracy along ``axis`` (vectorized for the bootstrap): the recall of each
     class present in ``labels``, averaged with equal weight (CLIP_benchmark's
-    ``mean_per_class_recall``, scikit-learn's ``balanced_accuracy_score``)."""
+    ``mean_per_class_recall``, scikit-learn's ``balanced_accuracy_score``). One pass of
+    ``bincount`` whatever the number of classes."""
     y = np.moveaxis(np.asarray(labels), axis, -1)
     p = np.moveaxis(np.asarray(predictions), axis, -1)
-    classes = np.unique(y)
-    hit = (y == p)
-    recalls = []
-    for c in classes:
-        in_c = y == c
-        support = in_c.sum(axis=-1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            recalls.append(np.where(support > 0, (hit & in_c).sum(axis=-1) / np.maximum(support, 1),
-                                    np.nan))
-    return np.nanmean(np.stack(recalls, axis=-1), axis=-1)
+    lead = y.shape[:-1]
+    rows = int(np.prod(lead, dtype=np.int64))
+    _, inverse = np.unique(y.ravel(), return_inverse=True)
+    n_classes = int(inverse.max()) + 1
+    flat = (inverse.reshape(rows, -1) + n_classes * np.arange(rows)[:, None]).ravel()
+    support = np.bincount(flat, minlength=rows * n_classes).reshape(rows, n_classes)
+    hits = np.bincount(flat, weights=(y == p).ravel().astype(float),
+                       minlength=rows * n_classes).reshape(rows, n_classes)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        recall = np.where(support > 0, hits / np.maximum(support, 1), np.nan)
+    return np.nanmean(recall, axis=-1).reshape(lead)
 
 
 def mean_per_class_recall_interval(labels: Any, predictions: Any, *, seed: int = 0,
