@@ -24,6 +24,7 @@ from typing import Dict, Iterable, Optional, Sequence, Union
 import numpy as np
 from sklearn.metrics import confusion_matrix as _sk_confusion_matrix
 
+from unirepclip.eval.uncertainty import mcnemar_exact  # re-exported: the probes compare with it
 from unirepclip.utils import l2_normalize
 
 ArrayLike = Union[np.ndarray, "torch.Tensor", Sequence]  # noqa: F821
@@ -252,23 +253,3 @@ def classification_report(logits: ArrayLike, labels: ArrayLike, ks: Iterable[int
     return out
 
 
-def mcnemar_exact(correct_a: ArrayLike, correct_b: ArrayLike) -> Dict[str, float]:
-    """McNemar's exact test of two classifiers scored on the same test items.
-
-    ``correct_a`` and ``correct_b`` are per-item booleans (was the prediction right), in the same
-    item order. Only the discordant items count: ``a_only`` (A right, B wrong) and ``b_only``;
-    under the null hypothesis (equal accuracy) ``a_only`` is Binomial(a_only + b_only, 1/2).
-    Returns ``a_only``, ``b_only`` and the two-sided exact ``p_value`` (1.0 with no discordant
-    item). A difference of a few items out of hundreds is usually not evidence of anything.
-    """
-    from scipy.stats import binomtest
-
-    a = to_numpy(correct_a, "correct_a").astype(bool).ravel()
-    b = to_numpy(correct_b, "correct_b").astype(bool).ravel()
-    if a.shape != b.shape:
-        raise ValueError(f"mcnemar_exact: correct_a has {a.size} items, correct_b {b.size}; "
-                         "both must score the same test items")
-    a_only, b_only = int((a & ~b).sum()), int((~a & b).sum())
-    n = a_only + b_only
-    p = 1.0 if n == 0 else float(binomtest(a_only, n, 0.5, alternative="two-sided").pvalue)
-    return {"a_only": a_only, "b_only": b_only, "p_value": min(1.0, p)}

@@ -42,7 +42,7 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["Interval", "PairedTest", "wilson_interval", "proportion_interval",
+__all__ = ["Interval", "PairedTest", "mcnemar_exact", "wilson_interval", "proportion_interval",
            "bootstrap_interval", "mean_per_class_recall", "mean_per_class_recall_interval",
            "paired_accuracy_test", "paired_bootstrap_test", "paired_recall_test",
            "paired_mean_per_class_recall_test", "two_way_recall", "retrieval_recall_interval",
@@ -237,22 +237,37 @@ def _difference(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
     return np.mean(a, axis=axis) - np.mean(b, axis=axis)
 
 
+def mcnemar_exact(correct_a: Any, correct_b: Any) -> Dict[str, Any]:
+    """McNemar's exact test of two classifiers scored on the same test items.
+
+    ``correct_a`` and ``correct_b`` are per-item booleans (was the prediction right), in the same
+    item order. Only the discordant items count: ``a_only`` (A right, B wrong) and ``b_only``;
+    under the null hypothesis (equal accuracy) ``a_only`` is Binomial(a_only + b_only, 1/2).
+    Returns ``a_only``, ``b_only`` and the two-sided exact ``p_value`` (1.0 with no discordant
+    item). A difference of a few items out of hundreds is usually not evidence of anything."""
+    from scipy.stats import binomtest
+
+    a = np.asarray(correct_a).astype(bool).ravel()
+    b = np.asarray(correct_b).astype(bool).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"mcnemar_exact: correct_a has {a.size} items, correct_b {b.size}; "
+                         "both must score the same test items")
+    a_only, b_only = int((a & ~b).sum()), int((~a & b).sum())
+    n = a_only + b_only
+    p = 1.0 if n == 0 else min(1.0, float(binomtest(a_only, n, 0.5).pvalue))
+    return {"a_only": a_only, "b_only": b_only, "p_value": p}
+
+
 def paired_accuracy_test(correct_a: Any, correct_b: Any, *, alpha: float = 0.05, seed: int = 0,
                          n_resamples: int = N_RESAMPLES, confidence: float = 0.95,
                          names: Sequence[str] = ("A", "B")) -> PairedTest:
     """Exact McNemar test of two settings' per-item correctness on the same items (``details``:
     ``a_only``, A right and B wrong; ``b_only``); the difference of accuracies with its paired
     bootstrap interval (the point 0 when no item is discordant)."""
-    from scipy.stats import binomtest
-
     a = _bool_items(correct_a, "correct_a")
     b = _bool_items(correct_b, "correct_b")
-    if a.size != b.size:
-        raise ValueError(f"correct_a has {a.size} items, correct_b {b.size}; both must score "
-                         f"the same test items")
-    a_only, b_only = int((a & ~b).sum()), int((~a & b).sum())
-    m = a_only + b_only
-    p = 1.0 if m == 0 else min(1.0, float(binomtest(a_only, m, 0.5).pvalue))
+    t = mcnemar_exact(a, b)
+    a_only, b_only, p = t["a_only"], t["b_only"], t["p_value"]
     diff = bootstrap_interval(_difference, a.astype(float), b.astype(float), seed=seed,
                               n_resamples=n_resamples, confidence=confidence)
     return PairedTest(float(a.mean()), float(b.mean()), diff, p, "mcnemar-exact",
