@@ -128,6 +128,58 @@ def test_all_correct_gives_a_degenerate_interval_said_so():
     assert (iv.estimate, iv.low, iv.high, iv.method) == (1.0, 1.0, 1.0, "degenerate")
 
 
+def test_all_correct_beyond_the_bca_limit_is_degenerate_too():
+    # the percentile interval of a constant distribution is a point: it is said so, not claimed
+    iv = u.bootstrap_interval(np.mean, np.ones(u.BCA_MAX_ITEMS + 1), n_resamples=200)
+    assert (iv.estimate, iv.low, iv.high, iv.method) == (1.0, 1.0, 1.0, "degenerate")
+
+
+def test_undefined_bca_on_a_spread_distribution_falls_back_to_the_percentile_interval():
+    # the max of 8 zeros and 2 ones: every jackknife value is 1 (BCa's acceleration is 0/0),
+    # yet a resample misses both ones with probability 0.8**10 = 0.107: not a point
+    x = np.r_[np.zeros(8), np.ones(2)]
+    iv = u.bootstrap_interval(np.max, x, n_resamples=2000)
+    assert iv.method == "bootstrap-percentile (fallback)"
+    assert (iv.estimate, iv.low, iv.high, iv.n_undefined) == (1.0, 0.0, 1.0, 0)
+
+
+def _ratio(num, den, axis=-1):
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.sum(num, axis=axis) / np.sum(den, axis=axis)
+
+
+def test_undefined_resamples_are_counted_and_refused_when_not_negligible():
+    # a ratio whose denominator is 0 in a resample of only the 15 zero-denominator items:
+    # probability 0.75**20 = 0.0032, about 6 of 2000 resamples
+    den = np.r_[np.ones(5), np.zeros(15)]
+    num = np.r_[np.array([1, 0, 1, 1, 0.0]), np.zeros(15)]
+    iv = u.bootstrap_interval(_ratio, num, den, n_resamples=2000)
+    assert 0 < iv.n_undefined < 20 and iv.method == "bootstrap-percentile (fallback)"
+    assert 0 <= iv.low < iv.estimate < iv.high <= 1
+    # 0.9**10 = 0.35 of the resamples are undefined: refused, the count named
+    den, num = np.r_[1.0, np.zeros(9)], np.r_[1.0, np.zeros(9)]
+    with pytest.raises(ValueError, match=r"undefined \(NaN\) in \d+ of 2000 resamples"):
+        u.bootstrap_interval(_ratio, num, den, n_resamples=2000)
+    # an undefined estimate: the undefined interval, which excludes and contains nothing
+    nothing = u.bootstrap_interval(_ratio, np.zeros(5), np.zeros(5))
+    assert nothing.method == "undefined" and not nothing.defined
+    assert not nothing.excludes(0.0) and not nothing.contains(0.0)
+
+
+def test_an_error_inside_the_statistic_runs_the_bootstrap_once():
+    calls = []
+
+    def broken(x, axis=-1):
+        calls.append(np.ndim(x))
+        if np.ndim(x) > 1:
+            raise TypeError("the statistic's own bug")
+        return np.mean(x, axis=axis)
+
+    with pytest.raises(TypeError, match="own bug"):
+        u.bootstrap_interval(broken, np.arange(10.0), n_resamples=200)
+    assert sum(d > 1 for d in calls) == 1
+
+
 def test_consistent_with_published():
     iv = u.proportion_interval(np.r_[np.ones(757, bool), np.zeros(243, bool)])  # 0.757
     assert u.consistent_with_published(iv, 0.757)["consistent"]

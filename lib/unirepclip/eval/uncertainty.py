@@ -10,9 +10,16 @@ method:
 * anything else (mean per-class recall; the mean of two recalls) -> ``scipy.stats.bootstrap``
   over the test items, BCa (the percentile interval beyond :data:`BCA_MAX_ITEMS` items), seeded (:func:`bootstrap_interval`,
   :func:`mean_per_class_recall_interval`; :func:`retrieval_recall_interval` for DataComp's
-  retrieval figure, resampling images with all their captions). Where every resample gives the same value (all items
-  right) BCa is undefined; the interval is then that value with ``method`` saying
-  ``"degenerate"``: the data say nothing about the spread, not that there is none.
+  retrieval figure, resampling images with all their captions). Where every resample gives the
+  same value (all items right; ``np.ptp`` of the bootstrap distribution is 0) the interval is
+  that value with ``method`` saying ``"degenerate"``: the data say nothing about the spread, not
+  that there is none. Where BCa is undefined otherwise, or the statistic is undefined (NaN) in
+  some resamples (a ratio whose denominator a resample can empty, e.g. the shape bias), the
+  interval is the percentile interval of the defined resamples, labelled so, with
+  ``n_undefined`` counting the resamples left out; more than ``max_undefined`` of them is refused
+  (the interval would be conditioned on the resamples that happen to be defined). An undefined
+  estimate gives the undefined interval (``nan``, ``method="undefined"``), which excludes
+  nothing.
 
 Paired comparisons of two settings scored on the same items, each a :class:`PairedTest` with the
 difference ``a - b``, its interval, the two-sided p-value and a plain verdict (``"not
@@ -38,6 +45,8 @@ Every function that resamples takes ``seed`` and gives the same answer on a reru
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
@@ -60,7 +69,8 @@ _BATCH_ELEMENTS = 4_000_000
 
 @dataclasses.dataclass(frozen=True)
 class Interval:
-    """``estimate`` with its ``[low, high]`` at ``confidence``, from ``n`` items by ``method``."""
+    """``estimate`` with its ``[low, high]`` at ``confidence``, from ``n`` items by ``method``;
+    ``n_undefined``: bootstrap resamples whose statistic was undefined and left out."""
 
     estimate: float
     low: float
@@ -68,9 +78,19 @@ class Interval:
     confidence: float
     method: str
     n: int
+    n_undefined: int = 0
+
+    @property
+    def defined(self) -> bool:
+        """Both ends are numbers (an undefined interval contains and excludes nothing)."""
+        return bool(np.isfinite(self.low) and np.isfinite(self.high))
 
     def contains(self, value: float) -> bool:
-        return self.low <= value <= self.high
+        return self.defined and self.low <= value <= self.high
+
+    def excludes(self, value: float) -> bool:
+        """``value`` lies outside a defined interval (False for an undefined one)."""
+        return self.defined and not self.low <= value <= self.high
 
     def as_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -146,8 +166,17 @@ def proportion_interval(correct: Any, confidence: float = 0.95) -> Interval:
     return Interval(float(c.mean()), float(lo), float(hi), float(confidence), "wilson", c.size)
 
 
+@functools.lru_cache(maxsize=1)
+def _rng_keyword() -> str:
+    """SciPy >= 1.15 names ``bootstrap``'s generator ``rng``, older ones ``random_state``."""
+    from scipy.stats import bootstrap
+
+    return "rng" if "rng" in inspect.signature(bootstrap).parameters else "random_state"
+
+
 def _run_bootstrap(data: Tuple[np.ndarray, ...], statistic: Callable, *, seed: int,
-                   n_resamples: int, confidence: float, method: str) -> Tuple[float, float, str]:
+                   n_resamples: int, confidence: float, method: str
+                   ) -> Tuple[float, float, str, np.ndarray]:
     from scipy.stats import bootstrap
 
     n = data[0].shape[-1]
@@ -157,22 +186,24 @@ def _run_bootstrap(data: Tuple[np.ndarray, ...], statistic: Callable, *, seed: i
     kwargs = dict(n_resamples=int(n_resamples), paired=True, vectorized=True, axis=-1,
                   confidence_level=confidence, method=method,
                   batch=max(1, _BATCH_ELEMENTS // max(n, 1)))
-    try:
-        res = bootstrap(data, statistic, rng=np.random.default_rng(seed), **kwargs)
-    except TypeError:  # SciPy < 1.15 names the generator random_state
-        res = bootstrap(data, statistic, random_state=np.random.default_rng(seed), **kwargs)
+    kwargs[_rng_keyword()] = np.random.default_rng(seed)
+    res = bootstrap(data, statistic, **kwargs)
     lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
-    return lo, hi, method.lower()
+    return lo, hi, method.lower(), np.asarray(res.bootstrap_distribution, dtype=float).ravel()
 
 
 def bootstrap_interval(statistic: Callable[..., Any], *data: Any, seed: int = 0,
                        n_resamples: int = N_RESAMPLES, confidence: float = 0.95,
-                       method: str = "auto") -> Interval:
+                       method: str = "auto", max_undefined: float = 0.01) -> Interval:
     """The interval of ``statistic(*data)`` over the items (the last axis of each array,
     resampled together), by ``scipy.stats.bootstrap`` (``method``: ``"BCa"``, ``"percentile"``,
-    ``"basic"``, or ``"auto"``: BCa up to :data:`BCA_MAX_ITEMS` items), seeded. ``statistic`` must be vectorized: it takes ``axis=`` and reduces
-    that axis. Where every resample gives the same value the interval is that value,
-    ``method="degenerate"``."""
+    ``"basic"``, or ``"auto"``: BCa up to :data:`BCA_MAX_ITEMS` items), seeded. ``statistic``
+    must be vectorized: it takes ``axis=`` and reduces that axis. Where every resample gives the
+    same value the interval is that value, ``method="degenerate"``; where the method's interval
+    is undefined otherwise, or the statistic is NaN in some resamples (at most a
+    ``max_undefined`` share of them, else a ValueError), the percentile interval of the defined
+    resamples, ``method="bootstrap-percentile (fallback)"``, ``n_undefined`` counting those left
+    out. An undefined estimate gives the undefined interval (``method="undefined"``)."""
     confidence = _check_confidence(confidence)
     arrays = tuple(np.asarray(d) for d in data)
     if not arrays or any(a.shape[-1] != arrays[0].shape[-1] for a in arrays):
@@ -182,16 +213,27 @@ def bootstrap_interval(statistic: Callable[..., Any], *data: Any, seed: int = 0,
     if n < 2:
         raise ValueError(f"bootstrap_interval: {n} item(s); a bootstrap needs at least 2")
     estimate = float(statistic(*arrays, axis=-1))
+    if not np.isfinite(estimate):
+        return Interval(estimate, np.nan, np.nan, confidence, "undefined", n, int(n_resamples))
     import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # BCa's degenerate-distribution warning: handled below
-        lo, hi, used = _run_bootstrap(arrays, statistic, seed=seed, n_resamples=n_resamples,
-                                      confidence=confidence, method=method)
-    if not (np.isfinite(lo) and np.isfinite(hi)):
-        lo = hi = estimate
-        used = "degenerate"
-    return Interval(estimate, lo, hi, confidence, f"bootstrap-{used}" if used != "degenerate"
-                    else used, n)
+        lo, hi, used, dist = _run_bootstrap(arrays, statistic, seed=seed,
+                                            n_resamples=n_resamples, confidence=confidence,
+                                            method=method)
+    defined = dist[np.isfinite(dist)]
+    n_undefined = int(dist.size - defined.size)
+    if not defined.size or n_undefined > max_undefined * dist.size:
+        raise ValueError(f"bootstrap_interval: the statistic is undefined (NaN) in {n_undefined} "
+                         f"of {dist.size} resamples, more than max_undefined={max_undefined:g} "
+                         f"of them; the interval of the rest would not be the statistic's")
+    if np.ptp(defined) == 0:
+        return Interval(estimate, estimate, estimate, confidence, "degenerate", n, n_undefined)
+    if n_undefined or not (np.isfinite(lo) and np.isfinite(hi)):
+        lo, hi = np.percentile(defined, [50 * (1 - confidence), 50 * (1 + confidence)])
+        used = "percentile (fallback)"
+    return Interval(estimate, float(lo), float(hi), confidence, f"bootstrap-{used}", n,
+                    n_undefined)
 
 
 def mean_per_class_recall(labels: np.ndarray, predictions: np.ndarray, axis: int = -1
