@@ -170,14 +170,19 @@ def test_a_zero_task_is_failed_and_the_published_average_keeps_it(source_dir):
 
 # --- errors ------------------------------------------------------------------------------------
 def test_unknown_names_and_tags_are_one_line_naming_the_file():
-    with pytest.raises(KeyError, match=r"openclip_results.csv.*laion2b_s34b_b88k"):
+    with pytest.raises(pub.PublishedLookupError, match=r"openclip_results.csv.*laion2b_s34b_b88k"):
         pub.published_result("ViT-g-14", "laion2b_s34b")
-    with pytest.raises(KeyError, match=r"openclip_results.csv: no model 'ViT-G-14'"):
+    with pytest.raises(LookupError, match=r"openclip_results.csv: no model 'ViT-G-14'"):
         pub.published_result("ViT-G-14", "laion2b_s39b_b160k")
-    with pytest.raises(KeyError, match=r"model_profile.csv: no model 'convnext_xxl'"):
+    with pytest.raises(pub.PublishedLookupError) as e:
         pub.model_profile("convnext_xxl")
-    with pytest.raises(KeyError, match="no task column 'FMOW'"):
+    # shown as it is, one line: not a KeyError, whose str() would wrap it in quotes
+    assert not isinstance(e.value, KeyError)
+    assert str(e.value).startswith("model_profile.csv: no model 'convnext_xxl'; did you mean")
+    assert "\n" not in str(e.value) and str(e.value).endswith("?")
+    with pytest.raises(pub.PublishedLookupError) as e:
         pub.published_result("ViT-H-14", "laion2b_s32b_b79k").task("FMOW")
+    assert str(e.value).startswith("openclip_results.csv: no task column 'FMOW'; known: [")
 
 
 def test_a_damaged_table_names_the_file_line_and_column(tmp_path, source_dir):

@@ -26,7 +26,8 @@ __all__ = [
     "HERE", "RESULTS_FILE", "PROFILE_FILE", "SHA256", "SOURCE", "FLOPS_PER_MAC", "FAILED",
     "AVERAGE_COLUMN", "AVERAGE_WITHOUT_FAILED_LABEL", "IMAGENET", "PEERS", "CONVNET_PREFIXES",
     "gflops_to_gmacs", "is_convnet", "format_task", "sha256_of", "PublishedResult",
-    "ModelProfile", "Peer", "read_results", "read_profiles", "published_result", "model_profile",
+    "ModelProfile", "Peer", "PublishedLookupError", "read_results", "read_profiles",
+    "published_result", "model_profile",
     "peers",
 ]
 
@@ -85,6 +86,23 @@ def sha256_of(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+class PublishedLookupError(LookupError):
+    """A model, pretrained tag or task column the shipped tables do not have. Its message names
+    the file and the key, and reads as it is (a KeyError's would be shown quoted)."""
+
+
+class _GMacs:
+    """A row's GMACs, read off one of its GFLOPs fields (the tables' unit): ``gmacs =
+    _GMacs("gflops")`` is ``gflops_to_gmacs(row.gflops)``."""
+
+    def __init__(self, gflops_field: str):
+        self.field = gflops_field
+        self.__doc__ = f"GMACs, converted from the table's ``{gflops_field}``."
+
+    def __get__(self, row, owner=None) -> float:
+        return self if row is None else gflops_to_gmacs(getattr(row, self.field))
+
+
 def _decimals(text: str) -> int:
     return len(text.partition(".")[2])
 
@@ -110,8 +128,8 @@ class PublishedResult:
         for k, v in self.tasks:
             if k == name:
                 return v
-        raise KeyError(f"{RESULTS_FILE.name}: no task column {name!r}; "
-                       f"known: {[k for k, _ in self.tasks]}")
+        raise PublishedLookupError(f"{RESULTS_FILE.name}: no task column {name!r}; "
+                                   f"known: {[k for k, _ in self.tasks]}")
 
     @property
     def imagenet_top1(self) -> float:
@@ -133,10 +151,8 @@ class PublishedResult:
         ok = [v for _, v in self.tasks if v != 0]
         return sum(ok) / len(ok) if ok else float("nan")
 
-    @property
-    def gmacs(self) -> float:
-        """Whole-model GMACs (one image + one text), converted from the table's GFLOPs."""
-        return gflops_to_gmacs(self.gflops)
+    #: Whole-model GMACs (one image + one text), converted from the table's GFLOPs.
+    gmacs = _GMacs("gflops")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,17 +169,9 @@ class ModelProfile:
     image_gflops: float
     text_gflops: float
 
-    @property
-    def image_gmacs(self) -> float:
-        return gflops_to_gmacs(self.image_gflops)
-
-    @property
-    def text_gmacs(self) -> float:
-        return gflops_to_gmacs(self.text_gflops)
-
-    @property
-    def gmacs(self) -> float:
-        return gflops_to_gmacs(self.gflops)
+    image_gmacs = _GMacs("image_gflops")
+    text_gmacs = _GMacs("text_gflops")
+    gmacs = _GMacs("gflops")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -235,14 +243,15 @@ def read_profiles(path: Path = PROFILE_FILE) -> Mapping[str, ModelProfile]:
     return MappingProxyType(out)
 
 
-def _unknown(what: str, key: str, path: Path, known: Sequence[str]) -> KeyError:
+def _unknown(what: str, key: str, path: Path, known: Sequence[str]) -> PublishedLookupError:
     close = difflib.get_close_matches(key, known, n=3)
     hint = f"; did you mean {close}?" if close else ""
-    return KeyError(f"{path.name}: no {what} {key!r}{hint}")
+    return PublishedLookupError(f"{path.name}: no {what} {key!r}{hint}")
 
 
 def published_result(name: str, pretrained: str) -> PublishedResult:
-    """The published row of ``name`` with ``pretrained``; a KeyError names the file and the key."""
+    """The published row of ``name`` with ``pretrained``; a :class:`PublishedLookupError`
+    names the file and the key."""
     table = read_results()
     if (name, pretrained) not in table:
         tags = [p for n, p in table if n == name]
@@ -253,7 +262,8 @@ def published_result(name: str, pretrained: str) -> PublishedResult:
 
 
 def model_profile(name: str) -> ModelProfile:
-    """The profile row of model ``name``; a KeyError names the file and the model."""
+    """The profile row of model ``name``; a :class:`PublishedLookupError` names the file and the
+    model."""
     table = read_profiles()
     if name not in table:
         raise _unknown("model", name, PROFILE_FILE, list(table))
