@@ -20,7 +20,6 @@ from unirepclip.analysis.surgery import Cut, cut_kernels, cut_plan, inference_fo
 from unirepclip.data.navon import navon_set
 from unirepclip.data.sets import val_transform
 from unirepclip.data.synthetic import SyntheticShapes
-from unirepclip.eval.shape_bias import bootstrap_shape_bias
 from unirepclip.eval.zeroshot import encode_images, zeroshot_logits
 from unirepclip.models.pretrained import CONTROL_MODEL_NAME, MODEL_NAME, resolve_checkpoint
 
@@ -44,7 +43,9 @@ def accuracy(model, classifier, test, size=64):
 
 def fmt(s):
     iv = s.get("interval")
-    bias = f"{s['shape_bias']:.3f} [{iv.low:.3f}, {iv.high:.3f}]" if iv else "-"
+    bias = (f"{s['shape_bias']:.3f} [{iv.low:.3f}, {iv.high:.3f}] ({iv.method}"
+            + (f", {iv.n_undefined} resamples without decisions left out" if iv.n_undefined
+               else "") + ")") if iv else "-"
     return (f"bias {bias}  global {s['global_rate']:.2f} local {s['local_rate']:.2f} other "
             f"{s['other_rate']:.2f} | plain acc {s['plain_accuracy']:.2f} | elements alone acc "
             f"{s['elements_alone_accuracy']:.2f} (element {s['element_px']} px)")

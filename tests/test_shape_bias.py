@@ -17,8 +17,9 @@ from unirepclip.analysis.cue_conflict import describe_difference
 from unirepclip.data import modelvshuman as mvh
 from unirepclip.data.cue_conflict import CueConflictDataset, read_cue_conflict
 from unirepclip.eval.shape_bias import (
-    Interval, aggregate_imagenet_16, bootstrap_difference, bootstrap_shape_bias, decide,
+    aggregate_imagenet_16, bootstrap_difference, bootstrap_shape_bias, decide,
     human_reference, shape_bias, toolbox_decisions)
+from unirepclip.eval.uncertainty import Interval
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCE = REPO.parent / "shared" / "data" / "model-vs-human"
@@ -187,7 +188,25 @@ def test_paired_difference_is_zero_for_identical_decisions():
 
 
 def _interval(est, lo, hi):
-    return Interval(est, lo, hi, 0.95, 2000, 0)
+    return Interval(est, lo, hi, 0.95, "bootstrap-bca", 100)
+
+
+def test_resamples_without_shape_or_texture_decisions_are_counted_then_refused():
+    # 4 decisions among 20 stimuli: a resample of only the 16 others (probability
+    # 0.8**20 = 0.0115, ~23 of 2000) has no shape bias; counted, and over 1% refused
+    s, t, d = _fake(2, 2, 16)
+    with pytest.raises(ValueError, match=r"undefined \(NaN\) in \d+ of 2000 resamples"):
+        bootstrap_shape_bias(s, t, d)
+    loose = bootstrap_shape_bias(s, t, d, max_undefined=0.05)
+    assert 5 < loose.n_undefined < 50 and loose.method == "bootstrap-percentile (fallback)"
+    assert loose.estimate == 0.5 and 0 <= loose.low < 0.5 < loose.high <= 1
+    # 0.75**40 = 1e-5: nothing undefined in practice, the BCa interval
+    s, t, d = _fake(5, 5, 30)
+    ok = bootstrap_shape_bias(s, t, d)
+    assert (ok.n_undefined, ok.method) == (0, "bootstrap-bca")
+    # no shape or texture decision at all: the undefined interval, not a refusal
+    none = bootstrap_shape_bias(*_fake(0, 0, 10))
+    assert none.method == "undefined" and not none.defined
 
 
 @pytest.mark.parametrize("sign", [1, -1])
@@ -200,6 +219,15 @@ def test_the_sentence_follows_the_sign_of_the_difference(sign):
     assert ("lower than the control's" in text) == (sign < 0)
     assert "by 0.30" in text and "excludes 0" in text and "distinguish the two" in text
     assert "do not distinguish" not in text
+    # the same values with an undefined interval of the difference: it says so, claims nothing
+    undefined = describe_difference("the demo", a, "the control", b,
+                                    _interval(a.estimate - b.estimate, math.nan, math.nan))
+    assert ("higher than the control's" in undefined) == (sign > 0)
+    assert "undefined to undefined, is undefined: no verdict" in undefined
+    assert "excludes 0" not in undefined and "the stimuli distinguish" not in undefined
+    no_diff = describe_difference("the demo", a, "the control", _interval(b.estimate, math.nan,
+                                                                            math.nan))
+    assert "cannot be compared" in no_diff and "distinguish" not in no_diff
 
 
 def test_the_sentence_says_when_the_interval_does_not_separate_them():

@@ -22,8 +22,8 @@ import torch
 
 from unirepclip.data.navon import NavonSet
 from unirepclip.data.synthetic import zeroshot_task
-from unirepclip.eval.shape_bias import (
-    Interval, bootstrap_difference, bootstrap_shape_bias, shape_bias)
+from unirepclip.eval.shape_bias import bootstrap_difference, bootstrap_shape_bias, shape_bias
+from unirepclip.eval.uncertainty import Interval
 
 __all__ = ["navon_classifier", "navon_decisions", "navon_summary", "paired_difference",
            "describe_difference"]
@@ -100,7 +100,6 @@ def paired_difference(stimuli: NavonSet, decisions_a: Sequence[str], decisions_b
                                 n_boot=n_boot, seed=seed)
 
 
-
 def _fmt(x: float, digits: int) -> str:
     return "undefined" if not math.isfinite(x) else f"{x:.{digits}f}"
 
@@ -111,7 +110,7 @@ def describe_difference(name_a: str, a: Interval, name_b: str, b: Interval,
     """One or two sentences: ``a``'s value against ``b``'s (each with its interval), which way
     and by how much they differ, and whether the interval of the difference (``a - b``, e.g.
     :func:`paired_difference`; without it, the two intervals) separates them."""
-    level = f"{100 * a.level:g}%"
+    level = f"{100 * a.confidence:g}%"
 
     def value(name: str, r: Interval) -> str:
         return (f"{name}'s {quantity} is {_fmt(r.estimate, digits)} ({level} interval "
@@ -128,14 +127,17 @@ def describe_difference(name_a: str, a: Interval, name_b: str, b: Interval,
                f"({_fmt(b.estimate, digits)}) by {_fmt(abs(delta), digits)}")
     first = f"{value(name_a, a)}, {way}."
     if difference is not None:
-        separated = difference.excludes(0.0)
         second = (f" The {level} interval of the difference, {_fmt(difference.low, digits)} to "
                   f"{_fmt(difference.high, digits)}, "
-                  + ("excludes 0: the stimuli distinguish the two." if separated else
-                     "includes 0: these stimuli do not distinguish the two."))
+                  + ("is undefined: no verdict on whether these stimuli separate the two."
+                     if not difference.defined else
+                     "excludes 0: the stimuli distinguish the two." if difference.excludes(0.0)
+                     else "includes 0: these stimuli do not distinguish the two."))
     else:
         separated = a.low > b.high or b.low > a.high
         second = (f" {name_b}'s interval is {_fmt(b.low, digits)}-{_fmt(b.high, digits)}; the "
-                  "intervals " + ("do not overlap: the stimuli distinguish the two." if separated
+                  "intervals " + ("cannot be compared (one is undefined)."
+                                  if not (a.defined and b.defined) else
+                                  "do not overlap: the stimuli distinguish the two." if separated
                                   else "overlap: these stimuli do not distinguish the two."))
     return first + second

@@ -20,7 +20,10 @@ probabilities averaged over each category's ImageNet classes, then the best cate
 
 The uncertainty is a bootstrap over stimuli (:func:`bootstrap_shape_bias`; for two models on the
 same stimuli, :func:`bootstrap_difference` resamples the stimuli once for both), seeded, so a rerun
-gives the same interval. The same metric reads Navon figures (:mod:`unirepclip.data.navon`) with the
+gives the same interval: :func:`unirepclip.eval.uncertainty.bootstrap_interval` (BCa, whose
+coverage holds near 0 and 1 where the percentile interval's does not) returning its
+:class:`~unirepclip.eval.uncertainty.Interval`, with the resamples that hold no shape and no
+texture decision (no ratio) counted and refused when not negligible. The same metric reads Navon figures (:mod:`unirepclip.data.navon`) with the
 global shape as "shape" and the local elements' shape as "texture".
 """
 from __future__ import annotations
@@ -33,8 +36,9 @@ import numpy as np
 
 from unirepclip.data.modelvshuman import CATEGORIES, human_trials, imagenet_indices
 from unirepclip.eval.metrics import ArrayLike, to_numpy
+from unirepclip.eval.uncertainty import Interval, bootstrap_interval
 
-__all__ = ["ShapeBias", "Interval", "shape_bias", "human_reference", "aggregate_imagenet_16",
+__all__ = ["ShapeBias", "shape_bias", "human_reference", "aggregate_imagenet_16",
            "decide", "zero_shot_decisions", "toolbox_decisions", "cue_conflict_classifiers",
            "bootstrap_shape_bias", "bootstrap_difference"]
 
@@ -180,24 +184,6 @@ def cue_conflict_classifiers(model: Any, tokenizer: Callable, *, device: Any = "
 # Uncertainty: a bootstrap over stimuli
 
 
-@dataclasses.dataclass(frozen=True)
-class Interval:
-    """A point estimate and its percentile bootstrap interval."""
-
-    estimate: float
-    low: float
-    high: float
-    level: float
-    n_boot: int
-    seed: int
-
-    def excludes(self, value: float) -> bool:
-        return not (self.low <= value <= self.high)
-
-    def as_dict(self) -> Dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
 def _codes(shape, texture, decisions) -> np.ndarray:
     """+1 shape, -1 texture, 0 other decision for each conflict stimulus."""
     s, t, d = _columns(shape, texture, decisions)
@@ -208,20 +194,16 @@ def _codes(shape, texture, decisions) -> np.ndarray:
     return (d == s).astype(np.int8) - (d == t).astype(np.int8)
 
 
-def _resampled_bias(codes: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    c = codes[idx]
-    n_s, n_t = (c == 1).sum(axis=1), (c == -1).sum(axis=1)
+def _bias(codes: np.ndarray, axis: int = -1) -> np.ndarray:
+    """The shape bias of ``codes`` along ``axis`` (vectorized for the bootstrap); ``nan`` where
+    a resample holds no shape and no texture decision."""
+    n_s, n_t = (codes == 1).sum(axis=axis), (codes == -1).sum(axis=axis)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(n_s + n_t > 0, n_s / np.maximum(n_s + n_t, 1), np.nan)
 
 
-def _interval(estimate: float, draws: np.ndarray, level: float, n_boot: int, seed: int
-              ) -> Interval:
-    draws = draws[np.isfinite(draws)]
-    if not len(draws):
-        return Interval(estimate, math.nan, math.nan, level, n_boot, seed)
-    lo, hi = np.percentile(draws, [50 * (1 - level), 50 * (1 + level)])
-    return Interval(float(estimate), float(lo), float(hi), level, n_boot, seed)
+def _bias_difference(codes_a: np.ndarray, codes_b: np.ndarray, axis: int = -1) -> np.ndarray:
+    return _bias(codes_a, axis=axis) - _bias(codes_b, axis=axis)
 
 
 def _check_boot(n_boot: int, level: float) -> None:
@@ -232,26 +214,29 @@ def _check_boot(n_boot: int, level: float) -> None:
 
 
 def bootstrap_shape_bias(shape: Sequence[Any], texture: Sequence[Any], decisions: Sequence[Any],
-                         *, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> Interval:
-    """The shape bias with a percentile interval from ``n_boot`` resamples of the conflict
-    stimuli (with replacement); the same ``seed`` gives the same interval."""
+                         *, n_boot: int = 2000, level: float = 0.95, seed: int = 0,
+                         max_undefined: float = 0.01) -> Interval:
+    """The shape bias with its bootstrap interval over the conflict stimuli (resampled with
+    replacement; :func:`unirepclip.eval.uncertainty.bootstrap_interval`, BCa, seeded: the same
+    ``seed`` gives the same interval). A resample with no shape and no texture decision has no
+    shape bias: such resamples are counted (``n_undefined``) and left out, and more than
+    ``max_undefined`` of them is a ValueError. With no shape or texture decision at all the
+    interval is undefined (``nan``)."""
     _check_boot(n_boot, level)
     codes = _codes(shape, texture, decisions)
-    idx = np.random.default_rng(seed).integers(0, len(codes), (int(n_boot), len(codes)))
-    estimate = shape_bias(shape, texture, decisions).shape_bias
-    return _interval(estimate, _resampled_bias(codes, idx), level, int(n_boot), seed)
+    return bootstrap_interval(_bias, codes, seed=seed, n_resamples=int(n_boot),
+                              confidence=level, max_undefined=max_undefined)
 
 
 def bootstrap_difference(shape: Sequence[Any], texture: Sequence[Any], decisions_a: Sequence[Any],
                          decisions_b: Sequence[Any], *, n_boot: int = 2000, level: float = 0.95,
-                         seed: int = 0) -> Interval:
+                         seed: int = 0, max_undefined: float = 0.01) -> Interval:
     """Shape bias of ``a`` minus that of ``b`` on the same stimuli, each resample of stimuli
-    shared by both (a paired bootstrap)."""
+    shared by both (a paired bootstrap; undefined resamples as in
+    :func:`bootstrap_shape_bias`)."""
     _check_boot(n_boot, level)
     codes_a = _codes(shape, texture, decisions_a)
     codes_b = _codes(shape, texture, decisions_b)
-    idx = np.random.default_rng(seed).integers(0, len(codes_a), (int(n_boot), len(codes_a)))
-    estimate = (shape_bias(shape, texture, decisions_a).shape_bias
-                - shape_bias(shape, texture, decisions_b).shape_bias)
-    draws = _resampled_bias(codes_a, idx) - _resampled_bias(codes_b, idx)
-    return _interval(estimate, draws, level, int(n_boot), seed)
+    return bootstrap_interval(_bias_difference, codes_a, codes_b, seed=seed,
+                              n_resamples=int(n_boot), confidence=level,
+                              max_undefined=max_undefined)
