@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -110,3 +111,64 @@ def test_a_requeued_extraction_reruns_the_same_task_and_bad_layouts_are_named(tm
     assert problems("--nodes", "0", "--checkpoint", str(tmp_path / "none.pt")) == [
         "--nodes 0: must be at least 1", f"--checkpoint {tmp_path / 'none.pt'}: no such file"]
     assert problems("--device", "cuda", "--gpus-per-node", "2") == []
+
+
+def _fake_slurm(folder, sinfo_text, sinfo_mode=0o755):
+    """Slurm's four client commands in ``folder``: ``sinfo`` as given, the others harmless."""
+    folder.mkdir()
+    for name in ("sbatch", "sacct", "scontrol"):
+        (folder / name).write_text("#!/bin/sh\nexit 0\n")
+        (folder / name).chmod(0o755)
+    (folder / "sinfo").write_text(sinfo_text)
+    (folder / "sinfo").chmod(sinfo_mode)
+    return str(folder)
+
+
+def test_a_cluster_that_cannot_answer_is_one_line_not_a_traceback(tmp_path, monkeypatch):
+    from unirepclip.workbook.params.slurm import cluster_problems
+    from unirepclip.workbook.sweep.slurm import check_slurm
+
+    sleep = shutil.which("sleep")  # found before PATH holds only a fake Slurm
+    ok = _fake_slurm(tmp_path / "ok", "#!/bin/sh\nprintf 'cpu\\ngpu\\ngpu\\n'\n")
+    monkeypatch.setenv("PATH", ok)
+    assert cluster_problems("gpu") == [] and cluster_problems(None) == []
+    assert cluster_problems("a100") == ["slurm partition 'a100': no such partition on this "
+                                        "cluster (partitions: cpu, gpu)"]
+    with pytest.raises(ParameterError) as e:  # the partition, then the settings' own problems
+        check_slurm({"partition": "a100"}, {"s": {"parameters": {"n": {"device": "cuda"}}}})
+    assert len(e.value.problems) == 2 and e.value.problems[0].startswith("slurm partition 'a1")
+
+    hung = _fake_slurm(tmp_path / "hung", f"#!/bin/sh\nexec {sleep} 30\n")
+    monkeypatch.setenv("PATH", hung)
+    with pytest.raises(ParameterError) as e:
+        cluster_problems("gpu", timeout_s=0.5)
+    assert e.value.problems == ["--executor slurm: `sinfo` did not answer within 0.5 s (is "
+                                "slurmctld reachable? `sinfo` by hand says)"]
+
+    broken = _fake_slurm(tmp_path / "broken", "not a program\n")  # executable, but not runnable
+    monkeypatch.setenv("PATH", broken)
+    with pytest.raises(ParameterError) as e:
+        cluster_problems("gpu")
+    [line] = e.value.problems
+    assert line.startswith("--executor slurm: `sinfo` could not be run: Exec format error (")
+    assert line.endswith(f"{broken}/sinfo)")
+    from unirepclip.workbook.extract_slurm import build_parser, settings_problems
+    args = build_parser().parse_args(["--model", "m", "--dataset", "synthetic", "--cache-dir",
+                                      str(tmp_path), "--executor", "slurm", "--nodes", "0",
+                                      "--partition", "gpu"])
+    assert settings_problems(args) == ["--nodes 0: must be at least 1", line]  # with the rest
+
+    failing = _fake_slurm(tmp_path / "failing", "#!/bin/sh\necho 'slurm_load_partitions: "
+                          "Unable to contact\n  slurm controller' >&2\nexit 1\n")
+    monkeypatch.setenv("PATH", failing)
+    with pytest.raises(ParameterError) as e:  # check_slurm raises it as it is, first thing
+        check_slurm({"partition": "gpu"}, {"s": {"parameters": {"n": {"device": "cuda"}}}})
+    assert e.value.problems == ["--executor slurm: `sinfo` failed: slurm_load_partitions: "
+                                "Unable to contact slurm controller"]
+
+    not_executable = _fake_slurm(tmp_path / "noexec", "#!/bin/sh\necho gpu\n", 0o644)
+    monkeypatch.setenv("PATH", not_executable)
+    with pytest.raises(ParameterError) as e:
+        cluster_problems(None)
+    assert e.value.problems == ["--executor slurm: sinfo not found on PATH; run from a Slurm "
+                                "login node (or pass --executor local)"]

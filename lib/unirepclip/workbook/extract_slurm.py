@@ -121,6 +121,7 @@ def settings_problems(args: argparse.Namespace) -> List[str]:
     commands, the partition) last; empty when it can be submitted."""
     import torch
 
+    from unirepclip.workbook.params import ParameterError
     from unirepclip.workbook.params.slurm import cluster_problems, flag_problems
     out = flag_problems({k: getattr(args, k) for k in ("partition", "account", "cpus_per_task",
                                                        "mem_gb", "time_min", "max_requeue",
@@ -132,7 +133,11 @@ def settings_problems(args: argparse.Namespace) -> List[str]:
         distributed.pick_backend(args.backend, torch.device(args.device))
     except (ValueError, RuntimeError) as e:
         out.append(str(e))
-    return out + _file_problems(args) + cluster_problems(args.partition)
+    out += _file_problems(args)
+    try:
+        return out + cluster_problems(args.partition)
+    except ParameterError as e:  # no usable Slurm here: said last, with the rest
+        return out + e.problems
 
 
 class ExtractTask:

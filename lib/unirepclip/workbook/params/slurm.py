@@ -13,13 +13,16 @@ settings run as one Slurm job array (``run --executor slurm``)::
       parallelism: 16         # at most this many settings at once (default: all)
 
 A flag wins over the profile; every bad value is one line, before anything is submitted.
-:func:`cluster_problems` checks what only the cluster can say (its commands, its partitions); the
-sweeps and ``extract --executor slurm`` share it."""
+:func:`cluster_problems` checks what only the cluster can say (its commands, its partitions; a
+cluster that cannot answer is one line raised); the sweeps and ``extract --executor slurm`` share
+it."""
 from __future__ import annotations
 
 import shutil
 import subprocess
 from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+from unirepclip.workbook.params.values import ParameterError
 
 __all__ = ["SLURM_KEYS", "SLURM_DEFAULTS", "cluster_problems", "flag_problems", "slurm_problems",
            "slurm_settings"]
@@ -80,19 +83,39 @@ def slurm_settings(profile_section: Optional[Mapping[str, Any]],
     return out
 
 
-def cluster_problems(partition: Optional[str]) -> List[str]:
-    """What this machine's Slurm says against a submission, one line each: its commands missing
-    from PATH (then only that), or ``partition`` (None: the cluster's default) unknown to it."""
+def _sinfo_partitions(timeout_s: float) -> List[str]:
+    """The cluster's partitions, as ``sinfo`` lists them; a ``sinfo`` that fails, cannot be run
+    or does not answer within ``timeout_s`` seconds is a one-line :class:`ParameterError`."""
+    why = None
+    try:
+        r = subprocess.run(["sinfo", "-h", "-o", "%R"], capture_output=True, text=True,
+                           timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        why = (f"`sinfo` did not answer within {timeout_s:g} s (is slurmctld reachable? "
+               "`sinfo` by hand says)")
+    except OSError as e:
+        why = f"`sinfo` could not be run: {e.strerror or e} ({shutil.which('sinfo')})"
+    else:
+        if r.returncode != 0:
+            said = " ".join(r.stderr.split())[:200] or f"exit status {r.returncode}"
+            why = f"`sinfo` failed: {said}"
+    if why is not None:
+        raise ParameterError([f"--executor slurm: {why}"])
+    return sorted({line.strip() for line in r.stdout.splitlines() if line.strip()})
+
+
+def cluster_problems(partition: Optional[str], timeout_s: float = 60) -> List[str]:
+    """What this machine's Slurm says against a submission's settings, one line each:
+    ``partition`` (None: the cluster's default) unknown to it. What stops any submission is raised
+    as a one-line :class:`ParameterError` instead: its commands missing from PATH, or ``sinfo``
+    failing, not runnable, or silent for ``timeout_s`` seconds."""
     missing = [c for c in SLURM_COMMANDS if shutil.which(c) is None]
     if missing:
-        return [f"--executor slurm: {', '.join(missing)} not found on PATH; run from a Slurm "
-                "login node (or pass --executor local)"]
+        raise ParameterError([f"--executor slurm: {', '.join(missing)} not found on PATH; run "
+                              "from a Slurm login node (or pass --executor local)"])
     if partition is None:
         return []
-    r = subprocess.run(["sinfo", "-h", "-o", "%R"], capture_output=True, text=True, timeout=60)
-    if r.returncode != 0:
-        return [f"--executor slurm: `sinfo` failed: {r.stderr.strip()[:200]}"]
-    known = sorted({line.strip() for line in r.stdout.splitlines() if line.strip()})
+    known = _sinfo_partitions(timeout_s)
     if partition not in known:
         return [f"slurm partition {partition!r}: no such partition on this cluster "
                 f"(partitions: {', '.join(known) or 'none'})"]

@@ -133,10 +133,9 @@ class SettingTask:
 
 def check_slurm(settings: Dict[str, Any], dry: Dict[str, Any]) -> None:
     """Everything about the Slurm settings that can be checked before submitting: the commands
-    are there, the partition exists, and a setting that runs on CUDA gets a GPU."""
+    are there (else :func:`cluster_problems` raises), the partition exists, and a setting that
+    runs on CUDA gets a GPU."""
     problems = cluster_problems(settings.get("partition"))
-    if problems and problems[0].startswith("--executor slurm:"):
-        raise ParameterError(problems)
     for slug, manifest in dry.items():
         devices = {str(p.get("device")) for p in manifest["parameters"].values()
                    if p.get("device") is not None}
