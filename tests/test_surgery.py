@@ -9,7 +9,8 @@ import torch
 
 from unirepclip.analysis.surgery import (
     Cut, cut_is_noop, cut_kernels, cut_plan, inference_form, is_noop, large_kernel_blocks,
-    stage_map_sizes, trunk_of)
+    stage_map_sizes)
+from unirepclip.models.towers import NotApplicable, tower_of
 from unirepclip.models.unireplknet import UniRepLKNet
 
 
@@ -32,7 +33,7 @@ def _encode(model, x):
 
 
 def test_map_sizes_match_a_forward_pass(demo):
-    trunk = trunk_of(demo)
+    trunk = tower_of(demo).module
     for size in (64, 77, 224):
         shapes = []
         x = torch.zeros(1, 3, size, size)
@@ -85,7 +86,7 @@ def test_the_loaded_model_is_not_modified(demo, images):
     after = demo.state_dict()
     assert before.keys() == after.keys()
     assert all(torch.equal(before[k], after[k]) for k in before)
-    assert not trunk_of(demo).deploy
+    assert not tower_of(demo).module.deploy
     assert torch.equal(_encode(demo, images), out_before)
 
 
@@ -139,5 +140,40 @@ def test_bad_cuts_are_refused_in_one_line(demo):
         cut_kernels(demo, Cut(7, 1))
     with pytest.raises(ValueError, match="inference form"):
         cut_kernels(inference_form(demo), Cut(1, drop_dilated=True))
-    with pytest.raises(TypeError, match="UniRepLKNet image tower"):
-        trunk_of(torch.nn.Linear(2, 2))
+    with pytest.raises(TypeError, match="not an image tower"):
+        cut_kernels(torch.nn.Linear(2, 2), Cut(1, 1))
+
+
+def test_another_tower_family_is_refused_naming_it_and_kernel_surgery():
+    from open_clip.transformer import VisionTransformer
+
+    vit = VisionTransformer(image_size=32, patch_size=16, width=32, layers=1, heads=2,
+                            mlp_ratio=2.0, output_dim=8)
+    for call in (lambda: cut_kernels(vit, Cut(1, 1)), lambda: cut_plan(vit, 1, 32),
+                 lambda: stage_map_sizes(vit, 32), lambda: inference_form(vit)):
+        with pytest.raises(NotApplicable, match=r"^open_clip VisionTransformer tower "
+                                                r"\(VisionTransformer\): kernel surgery needs "
+                                                r"a UniRepLKNet image tower$"):
+            call()
+
+
+def test_dropping_the_branches_leaves_the_large_kernel_and_its_batchnorm():
+    tower = _tiny()
+    block = tower.stages[0][0]
+    dw = block.dwconv
+    x = torch.randn(2, 8, 16, 16)
+    with torch.no_grad():
+        # the training form's own modules, the branches unused; then the block's norm
+        want = block.norm(dw.origin_bn(dw.lk_origin(x)))
+        full = block.norm(dw(x))
+        cut = cut_kernels(tower, Cut(0, drop_dilated=True))
+        got = cut.stages[0][0].norm(cut.stages[0][0].dwconv(x))
+    assert cut.stages[0][0].dwconv.deployed and not dw.deployed
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(got, full, atol=1e-3)   # the branches did contribute
+
+
+def test_branches_already_merged_cannot_be_dropped():
+    dw = inference_form(_tiny()).stages[0][0].dwconv
+    with pytest.raises(ValueError, match="already merged into one kernel"):
+        dw.reparameterize(dilated=False)

@@ -14,6 +14,11 @@ measuring what changes asks the question causally. Per stage, :func:`cut_kernels
   ``K x K`` kernel and that kernel's BatchNorm;
 * or both (branches dropped first, then the kernel cut).
 
+The tower is reached through :func:`unirepclip.models.towers.tower_of` (a tower of another family
+is refused, one line naming it), and a branch is dropped by the block's own
+:meth:`~unirepclip.models.unireplknet.DilatedReparamBlock.reparameterize` with ``dilated=False``
+(the re-parameterization that merges them, without them).
+
 Every cut works on a deep copy, returned in the inference form; the model passed in is never
 modified. The reference a cut is compared with is :func:`inference_form` (the same copy, uncut): it
 differs from a training-form model by float rounding only, and a cut at the full size equals it bit
@@ -34,10 +39,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
-from unirepclip.models.unireplknet import (
-    DilatedReparamBlock, UniRepLKNet, UniRepLKNetBlock, merge_bn_into_conv)
+from unirepclip.models.towers import NotApplicable, UniRepLKNetTower, tower_of
+from unirepclip.models.unireplknet import DilatedReparamBlock, UniRepLKNet, UniRepLKNetBlock
 
-__all__ = ["Cut", "trunk_of", "large_kernel_blocks", "stage_kernel_sizes", "stage_map_sizes",
+__all__ = ["Cut", "large_kernel_blocks", "stage_kernel_sizes", "stage_map_sizes",
            "is_noop", "cut_is_noop", "inference_form", "cut_kernels", "cut_plan"]
 
 Size = Union[int, Tuple[int, int]]
@@ -59,16 +64,15 @@ class Cut:
         return f"stage {self.stage}: " + (", ".join(parts) or "uncut")
 
 
-def trunk_of(model: nn.Module) -> UniRepLKNet:
-    """The UniRepLKNet trunk of an open_clip CLIP (``.visual.trunk``), of its ``.visual``, or the
-    trunk itself; a ``TypeError`` naming what was given otherwise."""
-    for candidate in (model, getattr(model, "trunk", None),
-                      getattr(getattr(model, "visual", None), "trunk", None)):
-        if isinstance(candidate, UniRepLKNet):
-            return candidate
-    visual = getattr(model, "visual", model)
-    raise TypeError(f"kernel surgery needs a UniRepLKNet image tower; the model's tower is "
-                    f"{type(visual).__name__}")
+def _trunk(model: nn.Module) -> UniRepLKNet:
+    """The UniRepLKNet module of ``model``'s tower (:func:`~unirepclip.models.towers.tower_of`:
+    an open_clip CLIP, its ``.visual`` or the bare trunk); :class:`NotApplicable` (one line naming
+    the tower) for any other family."""
+    tower = tower_of(model)
+    if not isinstance(tower, UniRepLKNetTower):
+        raise NotApplicable(f"{tower.family} tower ({type(tower.module).__name__}): kernel "
+                            f"surgery needs a UniRepLKNet image tower")
+    return tower.module
 
 
 def _check_stage(trunk: UniRepLKNet, stage: int) -> None:
@@ -76,14 +80,16 @@ def _check_stage(trunk: UniRepLKNet, stage: int) -> None:
         raise ValueError(f"stage={stage!r}: the tower has stages 0-{len(trunk.stages) - 1}")
 
 
-def large_kernel_blocks(trunk: UniRepLKNet, stage: int) -> List[UniRepLKNetBlock]:
+def large_kernel_blocks(model: nn.Module, stage: int) -> List[UniRepLKNetBlock]:
     """The blocks of ``stage`` whose token mixer is a large kernel (a DilatedReparamBlock)."""
+    trunk = _trunk(model)
     _check_stage(trunk, stage)
     return [b for b in trunk.stages[stage] if isinstance(b.dwconv, DilatedReparamBlock)]
 
 
-def stage_kernel_sizes(trunk: UniRepLKNet) -> List[Tuple[int, ...]]:
+def stage_kernel_sizes(model: nn.Module) -> List[Tuple[int, ...]]:
     """Each stage's depthwise kernel sizes, block by block (as configured)."""
+    trunk = _trunk(model)
     return [tuple(int(k) for k in ks) for ks in trunk.kernel_sizes]
 
 
@@ -93,9 +99,10 @@ def _conv_out(n: int, conv: nn.Conv2d, axis: int) -> int:
     return (n + 2 * p - d * (k - 1) - 1) // s + 1
 
 
-def stage_map_sizes(trunk: UniRepLKNet, image_size: Size) -> List[Tuple[int, int]]:
+def stage_map_sizes(model: nn.Module, image_size: Size) -> List[Tuple[int, int]]:
     """(height, width) of each stage's feature map for an input of ``image_size``, from the
     downsampling convs' arithmetic (no forward pass)."""
+    trunk = _trunk(model)
     h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
     sizes = []
     for layer in trunk.downsample_layers:
@@ -114,7 +121,7 @@ def is_noop(kernel_size: int, keep: int, map_size: Tuple[int, int]) -> bool:
 def cut_is_noop(model: nn.Module, cut: Cut, image_size: Size) -> bool:
     """Whether ``cut`` is a no-op by construction at ``image_size``: a kernel cut only (dropping
     branches always changes the kernel) that :func:`is_noop` on every large kernel of the stage."""
-    trunk = trunk_of(model)
+    trunk = _trunk(model)
     _check_cut(trunk, cut)
     if cut.drop_dilated:
         return False
@@ -142,22 +149,6 @@ def _check_cut(trunk: UniRepLKNet, cut: Cut) -> None:
 
 
 @torch.no_grad()
-def _drop_branches(block: UniRepLKNetBlock) -> None:
-    """The block's large kernel alone: its K x K conv with that conv's BatchNorm folded in."""
-    dw = block.dwconv
-    w, b = merge_bn_into_conv(dw.lk_origin.weight, None, dw.origin_bn)
-    conv = nn.Conv2d(dw.channels, dw.channels, dw.kernel_size, padding=dw.kernel_size // 2,
-                     groups=dw.channels, bias=True).to(w.device, w.dtype)
-    conv.weight.copy_(w)
-    conv.bias.copy_(b)
-    dw.lk_origin = conv
-    del dw.origin_bn
-    for k, r in zip(dw.kernel_sizes, dw.dilates):
-        delattr(dw, f"dil_conv_k{k}_{r}")
-        delattr(dw, f"dil_bn_k{k}_{r}")
-
-
-@torch.no_grad()
 def _keep_centre(block: UniRepLKNetBlock, keep: int) -> None:
     weight = block.dwconv.lk_origin.weight
     k = weight.shape[-1]
@@ -171,7 +162,7 @@ def _keep_centre(block: UniRepLKNetBlock, keep: int) -> None:
 def inference_form(model: nn.Module) -> nn.Module:
     """A deep copy of ``model`` with its UniRepLKNet tower re-parameterized: the uncut reference."""
     out = copy.deepcopy(model)
-    trunk_of(out).reparameterize()
+    _trunk(out).reparameterize()
     return out.eval()
 
 
@@ -179,15 +170,15 @@ def cut_kernels(model: nn.Module, cuts: Union[Cut, Sequence[Cut]]) -> nn.Module:
     """A deep copy of ``model`` (a CLIP, its ``.visual`` or the trunk) with ``cuts`` applied,
     in the inference form and eval mode. ``model`` is not modified."""
     cuts = [cuts] if isinstance(cuts, Cut) else list(cuts)
-    trunk = trunk_of(model)
+    trunk = _trunk(model)
     for cut in cuts:
         _check_cut(trunk, cut)
     out = copy.deepcopy(model)
-    out_trunk = trunk_of(out)
+    out_trunk = _trunk(out)
     for cut in cuts:
         if cut.drop_dilated:
             for block in large_kernel_blocks(out_trunk, cut.stage):
-                _drop_branches(block)
+                block.dwconv.reparameterize(dilated=False)
     out_trunk.reparameterize()
     for cut in cuts:
         if cut.keep is not None:
@@ -201,7 +192,7 @@ def cut_plan(model: nn.Module, stage: int, image_size: Size,
     """The kernel cuts of one stage, smallest first (every odd size below the full one by
     default), each with whether it is a no-op at ``image_size``: what a surgery curve runs and
     how its figure marks the points."""
-    trunk = trunk_of(model)
+    trunk = _trunk(model)
     blocks = large_kernel_blocks(trunk, stage)
     if not blocks:
         _check_cut(trunk, Cut(stage))

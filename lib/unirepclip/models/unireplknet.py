@@ -227,12 +227,16 @@ class DilatedReparamBlock(nn.Module):
             out = out + bn(conv(x))
         return out
 
-    def merged_kernel(self) -> Tuple[torch.Tensor, torch.Tensor]:
-        """The single (weight, bias) that this block computes in eval mode."""
+    def merged_kernel(self, dilated: bool = True) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The single (weight, bias) that this block computes in eval mode; with
+        ``dilated=False``, that of its large kernel alone (the dilated branches dropped)."""
         if self.deployed:
+            if not dilated:
+                raise ValueError("DilatedReparamBlock: the dilated branches are already merged "
+                                 "into one kernel (inference form); they cannot be dropped")
             return self.lk_origin.weight, self.lk_origin.bias
         w, b = merge_bn_into_conv(self.lk_origin.weight, None, self.origin_bn)
-        for k, r in zip(self.kernel_sizes, self.dilates):
+        for k, r in zip(self.kernel_sizes, self.dilates) if dilated else ():
             bw, bb = merge_bn_into_conv(getattr(self, f"dil_conv_k{k}_{r}").weight, None,
                                         getattr(self, f"dil_bn_k{k}_{r}"))
             w = w + pad_kernel_to(dilate_kernel(bw, r), self.kernel_size)
@@ -240,10 +244,12 @@ class DilatedReparamBlock(nn.Module):
         return w, b
 
     @torch.no_grad()
-    def reparameterize(self) -> None:
-        if self.deployed:
+    def reparameterize(self, dilated: bool = True) -> None:
+        """Into the inference form: one K x K conv with bias. ``dilated=False`` drops the
+        dilated branches instead of merging them (kernel surgery: the large kernel alone)."""
+        if self.deployed and dilated:
             return
-        w, b = self.merged_kernel()
+        w, b = self.merged_kernel(dilated)
         conv = _depthwise(self.channels, self.kernel_size, bias=True).to(w.device, w.dtype)
         conv.weight.copy_(w)
         conv.bias.copy_(b)
