@@ -339,6 +339,25 @@ def test_extract_command_reads_a_benchmark_by_name_from_data_root(tmp_path, monk
     assert got.labels.tolist() == labels == evalset.tasks["cifar10"].labels.tolist()
 
 
+def test_extract_command_reads_demo_as_the_model_s_own(tmp_path, monkeypatch):
+    """``--checkpoint demo`` is the demo recipe's weights for ``--model`` (its 3x3 control's for
+    UniRepLKNet-Demo-SmallKernel, not the demo CLIP's), as in a notebook; the entry's model is
+    the one a notebook loads."""
+    from unirepclip.cli import main
+    from unirepclip.models.pretrained import resolve_checkpoint
+
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR"):
+        monkeypatch.delenv(var, raising=False)
+    small = "UniRepLKNet-Demo-SmallKernel"
+    cache = FeatureCache(tmp_path)
+    assert main(["extract", "--model", small, "--checkpoint", "demo", "--dataset", "synthetic",
+                 "--n-images", "3", "--cache-dir", str(tmp_path), "--no-progress"]) == 0
+    want = unirepclip.create_model(small, resolve_checkpoint("demo", small))
+    data = SyntheticShapes(split="test", n=3, image_size=want.visual.image_size[0], seed=0)
+    got = extract_image_features(want, data, progress=False, cache=cache)
+    assert got.from_cache and cache.keys() == [got.key]
+
+
 # ------------------------------------------------------------------------------------------------
 # torchrun, two CPU processes, gloo
 # ------------------------------------------------------------------------------------------------

@@ -93,7 +93,7 @@ def test_a_requeued_extraction_reruns_the_same_task_and_bad_layouts_are_named(tm
     assert again.function is not task
 
     def problems(*argv):
-        args = build_parser().parse_args(["--model", "m", "--dataset", "synthetic",
+        args = build_parser().parse_args(["--model", "UniRepLKNet-Demo", "--dataset", "synthetic",
                                           "--cache-dir", str(tmp_path), "--executor", "slurm",
                                           "--backend", "gloo", *argv])
         return [p for p in settings_problems(args) if not p.startswith("--executor slurm:")]
@@ -108,8 +108,10 @@ def test_a_requeued_extraction_reruns_the_same_task_and_bad_layouts_are_named(tm
         "--gpus-per-node 2 with --device cpu: the ranks would not use the GPUs; pass --device "
         "cuda, or drop --gpus-per-node"]
     assert problems("--backend", "nccl")[0].startswith("--backend nccl needs --device cuda")
-    assert problems("--nodes", "0", "--checkpoint", str(tmp_path / "none.pt")) == [
-        "--nodes 0: must be at least 1", f"--checkpoint {tmp_path / 'none.pt'}: no such file"]
+    none = tmp_path / "none.pt"
+    assert problems("--nodes", "0", "--checkpoint", str(none)) == [
+        "--nodes 0: must be at least 1", f"--checkpoint {none}: names no file ({none} does not "
+        "exist); or one of demo; or '' (random weights)"]
     assert problems("--device", "cuda", "--gpus-per-node", "2") == []
 
 
@@ -153,9 +155,9 @@ def test_a_cluster_that_cannot_answer_is_one_line_not_a_traceback(tmp_path, monk
     assert line.startswith("--executor slurm: `sinfo` could not be run: Exec format error (")
     assert line.endswith(f"{broken}/sinfo)")
     from unirepclip.workbook.extract_slurm import build_parser, settings_problems
-    args = build_parser().parse_args(["--model", "m", "--dataset", "synthetic", "--cache-dir",
-                                      str(tmp_path), "--executor", "slurm", "--nodes", "0",
-                                      "--partition", "gpu"])
+    args = build_parser().parse_args(["--model", "ViT-B-32", "--dataset", "synthetic",
+                                      "--cache-dir", str(tmp_path), "--executor", "slurm",
+                                      "--nodes", "0", "--partition", "gpu"])
     assert settings_problems(args) == ["--nodes 0: must be at least 1", line]  # with the rest
 
     failing = _fake_slurm(tmp_path / "failing", "#!/bin/sh\necho 'slurm_load_partitions: "
@@ -172,3 +174,45 @@ def test_a_cluster_that_cannot_answer_is_one_line_not_a_traceback(tmp_path, monk
         cluster_problems(None)
     assert e.value.problems == ["--executor slurm: sinfo not found on PATH; run from a Slurm "
                                 "login node (or pass --executor local)"]
+
+
+def test_extract_on_slurm_takes_the_models_and_checkpoints_a_notebook_takes(tmp_path):
+    """--model / --checkpoint are checked before submitting as a notebook's model_name /
+    checkpoint: an open_clip name with one of its pretrained tags, local-dir: with its config,
+    hf-hub:, demo for a demo model are accepted; what a notebook refuses is refused, one line."""
+    from unirepclip.workbook.extract_slurm import build_parser, settings_problems
+
+    folder = tmp_path / "saved"
+    folder.mkdir()
+    (folder / "open_clip_config.json").write_text('{"model_cfg": {"embed_dim": 8}}')
+    ckpt = tmp_path / "w.safetensors"
+    ckpt.write_bytes(b"")
+
+    def problems(model, checkpoint=None):
+        args = build_parser().parse_args(
+            ["--model", model, "--dataset", "synthetic", "--cache-dir", str(tmp_path / "c"),
+             "--executor", "slurm"] + (["--checkpoint", checkpoint] if checkpoint else []))
+        return [p for p in settings_problems(args) if not p.startswith("--executor slurm:")]
+
+    for model, checkpoint in [("ViT-B-32", "laion2b_s34b_b79k"), ("ViT-B-32", None),
+                              (f"local-dir:{folder}", None), ("hf-hub:org/repo", None),
+                              ("UniRepLKNet-Demo", "demo"), ("CLIP-UniRepLKNet-L", str(ckpt)),
+                              ("UniRepLKNet-Demo", "hf-hub:org/repo/w.safetensors")]:
+        assert problems(model, checkpoint) == [], (model, checkpoint)
+    assert problems("ViT-B-32", "laion2b_s99b") == [
+        "--checkpoint laion2b_s99b: names no file (laion2b_s99b does not exist); or one of demo; "
+        "or '' (random weights)"]
+    assert problems("ViT-B-32", "openai") == []  # a tag of ViT-B-32 ...
+    [line] = problems("convnext_base", "openai")  # ... and of others, but not of this one
+    assert line.startswith("--checkpoint openai: 'openai' is not a pretrained tag of "
+                           "'convnext_base' (its tags: ")
+    assert problems(f"local-dir:{tmp_path}") == [
+        f"--model local-dir:{tmp_path}: 'local-dir:{tmp_path}': {tmp_path} has no "
+        "open_clip_config.json (open_clip's save_for_hf writes one beside the weights)"]
+    [line] = problems("CLIP-UniRepLKNet-L", "demo")
+    assert line.startswith("--checkpoint demo: 'demo' names the shipped weights of ")
+    assert problems("hf-hub:repo") == [
+        "--model hf-hub:repo: expected hf-hub:<org>/<repo>, got 'hf-hub:repo'"]
+    [line] = problems("ViT-Q-99")
+    assert line.startswith("--model ViT-Q-99: must be a .json file or one of ") and \
+        line.endswith(", got 'ViT-Q-99'")

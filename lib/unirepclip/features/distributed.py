@@ -455,10 +455,13 @@ def build_parser() -> argparse.ArgumentParser:
         prog="torchrun --nproc_per_node=N -m unirepclip extract",
         description="Extract image features on N processes into the feature cache the "
                     "notebooks read (also runs as a single process without torchrun).")
-    p.add_argument("--model", required=True, help="registered model config or config JSON path")
+    from unirepclip.models.params import PARAMETERS as MODEL_PARAMETERS
+
+    meaning = {d.name: d.meaning for d in MODEL_PARAMETERS}  # as a notebook's parameters
+    p.add_argument("--model", required=True, help=meaning["model_name"])
     p.add_argument("--checkpoint", default=None,
-                   help="checkpoint file; 'demo' for the shipped one; omit for random weights "
-                        "(then every rank must draw the same ones: --seed)")
+                   help=meaning["checkpoint"] + "; omitted: '' (random weights, drawn the "
+                   "same on every rank: --seed)")
     p.add_argument("--dataset", required=True, choices=dataset_names(),
                    help="a registered dataset, as a notebook's dataset parameter", metavar="NAME")
     p.add_argument("--data-root", default=None,
@@ -514,7 +517,9 @@ def run_args(args: argparse.Namespace) -> int:
         from unirepclip.utils import set_seed
 
         set_seed(args.seed)  # random weights (no checkpoint) are then the same on every rank
-        model = create_model(args.model, resolve_checkpoint(args.checkpoint), device=ctx.device)
+        # the model decides what 'demo' names and whether a pretrained tag is one of its own
+        model = create_model(args.model, resolve_checkpoint(args.checkpoint, args.model),
+                             device=ctx.device)
         size = model.visual.image_size
         size = size[0] if isinstance(size, (tuple, list)) else int(size)
         try:

@@ -104,11 +104,26 @@ def _layout_problems(args: argparse.Namespace) -> List[str]:
     return out
 
 
-def _file_problems(args: argparse.Namespace) -> List[str]:
+def _model_problems(args: argparse.Namespace) -> List[str]:
+    """``--model`` and ``--checkpoint`` checked as a notebook's ``model_name`` and
+    ``checkpoint`` are (the models layer's torch-free checks): a config, a .json file, an
+    open_clip name, ``local-dir:`` or ``hf-hub:``; ``demo``, a file, ``hf-hub:`` or a pretrained
+    tag of the model."""
+    from unirepclip.models.params import PARAMETERS
+    from unirepclip.workbook.params.checks import check_value
+
+    decls = {p.name: p for p in PARAMETERS}
+    values = {"model_name": args.model, "checkpoint": args.checkpoint or ""}
     out = []
-    ckpt = args.checkpoint
-    if ckpt and ckpt != "demo" and not ckpt.startswith("hf-hub:") and not Path(ckpt).exists():
-        out.append(f"--checkpoint {ckpt}: no such file")
+    for flag, key in (("--model", "model_name"), ("--checkpoint", "checkpoint")):
+        problem = check_value(decls[key], values[key], values)
+        if problem:
+            out.append(f"{flag} {values[key]}: {problem}")
+    return out
+
+
+def _file_problems(args: argparse.Namespace) -> List[str]:
+    out = _model_problems(args)
     if args.data_root is not None:
         root = args.data_root.replace("{dataset}", args.dataset)
         if not Path(root).is_dir():
