@@ -233,6 +233,26 @@ def test_seam_errors_name_the_tower_and_the_parameter():
         tower_of(nn.Linear(2, 2))
 
 
+def test_is_inference_form_says_no_for_an_unknown_tower_and_raises_a_bug_in_the_seam(monkeypatch):
+    from unirepclip.models import inspection
+
+    with pytest.raises(NotApplicable, match="not an image tower the seam knows"):
+        tower_of(nn.Linear(2, 2))
+    assert inspection.is_inference_form(nn.Linear(2, 2)) is False
+    vit = _vit()
+    assert inspection.is_inference_form(vit) is False
+
+    def bug(self):
+        raise TypeError("unsupported operand type(s)")  # a real bug, not "does not apply"
+
+    monkeypatch.setattr(OpenClipViTTower, "is_inference_form", property(bug))
+    with pytest.raises(TypeError, match="unsupported operand"):
+        inspection.is_inference_form(vit)
+    monkeypatch.setattr(inspection, "tower_of", lambda model: bug(model))
+    with pytest.raises(TypeError, match="unsupported operand"):
+        inspection.is_inference_form(nn.Linear(2, 2))
+
+
 # ------------------------------------------------------------------------------------------------
 # Independent truth: analytic ERFs
 # ------------------------------------------------------------------------------------------------

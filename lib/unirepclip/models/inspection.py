@@ -19,7 +19,7 @@ from unirepclip.models.loading import (CheckpointError, Layout, _canonicalize, c
                                        detect_layout, nonfinite_tensors, read_checkpoint,
                                        resolve_path, unwrap_state_dict)
 from unirepclip.models.pretrained import MODEL_NAME, demo_checkpoint_path, shipped_demo
-from unirepclip.models.towers import tower_of
+from unirepclip.models.towers import NotApplicable, tower_of
 from unirepclip.utils import file_sha256
 
 __all__ = ["CheckpointReport", "inspect_checkpoint", "is_inference_form"]
@@ -147,8 +147,10 @@ def inspect_checkpoint(path: Union[str, os.PathLike], model: Optional[str] = Non
 
 def is_inference_form(model: nn.Module) -> bool:
     """Whether the image tower of a CLIP is in the re-parameterized inference form (the tower
-    seam's answer; a tower it does not know, or one without that form, is not)."""
+    seam's answer; a tower it does not know, or one without that form, is not). Any other error
+    inside the seam is raised."""
     try:
-        return tower_of(model).is_inference_form
-    except TypeError:
+        tower = tower_of(model)
+    except NotApplicable:  # a tower the seam does not know
         return False
+    return tower.is_inference_form

@@ -453,7 +453,7 @@ def _timm_tower(visual: nn.Module, trunk: nn.Module) -> Tower:
 def tower_of(model: nn.Module) -> Tower:
     """The :class:`Tower` of ``model``: an open_clip ``CLIP`` / ``CustomTextCLIP`` (its
     ``.visual``), an image tower itself, or a bare timm trunk (a UniRepLKNet, a ConvNeXt ...).
-    A TypeError names anything else."""
+    :class:`NotApplicable` (a TypeError) names anything else."""
     from open_clip.modified_resnet import ModifiedResNet
     from open_clip.transformer import VisionTransformer
 
@@ -469,6 +469,6 @@ def tower_of(model: nn.Module) -> Tower:
     if hasattr(visual, "forward_intermediates") and (hasattr(visual, "feature_info")
                                                      or hasattr(visual, "downsample_layers")):
         return _timm_tower(visual, visual)   # a bare trunk
-    raise TypeError(f"tower_of: {type(model).__name__} is not an image tower the seam knows (an "
-                    f"open_clip CLIP or its .visual: VisionTransformer, ModifiedResNet, TimmModel; "
-                    f"or a timm trunk such as UniRepLKNet)")
+    raise NotApplicable(f"tower_of: {type(model).__name__} is not an image tower the seam knows "
+                        f"(an open_clip CLIP or its .visual: VisionTransformer, ModifiedResNet, "
+                        f"TimmModel; or a timm trunk such as UniRepLKNet)")
