@@ -272,7 +272,7 @@ def test_pickle_that_would_run_code_is_refused(tmp_path, monkeypatch):
     assert not mark.exists()
 
 
-def test_mismatched_shapes_listed_and_strict_false_returns_report(tmp_path, reference):
+def test_mismatched_shapes_listed_and_strict_false_returns_report(tmp_path, reference, caplog):
     model, images, *_ = reference
     sd = dict(model.state_dict())
     sd["token_embedding.weight"] = torch.zeros(100, 64)
@@ -283,7 +283,11 @@ def test_mismatched_shapes_listed_and_strict_false_returns_report(tmp_path, refe
     msg = str(e.value)
     assert "token_embedding.weight file (100, 64) vs model (49408, 64)" in msg
     assert "unexpected (1): ['unexpected.thing']" in msg
-    loaded = unirepclip.create_model(NAME, pretrained=str(path), strict=False)
+    assert msg.endswith("\n(pass strict=False to load what matches)")
+    with caplog.at_level("WARNING", logger="unirepclip"):
+        loaded = unirepclip.create_model(NAME, pretrained=str(path), strict=False)
+    [warned] = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warned == msg.rsplit("\n(pass strict=False", 1)[0]  # the same report, said once
     rep = loaded.load_report
     assert not rep.ok and rep.unexpected == ["unexpected.thing"]
     assert rep.mismatched[0][0] == "token_embedding.weight"

@@ -180,7 +180,7 @@ def test_a_nan_tensor_is_refused_naming_it(saved, tmp_path):
     assert any("NaN" in n for n in loaded.load_report.notes)
 
 
-def test_a_missing_key_is_refused_naming_it(saved, tmp_path):
+def test_a_missing_key_is_refused_naming_it(saved, tmp_path, caplog):
     path = _damaged_copy(saved[1], tmp_path / "missing", "open_clip_model.safetensors")
     sd = load_file(str(path))
     del sd["text_projection"]
@@ -190,7 +190,11 @@ def test_a_missing_key_is_refused_naming_it(saved, tmp_path):
         create_model(f"local-dir:{path.parent}")
     _one_line_naming(e.value, str(path), "1 missing (text_projection)",
                      "1 unexpected (visual.extra)")
-    loaded = create_model(f"local-dir:{path.parent}", strict=False)
+    assert str(e.value).endswith("\n(pass strict=False to load what matches)")
+    with caplog.at_level("WARNING", logger="unirepclip"):
+        loaded = create_model(f"local-dir:{path.parent}", strict=False)
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert str(e.value).rsplit("\n(pass strict=False", 1)[0] in warned
     assert loaded.load_report.missing == ["text_projection"]
     assert loaded.load_report.unexpected == ["visual.extra"]
 

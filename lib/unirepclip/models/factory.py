@@ -28,8 +28,8 @@ from open_clip.model import CLIP
 from open_clip.transform import PreprocessCfg, image_transform_v2, merge_preprocess_dict
 
 from unirepclip.models import CONFIG_DIR
-from unirepclip.models.loading import (CheckpointMismatchError, attach_report, fit_report,
-                                       load_prepared, prepare_checkpoint)
+from unirepclip.models.loading import (attach_report, fit_report, load_prepared,
+                                       prepare_checkpoint, refuse_or_warn)
 from unirepclip.models.openclip_models import (create_openclip, is_openclip_model,
                                                mismatch_message, openclip_config,
                                                openclip_tokenizer)
@@ -222,10 +222,7 @@ def _build_and_load(cfg: Dict[str, Any], pretrained: Union[str, os.PathLike], *,
     if not report.ok:
         msg = mismatch_message(prepared, report, f"model config (embed_dim {cfg['embed_dim']}, "
                                                  f"tower {cfg['vision_cfg']['timm_model_name']})")
-        if strict:
-            raise CheckpointMismatchError(msg + "\n(pass strict=False to load what matches)",
-                                          report)
-        _logger.warning(msg)
+        refuse_or_warn(msg, report, strict)
         if fast:  # parameters on meta cannot stay missing: rebuild for real
             model = build_model(cfg, force_image_size=force_image_size, deploy=stored_inference)
             fast = False

@@ -528,6 +528,16 @@ def fit_report(prepared: PreparedCheckpoint, model_sd: Mapping[str, torch.Tensor
                       has_trained_text_tower=layout.kind == "open_clip" and layout.has_text)
 
 
+def refuse_or_warn(message: str, report: LoadReport, strict: bool) -> None:
+    """A file that does not fit its model (``message`` says how): ``strict`` refuses it with a
+    :class:`CheckpointMismatchError` that says how to load what matches; otherwise the message
+    is logged as a warning and the caller loads what matches."""
+    if strict:
+        raise CheckpointMismatchError(message + "\n(pass strict=False to load what matches)",
+                                      report)
+    _logger.warning(message)
+
+
 def load_prepared(model: torch.nn.Module, prepared: PreparedCheckpoint, *, assign: bool) -> None:
     """Copy (or, with ``assign=True`` into a model built on meta, take over) every tensor of the
     file that fits the model; with ``assign`` every parameter must come from the file."""

@@ -30,16 +30,15 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 import torch
 
 from unirepclip.models import CONFIG_DIR
-from unirepclip.models.loading import (CheckpointError, CheckpointMismatchError, attach_report,
-                                       fit_report, hf_offline, hub_file, is_unireplknet_config,
-                                       load_prepared, prepare_checkpoint, unreachable)
+from unirepclip.models.loading import (CheckpointError, attach_report, fit_report, hf_offline,
+                                       hub_file, is_unireplknet_config, load_prepared,
+                                       prepare_checkpoint, refuse_or_warn, unreachable)
 from unirepclip.models.openclip_names import (CONFIG_FILE, HF_HUB, LOCAL_DIR, local_dir_problem,
                                               openclip_model_names, schema_of)
 
 __all__ = ["is_openclip_model", "openclip_config", "create_openclip", "openclip_tokenizer",
            "mismatch_message"]
 
-_logger = logging.getLogger(__name__)
 # open_clip's weight file names (open_clip.constants), in its order of preference
 _WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 _CLIP_URL_CACHE = "~/.cache/clip"  # where open_clip's download_pretrained_from_url puts a file
@@ -314,10 +313,7 @@ def create_openclip(name_or_config: NameOrConfig, pretrained: Optional[str] = No
     report = fit_report(prepared, model.state_dict())
     if not report.ok:
         msg = mismatch_message(prepared, report, src.label)
-        if strict:
-            raise CheckpointMismatchError(msg + "\n(pass strict=False to load what matches)",
-                                          report)
-        _logger.warning(msg)
+        refuse_or_warn(msg, report, strict)
     load_prepared(model, prepared, assign=True)
     attach_report(model, report)
     return model
