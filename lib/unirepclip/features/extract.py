@@ -47,7 +47,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from unirepclip.models.towers import tower_of
+from unirepclip.models.towers import NotApplicable, tower_of
 from unirepclip.utils import autocast, check_precision, eval_mode, file_sha256, l2_normalize
 from unirepclip.vocab import folder_problem
 
@@ -369,7 +369,7 @@ def _capture_image_pre_projection(model: nn.Module, store: List[torch.Tensor]):
     image tower the seam does not know."""
     try:
         tower = tower_of(model)
-    except TypeError:
+    except NotApplicable:
         return contextlib.nullcontext(False)
     return tower.capture_pre_projection(store)
 
