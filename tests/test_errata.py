@@ -254,6 +254,24 @@ def test_size_claims_and_ranks_against_the_peers_come_from_the_tables():
     assert gm["verdict"].startswith(f"fewer GMACs than {more} of 6 peers")
 
 
+def test_verdicts_say_which_way_a_difference_goes_and_count_a_tie_as_neither():
+    """A measured model bigger than the card's figures reads "more", not "0.8x fewer"; a peer
+    with exactly the measured parameter count is neither above nor below it."""
+    prof = {r["model"]: r for r in _raw("model_profile.csv")}
+    xxl = float(prof["convnext_xxlarge"]["image_mparams"])
+    big = _peer_stats(image_tower=1000e6, gmacs={224: 150.0, 256: 250.0})
+    cost = _rows(errata.comparative_claims(big, big))["image_tower_cost"]["verdict"]
+    assert f"{1000 / 847:.1f}x more parameters and {250 / 198:.1f}x more GMACs" in cost, cost
+    small = _rows(errata.comparative_claims(_peer_stats(), _peer_stats()))["image_tower_cost"]
+    assert f"{847 / 218.5:.1f}x fewer parameters" in small["verdict"]
+    tie = _peer_stats(image_tower=xxl * 1e6)
+    v = _rows(errata.comparative_claims(tie, tie))["image_tower_params_vs_peers"]["verdict"]
+    peers = [float(next(p for p in prof.values() if p["model"] == k[0])["image_mparams"])
+             for k in errata.published.PEERS]
+    assert v.startswith(f"fewer parameters than {sum(x > xxl for x in peers)} of 6 peers")
+    assert "as many as convnext_xxlarge" in v and "more than convnext_xxlarge" not in v, v
+
+
 def test_efficiency_is_not_measured_on_the_published_tables_alone():
     L, h = errata.REFERENCE_MODEL, "ViT-H-14 laion2b_s32b_b79k"
 

@@ -391,8 +391,8 @@ def _cost_row(key: str, part: str, measured_m: float, gmacs_at: Mapping[int, flo
     else:
         verdict = "not supported" + (
             f": the figures are {', '.join(p.model for p in matches)}'s {label}" if matches else "")
-        verdict += (f"; measured {pc.card_value / measured_m:.1f}x fewer parameters and "
-                    f"{gc.card_value / gm:.1f}x fewer GMACs")
+        verdict += (f"; measured {_times(pc.card_value, measured_m, 'parameters')} and "
+                    f"{_times(gc.card_value, gm, 'GMACs')}")
     return _claim_row(
         key, f"{label}: \"{pc.card} w/ {gc.card}\"", f"{pc.card} w/ {gc.card}", shown,
         f"{measured_m:.1f}M, " + ("—" if gm is None else f"{gm:.1f} GMAC at {size} px"), verdict,
@@ -421,12 +421,26 @@ def _non_vit_79_row(top1: Optional[float]) -> Dict[str, Any]:
         published={r.label: _percent(r, r.imagenet_top1) for r in above})
 
 
+def _times(card: float, measured: float, what: str) -> str:
+    """How the measured figure stands to the card's, in the direction it goes ("2.5x fewer
+    parameters", "1.3x more GMACs")."""
+    if measured == card:
+        return f"as many {what}"
+    if measured < card:
+        return f"{card / measured:.1f}x fewer {what}"
+    return f"{measured / card:.1f}x more {what}"
+
+
 def _rank_verdict(measured: float, peer_values: Sequence[tuple], what: str) -> str:
+    """Fewer than the peers with more, more than those with fewer; a peer with exactly as many
+    counts as neither and is named apart."""
     smaller = [f"{label} ({v:.2f})" for label, v in peer_values if v < measured]
-    n = len(peer_values)
-    if not smaller:
-        return f"fewer {what} than all {n} peers"
-    return f"fewer {what} than {n - len(smaller)} of {n} peers; more than " + ", ".join(smaller)
+    same = [label for label, v in peer_values if v == measured]
+    n, bigger = len(peer_values), sum(v > measured for _, v in peer_values)
+    head = (f"fewer {what} than all {n} peers" if bigger == n else
+            f"fewer {what} than {bigger} of {n} peers")
+    return (head + (f"; more than {', '.join(smaller)}" if smaller else "")
+            + (f"; as many as {', '.join(same)}" if same else ""))
 
 
 def _params_row(tower_m: float, peers: Sequence[published.Peer]) -> Dict[str, Any]:
