@@ -220,8 +220,15 @@ def test_a_cancelled_task_is_shown_failed_and_resume_finishes_it(slurm, tmp_path
         _until("the resumed task to wait", lambda: "waiting for the run that holds" in (
             sweep / "logs" / "seed-0.log").read_text())
         write_state(sweep, "seed-0", status="failed", job_id=job, submission=old["submission"])
-        assert main(["status", str(sweep)]) == 0
-        assert "seed-0: running" in capsys.readouterr().out
+
+        def shown_running() -> bool:
+            assert main(["status", str(sweep)]) == 0
+            out = capsys.readouterr().out
+            assert "seed-0: failed" not in out, out  # the old submission's state is not shown
+            return "seed-0: running" in out
+        # Slurm's accounting (sacct, through slurmdbd) may say RUNNING a moment after the task
+        # started: until then the page says queued (seen in a full run under load)
+        _until("status to show the resumed task running", shown_running, timeout=60.0)
     finally:
         lock.release()
     _until("the resumed task", lambda: json.loads((sweep / "sweep.json").read_text())[
