@@ -541,6 +541,9 @@ def run_args(args: argparse.Namespace) -> int:
             print(f"{len(fs)} image features of {dataset!r} {state}: "
                   f"{Path(args.cache_dir) / fs.key}.npz ({len(fs.skipped)} unreadable skipped)",
                   flush=True)
+        # every rank done before any tears the group down: a rank leaving while rank 0 still
+        # merges was seen to abort (gloo: "terminate called without an active exception")
+        ctx.barrier()
     finally:
         if ctx.initialized:
             dist.destroy_process_group()

@@ -7,6 +7,7 @@ close; a signal that stops the run inside papermill leaves nobody else to end th
 engine remembers each kernel it starts and ends those still running on close."""
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sys
@@ -100,6 +101,13 @@ def _alive(km: Any) -> bool:
     return proc is not None and proc.poll() is None
 
 
+def _quiet_kernel_death(record: logging.LogRecord) -> bool:
+    """papermill's client logs a kernel that died mid-cell at ERROR, straight to the terminal (a
+    second line after a stopped run's one line); the run reports it itself: as the notebook's
+    error, or as the interruption."""
+    return "Kernel died while waiting for execute reply" not in record.getMessage()
+
+
 class PapermillEngine:
     """Runs a notebook with papermill in a fresh kernel (cwd: the notebook's folder, as in
     JupyterLab). ``kernel`` names a Jupyter kernel (default: this interpreter's, registered on
@@ -188,6 +196,7 @@ class PapermillEngine:
         from papermill.exceptions import PapermillExecutionError
         from traitlets.config import Config
 
+        logging.getLogger("papermill").addFilter(_quiet_kernel_death)  # once: a set
         try:
             papermill.execute_notebook(
                 str(nb.path), str(out_ipynb), parameters=params, kernel_name=self.kernel,
