@@ -194,6 +194,17 @@ def _cast(model: nn.Module, precision: str) -> None:
         model.to(torch.float16)
 
 
+def _finish(model: CLIP, name_or_config: Any, device: Union[str, torch.device],
+            precision: str) -> CLIP:
+    """What every built model gets last, whoever built it: its name, eval mode, the device and
+    the weight cast."""
+    model.unirepclip_name = config_name(name_or_config)
+    model.eval()
+    model.to(device)
+    _cast(model, precision)
+    return model
+
+
 def get_preprocess_cfg(model: CLIP) -> Dict[str, Any]:
     cfg = {"size": model.visual.image_size}
     cfg["mean"] = open_clip.OPENAI_DATASET_MEAN
@@ -274,11 +285,7 @@ def create_model(
             if model.load_report is not None:
                 model.load_report.notes.append(note)
             _logger.info("%s: %s", config_name(name_or_config), note)
-        model.unirepclip_name = config_name(name_or_config)
-        model.eval()
-        model.to(device)
-        _cast(model, precision)
-        return model
+        return _finish(model, name_or_config, device, precision)
     cfg, config_notes = resolve_pooling(get_model_config(name_or_config))
     if not load_weights:
         pretrained = None
@@ -291,12 +298,8 @@ def create_model(
         model = _build_and_load(cfg, pretrained, strict=strict, force_image_size=force_image_size,
                                 deploy=deploy, allow_nonfinite=allow_nonfinite,
                                 config_notes=config_notes)
-    model.unirepclip_name = config_name(name_or_config)
-    model.eval()
-    model.to(device)
-    _cast(model, precision)
     open_clip.set_model_preprocess_cfg(model, get_preprocess_cfg(model))
-    return model
+    return _finish(model, name_or_config, device, precision)
 
 
 def create_model_and_transforms(
