@@ -181,3 +181,17 @@ def denormalize_images(images: Any, *, mean: Optional[Sequence[float]] = None,
     m, s = normalization_stats(mean, std)
     x = torch.as_tensor(images).detach().float().cpu() * s + m
     return (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+@contextlib.contextmanager
+def capture_input(module: Optional[torch.nn.Module], store: list) -> Iterator[bool]:
+    """Append the first positional input of ``module`` (detached) to ``store`` on every call
+    while the context is open; yields whether there is a module to watch (None: nothing)."""
+    if module is None:
+        yield False
+        return
+    handle = module.register_forward_pre_hook(lambda _m, args: store.append(args[0].detach()))
+    try:
+        yield True
+    finally:
+        handle.remove()

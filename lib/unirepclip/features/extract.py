@@ -48,7 +48,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from unirepclip.models.towers import NotApplicable, tower_of
-from unirepclip.utils import autocast, check_precision, eval_mode, file_sha256, l2_normalize
+from unirepclip.utils import (autocast, capture_input, check_precision, eval_mode, file_sha256,
+                              l2_normalize)
 from unirepclip.vocab import folder_problem
 
 __all__ = ["FeatureSet", "FeatureCache", "extract_image_features", "extract_text_features",
@@ -339,19 +340,6 @@ def _check_device(model: nn.Module, device: torch.device) -> None:
 
 
 @contextlib.contextmanager
-def _capture_input(module: Optional[nn.Module], store: List[torch.Tensor]):
-    """Record the first positional input of ``module`` on every call."""
-    if module is None:
-        yield
-        return
-    handle = module.register_forward_pre_hook(lambda _m, args: store.append(args[0].detach()))
-    try:
-        yield
-    finally:
-        handle.remove()
-
-
-@contextlib.contextmanager
 def _capture_output(module: Optional[nn.Module], store: List[torch.Tensor]):
     if module is None:
         yield
@@ -558,7 +546,7 @@ def extract_text_features(model: nn.Module, tokenizer: Callable, texts: Sequence
                           disable=not progress, unit="batch"):
             tokens = tokenizer(texts[start:start + batch_size]).to(device)
             store: List[torch.Tensor] = []
-            with _capture_input(pre_in, store), _capture_output(ln_out, store), \
+            with capture_input(pre_in, store), _capture_output(ln_out, store), \
                     autocast(device, precision):
                 emb = model.encode_text(tokens, normalize=False)
             embs.append(emb.float().cpu())

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from unirepclip.utils import eval_mode
+from unirepclip.utils import capture_input, eval_mode
 
 __all__ = ["Tower", "NotApplicable", "tower_of", "UniRepLKNetTower", "OpenClipViTTower",
            "ModifiedResNetTower", "TimmTower", "TimmViTTower"]
@@ -166,15 +166,8 @@ class Tower:
     def capture_pre_projection(self, store: List[torch.Tensor]) -> Iterator[bool]:
         """Append the pooled pre-projection features of every forward to ``store``; yields
         whether the tower has them."""
-        module = self.pre_projection_module()
-        if module is None:
-            yield False
-            return
-        handle = module.register_forward_pre_hook(lambda _m, args: store.append(args[0].detach()))
-        try:
-            yield True
-        finally:
-            handle.remove()
+        with capture_input(self.pre_projection_module(), store) as watched:
+            yield watched
 
     def projection_prefixes(self, prefix: str = "visual.") -> List[str]:
         """Name prefixes (under ``prefix``) of the image projection's parameters."""
