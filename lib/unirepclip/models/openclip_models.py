@@ -1,6 +1,7 @@
 """Any open_clip model besides the UniRepLKNet configs: built by open_clip, loaded by our loader.
 
-A model name that is not one of the package's configs is open_clip's business: a built-in name
+A model name that is not one of the package's UniRepLKNet configs is open_clip's business: the
+package's own ``ViT-Demo`` (a config in ``model_configs/`` with open_clip's ViT tower), a built-in name
 (``ViT-B-32``, ``convnext_xxlarge`` ...; :func:`open_clip.list_models`), ``local-dir:<folder>``
 (a folder open_clip's ``save_for_hf`` wrote: ``open_clip_config.json`` beside the weights),
 ``hf-hub:<org>/<repo>`` (the same, in the Hugging Face cache), or a config ``.json`` / dict whose
@@ -65,8 +66,8 @@ def is_openclip_model(name_or_config: NameOrConfig) -> bool:
         cfg = name_or_config.get("model_cfg", name_or_config)
         return isinstance(cfg, dict) and "vision_cfg" in cfg and not is_unireplknet_config(cfg)
     s = str(name_or_config)
-    if (CONFIG_DIR / f"{s}.json").is_file():
-        return False
+    if (CONFIG_DIR / f"{s}.json").is_file():  # a config of this package: the demo ViT is open_clip's
+        return not is_unireplknet_config(_read_json(CONFIG_DIR / f"{s}.json"))
     if schema_of(s):
         return True
     if s.endswith(".json") or os.path.sep in s:
@@ -121,8 +122,11 @@ def _check_config(cfg: Dict[str, Any], source: str) -> None:
 def _source(name_or_config: NameOrConfig) -> Iterator[_Source]:
     """Where open_clip finds the model: a config given as a file or dict is written, for the
     build's duration, as a ``local-dir:`` folder (open_clip's own way to take a config)."""
-    if isinstance(name_or_config, dict) or str(name_or_config).endswith(".json"):
+    registered = (not isinstance(name_or_config, dict)
+                  and (CONFIG_DIR / f"{name_or_config}.json").is_file())
+    if isinstance(name_or_config, dict) or str(name_or_config).endswith(".json") or registered:
         cfg = (dict(name_or_config) if isinstance(name_or_config, dict)
+               else _read_json(CONFIG_DIR / f"{name_or_config}.json") if registered
                else _read_json(Path(str(name_or_config))))
         cfg = cfg.get("model_cfg", cfg) if "embed_dim" not in cfg else cfg
         label = "custom" if isinstance(name_or_config, dict) else str(name_or_config)
@@ -296,7 +300,7 @@ def create_openclip(name_or_config: NameOrConfig, pretrained: Optional[str] = No
         weights, pcfg = (_weights(src, pretrained) if load_weights and not meta else (None, {}))
         quick = bool(pcfg.get("quick_gelu")) and not src.cfg.get("quick_gelu")
         model = _build(src, meta=meta, force_image_size=force_image_size, quick_gelu=quick,
-                       loading=weights is not None)
+                       loading=weights is not None or not load_weights)
         cfg = src.cfg
     model.unirepclip_config = cfg
     if pcfg:

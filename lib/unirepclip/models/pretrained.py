@@ -16,15 +16,17 @@ import os
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple, Union
 
-__all__ = ["MODEL_NAME", "CONTROL_MODEL_NAME", "WEIGHTS_DIR", "ModifiedDemoCheckpointError",
+__all__ = ["MODEL_NAME", "CONTROL_MODEL_NAME", "VIT_MODEL_NAME", "WEIGHTS_DIR", "ModifiedDemoCheckpointError",
            "checkpoint_name", "demo_model_names", "demo_checkpoint_path", "demo_metadata",
            "demo_sha256", "shipped_demo", "verified_demo_path", "resolve_checkpoint"]
 
 MODEL_NAME = "UniRepLKNet-Demo"
 CONTROL_MODEL_NAME = "UniRepLKNet-Demo-SmallKernel"  # same depth and width, 3x3 kernels: the ERF control
+VIT_MODEL_NAME = "ViT-Demo"  # open_clip's ViT tower, same text tower and recipe: the third architecture
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 # file stems of the recipe's checkpoints: <stem>.safetensors, with <stem>.json beside it
-_STEMS = {MODEL_NAME: "unireplknet_demo_clip", CONTROL_MODEL_NAME: "unireplknet_demo_small_kernel_clip"}
+_STEMS = {MODEL_NAME: "unireplknet_demo_clip", CONTROL_MODEL_NAME: "unireplknet_demo_small_kernel_clip",
+          VIT_MODEL_NAME: "vit_demo_clip"}
 
 
 class ModifiedDemoCheckpointError(ValueError):

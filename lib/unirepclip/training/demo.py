@@ -44,15 +44,15 @@ from tqdm.auto import tqdm
 from unirepclip import __version__
 from unirepclip.data import SyntheticWorld, zeroshot_task
 from unirepclip.eval import retrieval
-from unirepclip.models.factory import build_model, create_model, get_model_config, get_tokenizer
-from unirepclip.models.pretrained import (CONTROL_MODEL_NAME, MODEL_NAME, WEIGHTS_DIR,
-                                          checkpoint_name, demo_checkpoint_path, demo_metadata)
+from unirepclip.models.factory import create_model, get_tokenizer
+from unirepclip.models.pretrained import (MODEL_NAME, WEIGHTS_DIR, checkpoint_name,
+                                          demo_checkpoint_path, demo_metadata, demo_model_names)
 from unirepclip.utils import file_sha256, normalize_images
 
 
 @dataclasses.dataclass
 class Recipe:
-    model: str = MODEL_NAME  # or CONTROL_MODEL_NAME: the same recipe trains the ERF control
+    model: str = MODEL_NAME  # or the 3x3 control, or ViT-Demo: the same recipe trains them
     seed: int = 0
     data_seed: int = 0
     image_size: int = 64
@@ -159,7 +159,7 @@ def train(recipe: Recipe, out_dir: Optional[Path] = None, progress: bool = True,
     checkpoint_name(recipe.model)  # an unknown model fails here, before any work
     tokenizer = get_tokenizer(recipe.model)
     tokens = tokenizer(list(data.captions))
-    model = build_model(get_model_config(recipe.model))
+    model = create_model(recipe.model, load_weights=False)  # the config's own initialization
     model.train()
     opt = torch.optim.AdamW(param_groups(model, recipe.weight_decay), lr=recipe.lr,
                             betas=(0.9, 0.98), eps=1e-6)
@@ -250,7 +250,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                            default=f.default)
     e = sub.add_parser("evaluate", help="measure a checkpoint's figures on the test split")
     e.add_argument("checkpoint", nargs="?", default=None)
-    e.add_argument("--model", default=MODEL_NAME, choices=[MODEL_NAME, CONTROL_MODEL_NAME])
+    e.add_argument("--model", default=MODEL_NAME, choices=demo_model_names())
     e.add_argument("--test-size", type=int, default=Recipe.test_size)
     args = p.parse_args(argv)
     if args.cmd == "train":
