@@ -560,3 +560,55 @@ def test_vit_erfs_are_named_by_block_and_span_the_input():
     # attention mixes every patch: the centre token's ERF reaches every patch of the 4x4 grid
     per_patch = erfs["block1"].reshape(4, 8, 4, 8).sum(axis=(1, 3))
     assert (per_patch > 0).all()
+
+
+def test_peer_erfs_measure_a_vit_at_its_quarter_blocks_beside_the_stages():
+    from unirepclip.analysis.erf import peer_erfs
+
+    model = _tiny_vit(8)  # 8 blocks: stage s -> the last block of quarter s: 1, 3, 5, 7
+    asked = []
+
+    def images(res):
+        asked.append(res)
+        return torch.rand(2, 3, res, res, generator=torch.Generator().manual_seed(res))
+
+    out = peer_erfs(model, "tiny-vit", "vit", [0, 1, 2, 3], 64, images, batch_size=2,
+                    progress=False)
+    assert asked == [32]  # asked for 64 px, measured at the one size the ViT runs at
+    assert out["resolution"] == 32 and out["records"]["erf.vit.resolution"] == 32
+    stands = {"stage0": "block1", "stage1": "block3", "stage2": "block5", "stage3": "block7"}
+    assert out["records"]["erf.vit.stands_for"] == stands
+    direct = stage_erfs(model, images(32), [1, 3, 5, 7], batch_size=2, progress=False)
+    for stage, block in stands.items():
+        assert np.array_equal(out["as_stages"][stage], direct[block])
+        assert out["records"][f"erf.vit.{block}.area_ratio.t20"] == \
+            area_ratios(direct[block])["t20"]["area_ratio"]
+    with pytest.raises(ValueError, match="peer_key is empty"):
+        peer_erfs(model, "tiny-vit", "", [0], 32, images)
+
+
+def _square_erf(side, n=33):
+    m = np.zeros((n, n))
+    lo = n // 2 - side // 2
+    m[lo:lo + side, lo:lo + side] = 100.0
+    return m
+
+
+def test_side_by_side_summary_orders_by_area_and_turns_with_the_numbers():
+    from unirepclip.analysis.erf import side_by_side_summary
+
+    wide, narrow = _square_erf(21), _square_erf(5)
+    rw, rn = (area_ratios(m, (0.2,))["t20"]["area_ratio"] for m in (wide, narrow))
+    assert rw > 4 * rn  # the wide square's t20 area is several times the narrow one's
+    text = side_by_side_summary({"A": {"stage3": wide}, "B": {"stage3": narrow}}, "stage3")
+    assert text.index("A:") < text.index("B:")
+    assert f"The widest is A, {rw / rn:.1f} times the area of the narrowest, B." in text
+    swapped = side_by_side_summary({"A": {"stage3": narrow}, "B": {"stage3": wide}}, "stage3")
+    assert "The widest is B," in swapped and "narrowest, A." in swapped
+    same = side_by_side_summary({"A": {"stage3": wide}, "B": {"stage3": wide.copy()}}, "stage3")
+    assert "All are about as wide" in same and "widest" not in same
+    three = side_by_side_summary({"A": {"stage3": wide}, "B": {"stage3": wide.copy()},
+                                  "C": {"stage3": narrow}}, "stage3")
+    assert "(B about as wide)" in three and "narrowest, C." in three
+    with pytest.raises(ValueError, match="fewer than two rows measured at stage2"):
+        side_by_side_summary({"A": {"stage3": wide}, "B": {"stage2": narrow}}, "stage2")

@@ -29,8 +29,9 @@ resolution), :func:`erfs_by_resolution` (several stages of one tower at each res
 :func:`stage_erfs`), :func:`reparam_check` (training form vs inference form, see
 :func:`inference_form`), :func:`comparison_towers` / :func:`tower_comparison` (towers at
 initialization, with the residual branches optionally switched on, and the 3x3 control),
-:func:`erf_records` / :func:`erf_records_by_resolution` (results keys). The figures and Markdown
-tables of these results are in :mod:`unirepclip.viz.erf`.
+:func:`erf_records` / :func:`erf_records_by_resolution` (results keys), :func:`peer_erfs` and
+:func:`side_by_side_summary` (another architecture beside the model: the demo ViT). The figures
+and Markdown tables of these results are in :mod:`unirepclip.viz.erf`.
 """
 from __future__ import annotations
 
@@ -548,6 +549,59 @@ def control_records(control_model_name: str, control_key: str, *, trained: bool
     return {f"erf.{control_key}.state": "trained" if trained else "init"}
 
 
+
+
+def peer_erfs(peer: nn.Module, peer_name: str, peer_key: str, stages: Sequence[int],
+              resolution: int, images: Callable[[int], Any], **compute_kwargs: Any
+              ) -> Dict[str, Any]:
+    """Another architecture measured beside the model under study (notebook 03's ``peer``: the
+    demo ViT beside the large-kernel demo and its 3x3 control).
+
+    ``stages`` are the model's stages; the peer is measured where :func:`erf_plan` puts them on
+    its tower (a ViT: the last block of each quarter of its depth), at ``resolution`` or at the
+    one size its tower runs at, on ``images(resolution)``. Returns ``{"plan", "resolution",
+    "erfs" ({depth name: map}), "as_stages" ({"stage<s>": map}: the same maps under the stage
+    each stands for, for a table or grid beside the model's rows), "records"}``, the records
+    under ``erf.<peer_key>``: :func:`erf_records` of every measured depth, the resolution, and
+    which depth stands for which stage."""
+    if not peer_key:
+        raise ValueError("peer_erfs: peer_key is empty")
+    plan = erf_plan(peer, peer_name, [int(resolution)], stages)
+    res = plan.resolutions[0]
+    erfs = stage_erfs(peer, images(res), plan.depths, **compute_kwargs)
+    stands_for = {f"stage{int(s)}": name for s, name in zip(stages, plan.names)}
+    records: Dict[str, Any] = dict(erf_records(erfs, peer_key))
+    records[f"erf.{peer_key}.resolution"] = int(res)
+    records[f"erf.{peer_key}.stands_for"] = stands_for
+    return {"plan": plan, "resolution": int(res), "erfs": erfs,
+            "as_stages": {stage: erfs[name] for stage, name in stands_for.items()},
+            "records": records}
+
+
+def side_by_side_summary(rows: Mapping[str, Mapping[str, np.ndarray]], stage: str,
+                         threshold: float = 0.2, *, close: float = 0.1) -> str:
+    """One paragraph saying what a side-by-side of architectures shows at ``stage`` (each row:
+    ``{label: {"stage<s>": map}}``): the rows ordered by their area ratio at ``threshold``,
+    widest first, and how the widest compares with the narrowest. Ratios within ``close``
+    (relative) of the next are called "about as wide": an ERF is one average map, with no
+    interval to separate them. Written from the numbers, whichever way they come out."""
+    key = threshold_key(float(threshold))
+    ratios = {label: area_ratios(erfs[stage], (threshold,))[key]["area_ratio"]
+              for label, erfs in rows.items() if stage in erfs}
+    if len(ratios) < 2:
+        raise ValueError(f"side_by_side_summary: fewer than two rows measured at {stage}")
+    order = sorted(ratios, key=lambda label: -ratios[label])
+    parts = [f"{label}: {100 * ratios[label]:.1f} %" for label in order]
+    lead = f"At {stage}, the square holding t = {key[1:]} % of the ERF covers " + "; ".join(parts)
+    hi, lo = ratios[order[0]], ratios[order[-1]]
+    if lo > 0 and hi <= lo * (1 + close):
+        return lead + f". All are about as wide (within {100 * close:.0f} % of each other)."
+    factor = f"{hi / lo:.1f} times" if lo > 0 else "more than"
+    second = ratios[order[1]]
+    tie = (f" ({order[1]} about as wide)" if second > 0 and hi <= second * (1 + close)
+           else "")
+    return (lead + f". The widest is {order[0]}{tie}, {factor} the area of the narrowest, "
+            f"{order[-1]}.")
 
 
 def erf_images(dataset: str, n: int, resolution: int, *, data_dir: Optional[str] = None,

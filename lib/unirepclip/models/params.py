@@ -3,6 +3,7 @@ which model, which weights, which precision. Torch-free: the workbook checks the
 loads, ``--dry-run`` included."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -141,8 +142,15 @@ PARAMETERS: Tuple[Param, ...] = (
           relation=lambda v, values: check_checkpoint(v, values, "control_model_name")),
     Param("precision", "str", "compute precision of the forward passes (autocast)",
           Range(choices=PRECISIONS)),
+    Param("peer_model_name", "str",
+          "another architecture measured beside the model, named as model_name ('' skips it)",
+          dataclasses.replace(_MODEL, empty="no peer"),
+          relation=lambda v, values: None if v == "" else check_model_name(v, values)),
+    Param("peer_checkpoint", "str", "the peer's weights, as for checkpoint", _CHECKPOINT,
+          relation=lambda v, values: check_checkpoint(v, values, "peer_model_name")),
     Param("model_key", "str", "the model's name in results.json"),
     Param("control_key", "str", "the control's name in results.json"),
+    Param("peer_key", "str", "the peer's name in results.json"),
     Param("deploy", "bool", "load the re-parameterized inference form"),
     Param("channels_last", "bool", "run the image tower in channels-last memory format"),
 )
