@@ -23,7 +23,8 @@ from unirepclip.eval.caption_selection import (image_caption_selection, selectio
 from unirepclip.eval.uncertainty import Interval, paired_accuracy_test, proportion_interval
 
 __all__ = ["binding_embeddings", "binding_outcomes", "binding_summary", "binding_comparison",
-           "describe_binding", "describe_comparison"]
+           "describe_binding", "describe_comparison", "binding_records", "comparison_records",
+           "selection_records", "model_entries"]
 
 
 @torch.no_grad()
@@ -130,3 +131,58 @@ def describe_comparison(comparison: Mapping[str, Any]) -> str:
     """One sentence per category from :func:`binding_comparison`'s tests: which model is
     higher, by how much, with McNemar's p, or "not distinguishable"."""
     return " ".join(f"{c}: {t.verdict}." for c, t in comparison.items())
+
+
+def binding_records(prefix: str, summary: Mapping[str, Mapping[str, Any]]) -> Dict[str, Any]:
+    """``{prefix}.<category>.text_acc|low|high|ties|n|vs_chance`` of :func:`binding_summary`."""
+    out: Dict[str, Any] = {}
+    for c, s in summary.items():
+        iv = s["interval"]
+        out.update({f"{prefix}.{c}.text_acc": iv.estimate, f"{prefix}.{c}.low": iv.low,
+                    f"{prefix}.{c}.high": iv.high, f"{prefix}.{c}.ties": s["ties"],
+                    f"{prefix}.{c}.n": s["n"], f"{prefix}.{c}.vs_chance": s["vs_chance"]})
+    return out
+
+
+def comparison_records(prefix: str, comparison: Mapping[str, Any]) -> Dict[str, Any]:
+    """``{prefix}.<category>.p_value|a_only|b_only|difference|verdict`` of
+    :func:`binding_comparison` (``a_only``: items the first model gets right and the second
+    wrong; ``difference``: first minus second)."""
+    out: Dict[str, Any] = {}
+    for c, t in comparison.items():
+        out.update({f"{prefix}.{c}.p_value": t.p_value, f"{prefix}.{c}.a_only": t.details["a_only"],
+                    f"{prefix}.{c}.b_only": t.details["b_only"],
+                    f"{prefix}.{c}.difference": t.difference.estimate,
+                    f"{prefix}.{c}.verdict": t.verdict})
+    return out
+
+
+def selection_records(prefix: str, result: Mapping[str, Any], confidence: float = 0.95
+                      ) -> Dict[str, Any]:
+    """``{prefix}.text_acc|image_acc|acc|ties|n`` of
+    :func:`~unirepclip.eval.caption_selection.evaluate_caption_selection`'s result and
+    ``{prefix}.text_acc_low|text_acc_high``, Wilson's interval over its items."""
+    iv = proportion_interval(result["outcomes"]["text_correct"], confidence)
+    out = {f"{prefix}.{k}": result[k] for k in ("text_acc", "image_acc", "acc", "ties", "n")}
+    out.update({f"{prefix}.text_acc_low": iv.low, f"{prefix}.text_acc_high": iv.high})
+    return out
+
+
+def model_entries(models: Sequence[str]) -> list:
+    """``[(model_name, checkpoint, key)]`` of a notebook's ``other_models`` list: each entry is
+    ``"name"`` (checkpoint ``''``: random weights for a package config, the model's own for
+    ``local-dir:`` / ``hf-hub:``) or ``"name|checkpoint"``; the key is the name in lower case
+    with every other character ``_`` (``"ViT-Demo"`` -> ``"vit_demo"``)."""
+    import re
+
+    out = []
+    for entry in models:
+        if not isinstance(entry, str) or not entry.strip() or entry.count("|") > 1:
+            raise ValueError(f"other_models: {entry!r} is not 'name' or 'name|checkpoint'")
+        name, _, checkpoint = entry.partition("|")
+        key = re.sub(r"[^a-z0-9]+", "_", name.strip().lower()).strip("_")
+        out.append((name.strip(), checkpoint.strip(), key))
+    keys = [k for _, _, k in out]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"other_models: two entries share a results key ({keys})")
+    return out
