@@ -11,7 +11,7 @@ import pytest
 from unirepclip.data import binding as bd
 from unirepclip.data.synthetic import COLOUR_RGB, COLOURS, SHAPES
 from unirepclip.eval import binding as eb
-from unirepclip.eval.uncertainty import Interval
+from unirepclip.eval.uncertainty import Interval, wilson_interval
 
 PHRASE = re.compile(r"an? (\w+) (\w+)")
 
@@ -185,3 +185,35 @@ def test_paired_comparison_is_exact_mcnemar_on_the_same_items():
     assert t.p_value == pytest.approx(22 / 1024)
     assert eb.describe_comparison(res) == "swap_att: A higher than B by 0.4 (p = 0.0215)."
     assert isinstance(t.difference, Interval)
+
+
+def test_records_keep_each_figure_under_its_own_key():
+    outcomes = {"swap_att": {"outcomes": {"text_correct": np.arange(10) < 7}, "ties": 2},
+                "replace_obj": {"outcomes": {"text_correct": np.arange(10) < 3}, "ties": 0}}
+    rec = eb.binding_records("c.b.m", eb.binding_summary(outcomes))
+    lo, hi = wilson_interval(7, 10)
+    assert rec["c.b.m.swap_att.text_acc"] == 0.7 and rec["c.b.m.replace_obj.text_acc"] == 0.3
+    assert (rec["c.b.m.swap_att.low"], rec["c.b.m.swap_att.high"]) == (lo, hi)
+    assert rec["c.b.m.swap_att.ties"] == 2 and rec["c.b.m.replace_obj.ties"] == 0
+    assert rec["c.b.m.swap_att.n"] == 10 and len(rec) == 12
+    test = eb.binding_comparison(outcomes, {"swap_att": {"outcomes": {
+        "text_correct": np.arange(10) < 2}}}, names=("a", "b"))
+    crec = eb.comparison_records("p", test)
+    assert (crec["p.swap_att.a_only"], crec["p.swap_att.b_only"]) == (5, 0)
+    assert crec["p.swap_att.difference"] == pytest.approx(0.5)
+    assert crec["p.swap_att.p_value"] == pytest.approx(2 / 32)  # 5 discordant, all one way
+    result = {"text_acc": 0.75, "image_acc": 1.0, "acc": 0.75, "ties": 1, "n": 4,
+              "outcomes": {"text_correct": np.array([1, 1, 0, 1], bool)}}
+    srec = eb.selection_records("s", result)
+    assert srec["s.text_acc"] == 0.75 and srec["s.image_acc"] == 1.0 and srec["s.n"] == 4
+    assert (srec["s.text_acc_low"], srec["s.text_acc_high"]) == wilson_interval(3, 4)
+
+
+def test_other_models_entries():
+    assert eb.model_entries(["ViT-Demo", "UniRepLKNet-Demo|demo", "hf-hub:org/m|"]) == [
+        ("ViT-Demo", "", "vit_demo"), ("UniRepLKNet-Demo", "demo", "unireplknet_demo"),
+        ("hf-hub:org/m", "", "hf_hub_org_m")]
+    with pytest.raises(ValueError, match="other_models: 'a|b|c'"):
+        eb.model_entries(["a|b|c"])
+    with pytest.raises(ValueError, match="share a results key"):
+        eb.model_entries(["ViT-Demo", "vit_demo|x"])
