@@ -693,3 +693,12 @@ def test_gradcam_stage_auto_is_the_measured_best_and_recorded():
     assert lines[2] == "| 0 | 16 x 16 | 0.300 | 0.500 | 3.90 |"
     assert lines[3] == "| 1 (used) | 8 x 8 | 0.400 | 0.600 | 4.50 |"
     assert len(lines) == 5
+    # a ViT: blocks, and the one whose map is never read named with its line
+    vit = gradcam_stage_records({0: scores[0], 1: scores[1]}, 0, unit="block",
+                                not_applicable={2: "ViT tower: Grad-CAM on block 2 does not apply"})
+    assert vit == {"attribution.gradcam.stage_scores.block0": 3.9,
+                   "attribution.gradcam.stage_scores.block1": 4.5,
+                   "attribution.gradcam.stage": 0,
+                   "attribution.gradcam.not_applicable.block2":
+                       "ViT tower: Grad-CAM on block 2 does not apply"}
+    assert gradcam_stage_table(scores, used=1, unit="block").startswith("| Grad-CAM block |")

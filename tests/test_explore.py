@@ -823,3 +823,28 @@ def test_ensure_kernel_shows_the_kernel_by_the_one_display_name():
         assert KernelSpecManager().get_kernel_spec(name).display_name == f"Python ({name})"
     finally:
         shutil.rmtree(installed, ignore_errors=True)
+
+
+def test_a_vit_answers_the_receptive_field_at_its_own_size_only():
+    """A ViT's positional embedding is for one patch grid: the panel refuses another resolution
+    in one line naming the tower; the default query measures at the ViT's size and says so; the
+    answer names its depth a block (the ERF of its centre patch token)."""
+    from open_clip.model import CLIP
+
+    torch.manual_seed(0)
+    vit = CLIP(16, dict(image_size=32, patch_size=8, width=32, layers=2, head_width=16),
+               dict(context_length=8, vocab_size=64, width=16, heads=2, layers=1)).eval()
+    assert ex.size_note(vit, 32) is None and ex.runnable_resolution(vit, 32) == 32
+    note = ex.size_note(vit, 64)
+    assert note.startswith("CLIP's open_clip VisionTransformer tower: not measured at 64x64 px")
+    assert "runs at 32x32 px only" in note and ex.runnable_resolution(vit, 64) == 32
+    with pytest.raises(ValueError, match=r"^ERF: CLIP's open_clip VisionTransformer tower"):
+        ex.receptive_field(vit, ex.ErfQuery(stage=1, resolution=64, n_images=1))
+    rf, said = ex.defaults._receptive(vit, ex.QueryOptions(
+        erf=ex.ErfQuery(stage=1, resolution=64, n_images=2)))
+    assert rf["unit"] == "block" and rf["resolution"] == 32 and rf["erf"].shape == (32, 32)
+    assert said == f"{note}: the ERF is measured at 32 px"
+    same, none = ex.defaults._receptive(vit, ex.QueryOptions(
+        erf=ex.ErfQuery(stage=1, resolution=32, n_images=2)))
+    np.testing.assert_array_equal(same["erf"], rf["erf"])   # the same images, the same size
+    assert none == ""

@@ -15,8 +15,8 @@ from open_clip.model import CLIP
 import unirepclip
 from unirepclip.analysis import cost
 from unirepclip.analysis.attribution import (METHODS, attribute, attribute_all,
-                                             cascading_randomization, gradcam_stage_scores,
-                                             randomization_steps)
+                                             cascading_randomization, gradcam_not_applicable,
+                                             gradcam_stage_scores, randomization_steps)
 from unirepclip.analysis.erf import compute_erf, inference_form, stage_erfs, stage_feature_fn
 from unirepclip.features.extract import extract_image_features
 from unirepclip.models.towers import (ModifiedResNetTower, NotApplicable, OpenClipViTTower,
@@ -79,6 +79,13 @@ def family(request):
     return request.param, build(), cls, size, grids
 
 
+def _last_read(model):
+    """The last depth whose map reaches the embedding (a class-token ViT: its last block but
+    one; see test_a_class_token_vit_never_reads_its_last_blocks_patch_tokens)."""
+    tower = tower_of(model)
+    return max(d for d in range(tower.depth_count) if tower.unused_map_note(d) is None)
+
+
 def _images(n, size, seed=1):
     return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
 
@@ -115,15 +122,15 @@ def test_every_analysis_runs_through_the_seam(family):
     assert all(e.shape == (size, size) and np.isfinite(e).all() and e.max() > 0
                for e in erfs.values())
     settings = {"integrated_gradients": dict(n_steps=2), "smoothgrad": dict(nt_samples=2),
-                "saliency": {}, "gradcam": dict(stage=len(grids) - 1),
+                "saliency": {}, "gradcam": dict(stage=_last_read(model)),
                 "occlusion": dict(window=16, stride=16)}
     maps = attribute_all(model, x, t, settings)
     assert list(maps) == list(METHODS)
     assert all(m.shape == (2, size, size) and np.isfinite(m).all() for m in maps.values())
     masks = np.zeros((2, size, size), bool)
     masks[:, : size // 2] = True
-    scores = gradcam_stage_scores(model, x, t, masks)
-    assert [scores[s]["map_size"] for s in sorted(scores)] == grids
+    scores = gradcam_stage_scores(model, x, t, masks)   # the depths whose map is read
+    assert [scores[s]["map_size"] for s in sorted(scores)] == grids[:_last_read(model) + 1]
     r = cascading_randomization(model, "saliency", x, t, progress=False)
     assert r["steps"][0] == "head" and r["steps"][-1] == "stem"
     assert len(r["steps"]) == len(grids) + 2 and np.isfinite(r["final"])
@@ -151,7 +158,7 @@ def test_grad_cam_is_its_definition_on_the_map_the_seam_names(family):
     prefix tokens dropped), weights = its gradient averaged over positions, ReLU of the weighted
     sum, bilinear upsampling."""
     name, model, _, size, grids = family
-    depth = len(grids) - 1
+    depth = _last_read(model)
     x, t = _images(2, size), _texts(model)
     tower, store = tower_of(model), {}
     module = tower.depth_modules()[depth]
@@ -386,3 +393,65 @@ def test_the_explorers_receptive_field_panel_offers_the_towers_own_depths():
                               (_resnet(), [0, 1, 2, 3], "stage")):
         panel = ErfPanel(SimpleNamespace(lm=SimpleNamespace(model=model)), options)
         assert (list(panel.stage.options), panel.stage.description) == (want, unit)
+
+
+# ------------------------------------------------------------------------------------------------
+# A class-token ViT's last block: its patch tokens never reach the embedding
+# ------------------------------------------------------------------------------------------------
+def _last_block_patch_gradient(model, size):
+    """d(sum of the image embedding) / d(the last block's patch tokens), by autograd alone."""
+    tower = tower_of(model)
+    store = {}
+    block = tower.depth_modules()[-1]
+    handle = block.register_forward_hook(lambda m, i, o: store.__setitem__("a", o))
+    try:
+        emb = model.encode_image(_images(2, size))
+        (g,) = torch.autograd.grad(emb.sum(), store["a"])
+    finally:
+        handle.remove()
+    return g[:, 1:] if getattr(tower.module.transformer, "batch_first", True) else g[1:]
+
+
+@pytest.mark.parametrize("pool", ["tok", "avg"])
+def test_a_class_token_vit_never_reads_its_last_blocks_patch_tokens(pool):
+    """Independent truth: autograd says the last block's patch-token gradient is exactly zero
+    when the tower pools its class token, and not when it averages the patch tokens; the seam
+    agrees, and Grad-CAM there is refused in one line naming the tower and the method."""
+    model = _vit(layers=2)
+    model.visual.pool_type = pool
+    g = _last_block_patch_gradient(model, 32)
+    tower = tower_of(model)
+    assert tower.unused_map_note(0) is None   # an earlier block's tokens feed the next block
+    if pool == "avg":
+        assert g.abs().max() > 0 and tower.unused_map_note(1) is None
+        assert gradcam_not_applicable(model) == {}
+        assert np.isfinite(attribute("gradcam", model, _images(1, 32), torch.randn(EMBED),
+                                     stage=1)).all()
+        return
+    assert torch.count_nonzero(g) == 0
+    with pytest.raises(NotApplicable) as e:
+        attribute("gradcam", model, _images(1, 32), torch.randn(EMBED), stage=1)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith("open_clip VisionTransformer tower")
+    assert "Grad-CAM on block 1 does not apply" in msg and "class token" in msg
+    assert gradcam_not_applicable(model) == {1: msg}
+    assert sorted(gradcam_stage_scores(model, _images(2, 32), _texts(model),
+                                       np.ones((2, 32, 32), bool))) == [0]
+
+
+def test_a_timm_vit_pooling_its_class_token_has_the_same_note():
+    model = _timm_vit()
+    tower = tower_of(model)
+    assert tower.unused_map_note(1) is None   # the fixture averages (global_pool="avg")
+    model.visual.trunk.global_pool = "token"
+    trunk, store = model.visual.trunk, {}
+    handle = trunk.blocks[-1].register_forward_hook(lambda m, i, o: store.__setitem__("a", o))
+    try:
+        (g,) = torch.autograd.grad(model.encode_image(_images(1, 32)).sum(), store["a"])
+    finally:
+        handle.remove()
+    assert g[:, 0].abs().max() > 0   # the class token is read ...
+    assert torch.count_nonzero(g[:, trunk.num_prefix_tokens:]) == 0   # ... the patches are not
+    assert tower.unused_map_note(0) is None
+    assert "class token" in tower.unused_map_note(1)
+    assert list(gradcam_not_applicable(model)) == [1]

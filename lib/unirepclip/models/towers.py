@@ -11,6 +11,8 @@ timm trunk, and returns a :class:`Tower` that answers:
   blocks output tokens: the map is its patch tokens laid out on the patch grid, class and
   register tokens dropped; for Grad-CAM a forward hook on the block routes the patch tokens
   through an identity module as such a map, so the layer captum watches outputs NCHW;
+- whether the map at a depth reaches the embedding at all (:meth:`Tower.unused_map_note`: a
+  ViT that pools its class token never reads its last block's patch tokens);
 - whether it re-parameterizes, and doing it (:meth:`Tower.reparameterize`);
 - the steps of the cascading randomization check, top down (:meth:`Tower.randomization_steps`);
 - what its pooled features before the projection are (:meth:`Tower.capture_pre_projection`),
@@ -73,9 +75,9 @@ class Tower:
     def __repr__(self) -> str:
         return f"<{self.family} tower, {self.depth_count} {self.unit}s>"
 
-    def _not(self, method: str) -> NotApplicable:
+    def _not(self, method: str, why: str = "") -> NotApplicable:
         return NotApplicable(f"{self.family} tower ({type(self.module).__name__}): {method} "
-                             f"does not apply")
+                             f"does not apply{why}")
 
     # --- depths -------------------------------------------------------------------------------
     def depth_modules(self) -> List[nn.Module]:
@@ -123,6 +125,19 @@ class Tower:
         """Within the context, a module whose output is the (N, C, h, w) map at ``depth`` while
         the tower runs (Grad-CAM's layer)."""
         yield self.depth_modules()[depth]
+
+    def unused_map_note(self, depth: int) -> Optional[str]:
+        """None when the map at ``depth`` reaches the embedding; else one line saying why it
+        does not (a ViT that pools its class token never reads its last block's patch tokens:
+        their gradient is exactly zero, so Grad-CAM there is an empty map, not a finding)."""
+        return None
+
+    def check_map_used(self, depth: int, method: str) -> None:
+        """:class:`NotApplicable` naming the tower and ``method`` when the map at ``depth``
+        does not reach the embedding (:meth:`unused_map_note`)."""
+        note = self.unused_map_note(depth)
+        if note is not None:
+            raise self._not(f"{method} on {self.unit} {depth}", f": {note}")
 
     @property
     def fixed_image_size(self) -> Optional[Grid]:
@@ -232,6 +247,14 @@ class OpenClipViTTower(Tower):
         return self.module.forward_intermediates(x, indices=list(depths), stop_early=True,
                                                  intermediates_only=True,
                                                  output_fmt="NCHW")["image_intermediates"]
+
+    def unused_map_note(self, depth):
+        v = self.module
+        if int(depth) == self.depth_count - 1 and getattr(v, "attn_pool", None) is None \
+                and v.pool_type == "tok":
+            return (f"it pools its class token, so the last {self.unit}'s patch tokens never "
+                    f"reach the embedding (their gradient is zero)")
+        return None
 
     def spatial_layer(self, depth):
         ph, pw = _pair(self.module.patch_size)
@@ -384,6 +407,14 @@ class TimmViTTower(TimmTower):
         if getattr(t, "dynamic_img_size", False) or getattr(t.patch_embed, "img_size", None) is None:
             return None
         return _pair(t.patch_embed.img_size)
+
+    def unused_map_note(self, depth):
+        t = self.module
+        if int(depth) == self.depth_count - 1 and getattr(t, "attn_pool", None) is None \
+                and getattr(t, "global_pool", "") == "token":
+            return (f"it pools its class token, so the last {self.unit}'s patch tokens never "
+                    f"reach the embedding (their gradient is zero)")
+        return None
 
     def spatial_layer(self, depth):
         t = self.module

@@ -52,11 +52,12 @@ def completeness_table(summary: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def gradcam_stage_table(scores: Mapping[int, Mapping[str, Any]], used: int) -> str:
+def gradcam_stage_table(scores: Mapping[int, Mapping[str, Any]], used: int,
+                        unit: str = "stage") -> str:
     """A Markdown table of :func:`~unirepclip.analysis.attribution.gradcam_stage_scores`: per
-    stage its map size, the two mask metrics and the score (x chance); the stage used is
-    marked."""
-    lines = ["| Grad-CAM stage | map size | mass in mask | pointing game | score (x chance) |",
+    stage (``unit``: a ViT's are blocks) its map size, the two mask metrics and the score
+    (x chance); the stage used is marked."""
+    lines = [f"| Grad-CAM {unit} | map size | mass in mask | pointing game | score (x chance) |",
              "|---|---|---:|---:|---:|"]
     for s, r in scores.items():
         h, w = r["map_size"]

@@ -40,8 +40,8 @@ from unirepclip.analysis.attribution.randomization import (cascading_randomizati
 from unirepclip.analysis.attribution.records import (attribution_records,
                                                       completeness_records,
                                                       gradcam_stage_records)
-from unirepclip.analysis.attribution.stages import (best_gradcam_stage, gradcam_stage_scores,
-                                                     resolve_gradcam_stage)
+from unirepclip.analysis.attribution.stages import (best_gradcam_stage, gradcam_not_applicable,
+                                                     gradcam_stage_scores, resolve_gradcam_stage)
 
 __all__ = [
     "SimilarityForward", "MethodSpec", "IntegratedGradientsSpec", "SmoothGradSpec",
@@ -51,7 +51,8 @@ __all__ = [
     "COMPLETENESS_TOLERANCE", "completeness_error", "compare_baselines", "completeness_is_large",
     "completeness_summary",
     "mass_in_mask", "pointing_game", "chance_level", "mask_metrics",
-    "gradcam_stage_scores", "best_gradcam_stage", "resolve_gradcam_stage",
+    "gradcam_stage_scores", "gradcam_not_applicable", "best_gradcam_stage",
+    "resolve_gradcam_stage",
     "randomization_steps", "cascading_randomization", "cascading_randomization_all",
     "encode_texts", "contrastive_prompts",
     "attribution_records", "completeness_records", "gradcam_stage_records",

@@ -289,7 +289,9 @@ class GradCamSpec(MethodSpec):
     reduce: ClassVar[str] = "sum"   # one channel already
 
     def prepare(self, model, images):
-        tower_of(model).check_depth(self.stage, "gradcam")
+        tower = tower_of(model)
+        tower.check_depth(self.stage, "gradcam")
+        tower.check_map_used(self.stage, "Grad-CAM")   # a map the embedding never reads
         return self
 
     @contextlib.contextmanager

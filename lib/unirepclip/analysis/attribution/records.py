@@ -50,10 +50,15 @@ def completeness_records(checks: Mapping[str, Mapping[str, Any]],
 
 
 def gradcam_stage_records(scores: Mapping[int, Mapping[str, Any]], used: int,
-                          prefix: str = PREFIX) -> Dict[str, Any]:
-    """``gradcam.stage_scores.stage<s>`` (:func:`gradcam_stage_scores`) and ``gradcam.stage``,
-    the stage used."""
-    out: Dict[str, Any] = {f"{prefix}.gradcam.stage_scores.stage{s}": _value(r["score"])
+                          prefix: str = PREFIX, *, unit: str = "stage",
+                          not_applicable: Optional[Mapping[int, str]] = None) -> Dict[str, Any]:
+    """``gradcam.stage_scores.<unit><s>`` (:func:`gradcam_stage_scores`; ``unit`` is the tower's
+    depth, "block" for a ViT), ``gradcam.stage``, the depth used, and
+    ``gradcam.not_applicable.<unit><s>``: the line saying why a depth was not scored
+    (:func:`gradcam_not_applicable`)."""
+    out: Dict[str, Any] = {f"{prefix}.gradcam.stage_scores.{unit}{s}": _value(r["score"])
                            for s, r in scores.items()}
     out[f"{prefix}.gradcam.stage"] = int(used)
+    for s, line in (not_applicable or {}).items():
+        out[f"{prefix}.gradcam.not_applicable.{unit}{s}"] = str(line)
     return out

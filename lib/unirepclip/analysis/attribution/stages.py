@@ -17,9 +17,10 @@ import torch.nn as nn
 
 from unirepclip.analysis.attribution.metrics import mask_metrics
 from unirepclip.analysis.attribution.methods import attribute
-from unirepclip.models.towers import tower_of
+from unirepclip.models.towers import NotApplicable, tower_of
 
-__all__ = ["gradcam_stage_scores", "best_gradcam_stage", "resolve_gradcam_stage"]
+__all__ = ["gradcam_stage_scores", "gradcam_not_applicable", "best_gradcam_stage",
+           "resolve_gradcam_stage"]
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
 
@@ -37,8 +38,9 @@ def gradcam_stage_scores(model: nn.Module, images: ArrayLike, text_embeddings: A
     metrics over their chance level (what :func:`best_gradcam_stage` maximizes), and
     ``map_size``: the stage's (h, w) at these images' size. ``common`` are :func:`attribute`'s
     shared arguments."""
-    if stages is None:
-        stages = range(tower_of(model).depth_count)
+    if stages is None:   # every depth whose map reaches the embedding
+        stages = [d for d in range(tower_of(model).depth_count)
+                  if d not in gradcam_not_applicable(model)]
     x = torch.as_tensor(images)
     sizes = _stage_map_sizes(model, x[:1], common.get("device"))
     out: Dict[int, Dict[str, Any]] = {}
@@ -48,6 +50,20 @@ def gradcam_stage_scores(model: nn.Module, images: ArrayLike, text_embeddings: A
         r["score"] = 0.5 * (r["mass_in_mask"] + r["pointing_game"]) / r["chance"]
         r["map_size"] = sizes[int(s)]
         out[int(s)] = r
+    return out
+
+
+def gradcam_not_applicable(model: nn.Module) -> Dict[int, str]:
+    """The depths Grad-CAM does not apply to, each with its one line naming the tower and the
+    method: those whose map never reaches the embedding (the tower seam's
+    :meth:`~unirepclip.models.towers.Tower.unused_map_note`; a ViT that pools its class token,
+    its last block). Empty for a ConvNet."""
+    tower, out = tower_of(model), {}
+    for d in range(tower.depth_count):
+        try:
+            tower.check_map_used(d, "Grad-CAM")
+        except NotApplicable as e:
+            out[d] = str(e)
     return out
 
 

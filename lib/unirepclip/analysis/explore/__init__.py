@@ -18,8 +18,9 @@ to these functions and draw what they return.
 - :mod:`.projection`: the embedding map (:func:`embedding_map`, computed once per
   :func:`features_key`; :func:`cached_embedding_map`, :func:`nearest_neighbours`,
   :func:`nearest_point`);
-- :mod:`.receptive`: :func:`receptive_field`, the ERF of one stage at one resolution, and
-  :func:`covers_image` (a square that holds the whole image);
+- :mod:`.receptive`: :func:`receptive_field`, the ERF of one stage (a ViT's block) at one
+  resolution, :func:`covers_image` (a square that holds the whole image), and for a tower that
+  runs at one size only (a ViT) :func:`size_note` and :func:`runnable_resolution`;
 - :mod:`.options`: :class:`QueryOptions` (with :class:`ErfQuery` and its
   :data:`MIN_RESOLUTION`), every panel's default query;
 - :mod:`.defaults`: :func:`default_queries`, those queries answered; notebook 06 records them
@@ -39,7 +40,8 @@ from unirepclip.analysis.explore.projection import (MAP_METHODS, MAP_TITLES,
                                                      cached_embedding_map, embedding_map,
                                                      features_key, nearest_neighbours,
                                                      nearest_point)
-from unirepclip.analysis.explore.receptive import covers_image, receptive_field
+from unirepclip.analysis.explore.receptive import (covers_image, receptive_field,
+                                                    runnable_resolution, size_note)
 from unirepclip.analysis.explore.search import (encode_queries, rank, search_images,
                                                  search_texts, text_tower_problem)
 from unirepclip.analysis.explore.zeroshot import (TEMPLATE_SETS, parse_classnames,
@@ -53,6 +55,6 @@ __all__ = [
     "search_texts", "text_tower_problem", "explain", "explain_contrast", "score_explanation",
     "mask_scores", "MAP_METHODS", "MAP_TITLES",
     "embedding_map", "cached_embedding_map", "features_key", "nearest_neighbours",
-    "nearest_point", "receptive_field", "covers_image", "ErfQuery", "QueryOptions",
+    "nearest_point", "receptive_field", "covers_image", "size_note", "runnable_resolution", "ErfQuery", "QueryOptions",
     "MIN_RESOLUTION", "default_queries",
 ]

@@ -20,7 +20,8 @@ from unirepclip.analysis.explore.explanation import explain
 from unirepclip.analysis.explore.gallery import Gallery
 from unirepclip.analysis.explore.options import QueryOptions
 from unirepclip.analysis.explore.projection import embedding_map, nearest_neighbours
-from unirepclip.analysis.explore.receptive import receptive_field
+from unirepclip.analysis.explore.receptive import (receptive_field, runnable_resolution,
+                                                    size_note)
 from unirepclip.analysis.explore.search import (encode_queries, rank, search_images,
                                                  search_texts)
 from unirepclip.analysis.explore.zeroshot import (TEMPLATE_SETS, template_set,
@@ -74,16 +75,29 @@ def default_queries(model: nn.Module, tokenizer: Callable, gallery: Gallery,
     found, search_record, i2t_record = _search(c)
     expl, explain_record = _explain(c, transform)
     emap, nn_hits, map_record = _embedding_map(c)
-    rf = receptive_field(model, options.erf, seed=options.seed)
+    rf, erf_note = _receptive(model, options)
     record: Dict[str, Any] = {
         "n_images": n, "zeroshot": zs_record, "search": search_record,
         "image_to_text": i2t_record, "explain": explain_record, "embedding_map": map_record,
         "erf": {"stage": rf["stage"], "resolution": rf["resolution"], "n_images": rf["n_images"],
                 "area_ratio": {k: v["area_ratio"] for k, v in rf["area_ratios"].items()}},
     }
+    if erf_note:
+        record["erf"]["note"] = erf_note
     answers = {"table": table, **found, "explain": expl, "map": emap, "neighbours": nn_hits,
                "erf": rf, "classnames": c.classnames, "query_index": c.index}
     return {"answers": answers, "record": record}
+
+
+def _receptive(model: nn.Module, options: QueryOptions) -> Tuple[Dict[str, Any], str]:
+    """The ERF of the default setting; a tower that runs at one size only (a ViT) is measured
+    at that size, and the note says so (never a traceback)."""
+    q = options.erf
+    size = runnable_resolution(model, q.resolution)
+    note = "" if size == q.resolution else \
+        f"{size_note(model, q.resolution)}: the ERF is measured at {size} px"
+    return receptive_field(model, dataclasses.replace(q, resolution=size),
+                           seed=options.seed), note
 
 
 def _zeroshot(c: _Query) -> Tuple[Dict[str, Any], Dict[str, Any]]:

@@ -10,6 +10,7 @@ import numpy as np
 from unirepclip.analysis import attribution
 from unirepclip.analysis import explore as ex
 from unirepclip.analysis.attribution.metrics import ZHANG_TOLERANCE
+from unirepclip.models.towers import tower_of
 from unirepclip.viz.explorer.common import clear_figure, guard, message, show_figure
 from unirepclip.viz.explorer.figures import explain_figure
 from unirepclip.viz.explorer.state import ExplorerState
@@ -72,7 +73,12 @@ class ExplainPanel:
                                  value=options.explain_method, description="method")
         self.ig_steps = w.IntSlider(value=int(options.explain_args.get("n_steps", 32)), min=4,
                                     max=128, step=4, description="IG steps")
-        self.gradcam_stage = w.Dropdown(options=[0, 1, 2, 3], value=2, description="stage")
+        # the tower's own depths (a ViT's blocks); one whose map never reaches the embedding
+        # (a class-token ViT's last block) is left out: Grad-CAM there is an empty map
+        tower = tower_of(state.lm.model)
+        depths = [d for d in range(tower.depth_count) if tower.unused_map_note(d) is None]
+        self.gradcam_stage = w.Dropdown(options=depths, value=depths[min(2, len(depths) - 1)],
+                                        description=tower.unit)
         self.tolerance = w.BoundedIntText(value=ZHANG_TOLERANCE, min=0, max=1000,
                                           description="tolerance px")
         self.button = w.Button(description="explain", icon="search")

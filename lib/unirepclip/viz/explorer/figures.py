@@ -235,6 +235,6 @@ def erf_figure(rf: Mapping[str, Any], *, title: str = ""):
     fig.legend(loc="outside lower center", ncol=2, handlelength=1.2)
     ax.set_axis_off()
     fig.colorbar(im, ax=ax, shrink=0.8)
-    ax.set_title(title or f"ERF of stage {rf['stage']} at {rf['resolution']} px "
+    ax.set_title(title or f"ERF of {rf.get('unit', 'stage')} {rf['stage']} at {rf['resolution']} px "
                           f"({rf['n_images']} images)", fontsize=7)
     return fig
