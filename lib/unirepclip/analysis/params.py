@@ -8,7 +8,7 @@ from typing import Optional, Tuple
 from unirepclip.models.params import stage_count
 from unirepclip.vocab import COUNT, SIZE, SIZES, Param, Range
 
-__all__ = ["PARAMETERS", "BASELINES", "ERF_MIN_RESOLUTION", "last_stage"]
+__all__ = ["PARAMETERS", "BASELINES", "DECISION_RULES", "ERF_MIN_RESOLUTION", "last_stage"]
 
 #: The smallest ERF input side in pixels (the explorer's :class:`~unirepclip.analysis.explore.
 #: ErfQuery` floor): every stage of the demo still gives a feature map there, of 1 x 1 from stage 1
@@ -23,6 +23,8 @@ def last_stage(model_name: str) -> Optional[int]:
 
 
 _STAGE = Range(low=0, per_model=last_stage)
+#: How a model decides on the cue-conflict images (:mod:`unirepclip.analysis.shape_study`).
+DECISION_RULES = ("zero_shot_16", "toolbox")
 #: The reference images of IG and occlusion (:func:`unirepclip.analysis.attribution.make_baseline`).
 BASELINES = ("zero", "grey", "blur")
 
@@ -63,4 +65,19 @@ PARAMETERS: Tuple[Param, ...] = (
     # the explorer's default queries (analysis.explore)
     Param("top_k", "int", "hits per search, neighbours on the map", SIZE),
     Param("query_index", "int", "the gallery image of the default queries", COUNT),
+    # shape bias and kernel surgery (analysis.shape_study, notebook 07)
+    Param("decision_rules", "list", "how a model decides on the cue-conflict images",
+          Range(choices=DECISION_RULES, items=True)),
+    Param("navon_designs", "list", "candidate Navon designs [image side px, global scale, "
+          "element scale]; the readable one is chosen"),
+    Param("navon_colours", "list", "colours the Navon figures are drawn in"),
+    Param("surgery_stages", "list", "stages whose large kernels are cut",
+          Range(low=0, items=True, per_model=last_stage)),
+    Param("surgery_keeps", "list", "kept kernel sizes of the cuts (odd; below the full size)",
+          SIZES),
+    Param("surgery_image_size", "int", "input side (px) the cuts are scored at", SIZE),
+    Param("n_surgery_images", "int", "synthetic test images scored after each cut", SIZE),
+    Param("other_models", "list", "further towers scored beside the model and its control: "
+          "model names (with their demo weights) or name=checkpoint"),
+    Param("n_boot", "int", "bootstrap resamples of a paired difference", Range(low=100)),
 )

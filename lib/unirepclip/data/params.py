@@ -43,4 +43,6 @@ PARAMETERS: Tuple[Param, ...] = (
           Range(names=retrieval_choices, path="file", empty="the dataset's own captions")),
     Param("classnames_file", "str", "a file of class names (one a line), or a registered "
           "vocabulary", Range(names=vocabulary_choices, path="file", empty="the folder names")),
+    Param("cue_conflict_dir", "str", "the model-vs-human cue-conflict folder (<class>/<image>)",
+          Range(path="dir", empty="skipped")),
 )
