@@ -130,3 +130,27 @@ def test_imagenet_l_profile_runs_every_notebook_on_the_cpu(tmp_path):
     probe = r["probe"]["imagenet"]
     assert (probe["n_train"], probe["n_val"], probe["n_test"]) == (8, 8, 8)
     assert {"random_tower_acc1", "pixel_baseline_acc1", "kshot"} <= set(probe)
+
+
+def test_shape_bias_profile_is_checked_by_a_dry_run(tmp_path, capsys):
+    """The `shape-bias` profile (notebook 07 on the real L): its placeholders stop a run before
+    any work, each named; with a checkpoint file and a cue-conflict folder given, the dry run
+    passes and shows the values notebook 07 would run with."""
+    args = ["run", "--profile", "shape-bias", "--only", "07", "--dry-run",
+            "--notebooks-dir", str(REPO / "notebooks")]
+    assert main(args) != 0
+    err = capsys.readouterr().err
+    assert "'checkpoint' is still the placeholder" in err
+    assert "'cue_conflict_dir' is still the placeholder" in err
+    ckpt, folder = tmp_path / "l.pt", tmp_path / "cue-conflict"
+    ckpt.write_bytes(b"")
+    (folder / "bird").mkdir(parents=True)
+    assert main(args + ["-p", f"checkpoint={ckpt}", "-p", f"cue_conflict_dir={folder}"]) == 0
+    out = capsys.readouterr().out
+    nb = json.loads(out[out.index("{"):])["07_shape_bias"]
+    assert nb["model_name"] == "CLIP-UniRepLKNet-L" and nb["decision_rules"] == [
+        "zero_shot_16", "toolbox"]
+    assert nb["surgery_image_size"] == 224 and nb["cue_conflict_dir"] == str(folder)
+    # a folder that is not there is refused by the dry run, naming the parameter
+    assert main(args + ["-p", f"checkpoint={ckpt}", "-p", f"cue_conflict_dir={tmp_path / 'no'}"]) != 0
+    assert "cue_conflict_dir" in capsys.readouterr().err
