@@ -217,6 +217,19 @@ def test_compare_separable_vs_noise_and_the_result_layout():
     assert t["baseline_only"] == 0 and t["main_only"] == round(60 * (1 - r["random_tower_acc1"]))
     assert t["p_value"] == pytest.approx(2 * 0.5 ** t["main_only"], rel=1e-9)
     assert "paired_test" not in r and "test_correct" not in r
+    # the intervals beside the figures: Wilson's for top-1 (scipy's own), none wider than [0, 1]
+    from scipy.stats import binomtest
+    for pre in ("", "random_tower_", "pixel_baseline_"):
+        k = round(60 * r[pre + "acc1"])
+        want = binomtest(k, 60).proportion_ci(method="wilson")
+        assert r[pre + "acc1_ci"] == pytest.approx([want.low, want.high], abs=1e-12)
+        lo, hi = r[pre + "mean_per_class_recall_ci"]
+        assert 0 <= lo <= hi <= 1
+        assert r[pre + "clip_best_C"] in (1e-2, 1.0, 1e2) and r[pre + "not_converged"] == []
+    assert r["mean_per_class_recall_ci"] == [1.0, 1.0]  # all right: the degenerate interval
+    assert t["verdict"].startswith("the trained tower's probe higher than the random tower probe")
+    lo, hi = t["difference_ci"]
+    assert lo <= 1.0 - r["random_tower_acc1"] <= hi and lo > 0
     json.dumps(r, allow_nan=False)  # JSON-ready as it is
     only = probe.compare({"trained": good, "pixels": noise}, main="trained", shots=(), knn_k=None,
                          C=1.0)

@@ -51,7 +51,36 @@ def test_paired_tests_table_hand_checked():
     r = {"random_tower_paired_test": {"main_only": 19, "baseline_only": 17, "p_value": 0.8679},
          "pixel_baseline_paired_test": {"main_only": 3, "baseline_only": 40, "p_value": 1.2e-9}}
     assert probe.paired_tests_table({"dig": r, "syn": {}}).splitlines()[2:] == [
-        "| dig | random tower | 19 | 17 | 0.87 |", "| dig | raw pixels | 3 | 40 | 1.2e-09 |"]
+        "| dig | random tower | 19 | 17 | 0.87 | - | - |",
+        "| dig | raw pixels | 3 | 40 | 1.2e-09 | - | - |"]
+    # with the difference's interval and the verdict: 0.925 - 0.92 = +0.5 points
+    r = {"acc1": 0.925, "random_tower_acc1": 0.92,
+         "random_tower_paired_test": {"main_only": 19, "baseline_only": 17, "p_value": 0.8679,
+                                      "difference_ci": [-0.021, 0.032],
+                                      "verdict": "not distinguishable (p = 0.868)"}}
+    assert probe.paired_tests_table({"dig": r}).splitlines()[2:] == [
+        "| dig | random tower | 19 | 17 | 0.87 | +0.5 [-2.1, +3.2] | not distinguishable |"]
+
+
+def test_comparison_draws_a_recorded_interval_as_an_error_bar():
+    fig, ax = figures.subplots(1, 1)
+    probe.plot_comparison(ax, {"syn": {"acc1": 0.9, "acc1_ci": [0.85, 0.93]},
+                               "dig": {"acc1": 0.5}}, columns=(("acc1", "probe"),))
+    (bars,) = ax.containers[1:]  # the bars, then the one error-bar container
+    segments = bars.lines[2][0].get_segments()
+    assert len(segments) == 1  # only the dataset with an interval
+    np.testing.assert_allclose(segments[0], [[0, 85], [0, 93]])
+
+
+def test_convergence_text_hand_checked():
+    r = {"best_C": 0.1, "clip_best_C": 3.16, "not_converged": [],
+         "random_tower_best_C": 100.0, "random_tower_clip_best_C": 100.0,
+         "random_tower_not_converged": [1e6, "final"]}
+    assert probe.convergence_text({"dig": r, "syn": {"best_C": 1.0, "not_converged": []}}) \
+        .splitlines() == [
+        "dig        C kept: trained 0.1 (CLIP's rule 3.16), random tower 100; NOT converged: "
+        "random tower at C = 1e+06, the final fit",
+        "syn        C kept: trained 1; every fit converged"]
 
 
 def test_gaps_text_hand_checked():

@@ -29,10 +29,12 @@ from tqdm.auto import tqdm
 
 from unirepclip.data.registry import (PROBE_SPLITS, base_dataset, dataset_names, dataset_spec,
                                       load_classified, load_dataset)
-from unirepclip.eval.metrics import (ArrayLike, check_features, mcnemar_exact,
+from unirepclip.eval.metrics import (ArrayLike, check_features,
                                      mean_per_class_recall, to_numpy)
 from unirepclip.eval.params import FEATURE_KINDS
 from unirepclip.eval.probes import KNNProbe, LinearProbe, _encode, _py
+from unirepclip.eval.uncertainty import (mean_per_class_recall_interval, paired_accuracy_test,
+                                         proportion_interval)
 
 __all__ = [
     "kshot_indices", "kshot_evaluate", "pixel_features", "evaluate",
@@ -132,10 +134,14 @@ def evaluate(X_train: ArrayLike, y_train: ArrayLike, X_val: ArrayLike, y_val: Ar
              **probe_params: Any) -> Dict[str, Any]:
     """The linear probe (CLIP protocol) and the kNN probe in one call.
 
-    Returns a dict: ``acc1``, ``mean_per_class_recall`` (linear probe on test), ``best_C``,
+    Returns a dict: ``acc1``, ``mean_per_class_recall`` (linear probe on test), ``best_C`` (the
+    C the probe's ``selection`` kept), ``clip_best_C`` (the best-scoring C of the same sweep,
+    CLIP's rule; None when C was given), ``not_converged`` (the probe's ``not_converged_``),
     ``sweep`` (list of (C, val accuracy)), ``backend``, ``test_correct`` (per test item: was the
-    linear probe right; for :func:`unirepclip.eval.metrics.mcnemar_exact`), ``knn_acc1`` (kNN fitted
-    on train + val, the same data as the final linear model; absent when ``knn_k`` is None).
+    linear probe right; for :func:`unirepclip.eval.metrics.mcnemar_exact`), ``test_labels`` and
+    ``test_predictions`` (class indices, for paired tests of the mean per-class recall),
+    ``knn_acc1`` (kNN fitted on train + val, the same data as the final linear model; absent when
+    ``knn_k`` is None).
     """
     probe = LinearProbe(**probe_params).fit(X_train, y_train, X_val, y_val)
     y_te = _as_labels(y_test, "y_test", len(to_numpy(X_test, "X_test")))
@@ -146,7 +152,11 @@ def evaluate(X_train: ArrayLike, y_train: ArrayLike, X_val: ArrayLike, y_val: Ar
         "acc1": float(np.mean(pred == y_te)),
         "test_correct": np.asarray(pred == y_te),  # per test item, for paired tests
         "mean_per_class_recall": mean_per_class_recall(enc_true, enc_pred, len(probe.classes_)),
+        "test_labels": enc_true,
+        "test_predictions": enc_pred,
         "best_C": probe.best_C_,
+        "clip_best_C": probe.clip_C_,
+        "not_converged": list(probe.not_converged_),
         "sweep": probe.sweep_,
         "backend": probe.backend_,
     }
@@ -490,6 +500,31 @@ def _plan(spaces: Mapping[str, FeatureSplits], main: str, shots: Sequence[int],
     return head, feasible, [n for n in spaces if n in kshot_names], params
 
 
+def _figures(r: Mapping[str, Any], seed: int) -> Dict[str, Any]:
+    """One space's recorded figures from :func:`evaluate`'s dict: the test top-1 and mean
+    per-class recall with their 95% intervals (``_ci``: Wilson's; the BCa bootstrap over the test
+    images, seeded), the C kept and CLIP's, the fits that did not converge, the sweep."""
+    acc = proportion_interval(r["test_correct"])
+    mpcr = mean_per_class_recall_interval(r["test_labels"], r["test_predictions"], seed=seed)
+    return {"acc1": r["acc1"], "acc1_ci": [acc.low, acc.high],
+            "mean_per_class_recall": r["mean_per_class_recall"],
+            "mean_per_class_recall_ci": [mpcr.low, mpcr.high],
+            "best_C": r["best_C"], "clip_best_C": r["clip_best_C"],
+            "not_converged": list(r["not_converged"]),
+            "sweep": [[float(c), float(a)] for c, a in r["sweep"]]}
+
+
+def _paired(main: Mapping[str, Any], other: Mapping[str, Any], name: str, seed: int
+            ) -> Dict[str, Any]:
+    """The main probe against a baseline on the same test images: exact McNemar, the difference
+    of top-1 (main - baseline) with its paired-bootstrap interval, a plain verdict."""
+    t = paired_accuracy_test(main["test_correct"], other["test_correct"], seed=seed,
+                             names=("the trained tower's probe", f"the {name} probe"))
+    return {"main_only": t.details["a_only"], "baseline_only": t.details["b_only"],
+            "p_value": t.p_value, "difference_ci": [t.difference.low, t.difference.high],
+            "verdict": t.verdict}
+
+
 def compare_many(datasets: Mapping[str, Mapping[str, FeatureSplits]], *, main: str,
                  knn_k: Optional[int] = 20, shots: Sequence[int] = (1, 2, 4, 8, 16),
                  seeds: Sequence[int] = (0, 1, 2), kshot_spaces: Optional[Sequence[str]] = None,
@@ -527,21 +562,17 @@ def compare_many(datasets: Mapping[str, Mapping[str, FeatureSplits]], *, main: s
     for d, spaces in datasets.items():
         head, feasible, kshot_names, _ = plans[d]
         res = dict(head)
+        seed = int(probe_params.get("random_state") or 0)
         for name, data in spaces.items():
             pre = "" if name == main else f"{name}_"
             r = done[(d, "full", name, None, None)]
-            res[pre + "acc1"] = r["acc1"]
-            res[pre + "mean_per_class_recall"] = r["mean_per_class_recall"]
-            res[pre + "best_C"] = r["best_C"]
-            res[pre + "sweep"] = [[float(c), float(a)] for c, a in r["sweep"]]
+            res.update({pre + k: v for k, v in _figures(r, seed).items()})
             res[pre + "n_features"] = int(np.shape(data.X_train)[1])
             if knn_k is not None:
                 res[pre + "knn_acc1"] = r["knn_acc1"]
             if name != main:  # paired on the same test items: is the difference evidence?
-                t = mcnemar_exact(done[(d, "full", main, None, None)]["test_correct"],
-                                  r["test_correct"])
-                res[pre + "paired_test"] = {"main_only": t["a_only"], "baseline_only": t["b_only"],
-                                            "p_value": t["p_value"]}
+                res[pre + "paired_test"] = _paired(done[(d, "full", main, None, None)], r,
+                                                   name.replace("_", " "), seed)
             if feasible and name in kshot_names:
                 ks: Dict[str, Any] = {}
                 for k in feasible:
@@ -581,11 +612,16 @@ def compare(spaces: Mapping[str, FeatureSplits], *, main: str, knn_k: Optional[i
         probe_params: :class:`LinearProbe` parameters for every space.
 
     Returns:
-        A JSON-ready dict. For ``main``: ``acc1``, ``mean_per_class_recall``, ``best_C``,
-        ``sweep`` ([[C, val accuracy], ...]), ``knn_acc1``, ``kshot`` (``{"1": {"mean", "std",
+        A JSON-ready dict. For ``main``: ``acc1``, ``mean_per_class_recall``, each with its 95%
+        interval (``acc1_ci``: Wilson's; ``mean_per_class_recall_ci``: the BCa bootstrap over
+        the test images seeded with ``random_state``), ``best_C`` (the C the ``selection`` rule
+        kept), ``clip_best_C`` (CLIP's rule on the same sweep), ``not_converged`` (fits still
+        unconverged: C values, ``"final"``), ``sweep`` ([[C, val accuracy], ...]), ``knn_acc1``, ``kshot`` (``{"1": {"mean", "std",
         "accs", "best_C"}, ...}``, std over seeds with ddof=1); the same for every other space
         with ``<name>_`` in front (``random_tower_acc1``, ``pixel_baseline_acc1``, ...);
-        ``n_features`` / ``<name>_n_features``; and ``n_train``, ``n_val``, ``n_test``,
+        ``n_features`` / ``<name>_n_features``; ``<name>_paired_test`` for every other space
+        (``main_only``, ``baseline_only``, McNemar's exact ``p_value``, ``difference_ci`` of
+        main - baseline top-1, ``verdict``: "not distinguishable" where p >= 0.05); and ``n_train``, ``n_val``, ``n_test``,
         ``n_classes``, ``majority_acc1`` (a constant guess of the commonest test class),
         ``zeroshot_acc1``.
     """

@@ -6,10 +6,13 @@ from typing import Tuple
 
 from unirepclip.vocab import COUNT, SIZE, SIZES, Param, Range
 
-__all__ = ["PARAMETERS", "C_SWEEPS", "PROBE_BACKENDS", "FEATURE_KINDS", "SEARCHES"]
+__all__ = ["PARAMETERS", "C_SWEEPS", "C_RULES", "PROBE_BACKENDS", "FEATURE_KINDS", "SEARCHES"]
 
 #: How the probe's C is searched (:class:`unirepclip.eval.probes.LinearProbe`'s ``sweep``).
 C_SWEEPS = ("clip", "grid")
+#: Which swept C the probe keeps (its ``selection``): the most regularized within one standard
+#: error of the best validation score, or CLIP's rule (the best score; published figures use it).
+C_RULES = ("one_se", "clip")
 #: The L-BFGS implementations of the probe (its ``backend``).
 PROBE_BACKENDS = ("torch", "sklearn", "auto")
 #: Which tower output a probe reads (:func:`unirepclip.eval.linear_probe.feature_matrix`).
@@ -35,6 +38,7 @@ PARAMETERS: Tuple[Param, ...] = (
     Param("n_kshot_seeds", "int", "random draws per k of the k-shot probes", SIZE),
     Param("kshot_spaces", "list", "feature spaces that get k-shot probes"),
     Param("c_sweep", "str", "how the probe's C is searched", Range(choices=C_SWEEPS)),
+    Param("c_rule", "str", "which swept C the probe keeps", Range(choices=C_RULES)),
     Param("probe_backend", "str", "the L-BFGS implementation of the probe",
           Range(choices=PROBE_BACKENDS)),
     Param("synthetic_task", "str", "classes of the synthetic world",

@@ -5,7 +5,24 @@ fitted with L-BFGS (up to 1000 iterations) on frozen features. The inverse regul
 chosen on a validation split by a coarse-to-fine search over 1e-6 .. 1e6 at a resolution of 8
 steps per decade (96 steps over 12 decades): evaluate [1e-6, 1e-4, ..., 1e6], then repeatedly
 halve the log-interval around the best value until a step is 1/8 of a decade. The chosen C is
-refitted on train + validation. The protocol around the estimators (k-shot probes, the
+refitted on train + validation.
+
+Which swept C is kept (``selection``, :func:`select_C`): CLIP's rule, the best validation score
+(``"clip"``; published probe figures use it), or the most regularized C whose validation score
+lies within one binomial standard error of the best (``"one_se"``, the one-standard-error rule
+of Hastie et al., *Elements of Statistical Learning* 7.10; the standard error sqrt(a (1 - a) /
+n_val) of the best score a on the n_val validation items). On a flat plateau of large C, where
+weakly regularized fits barely converge and a difference of one validation item decides, CLIP's
+rule can pick another C on another machine; the one-SE rule keeps the C the validation split can
+tell apart from weaker ones. The coarse-to-fine search refines around the C the rule picks.
+
+Every fit converges or says so: a fit that stops at ``max_iter`` is resumed from where it
+stopped (warm-started from its own state), up to :data:`MAX_ITER_ROUNDS` rounds of ``max_iter``
+iterations in all; fits still unconverged after that are listed in ``not_converged_`` and warned
+about once. Every fit starts from zero, not from the solution at a neighbouring C: at the
+solvers' tolerance a warm start moves a converged fit enough to change a validation item's
+prediction, which would make each score depend on the order the sweep visits C (see
+``tests/test_probe.py``). The protocol around the estimators (k-shot probes, the
 one-call evaluation, the comparison of feature spaces) is :mod:`unirepclip.eval.linear_probe`.
 
 Two solvers minimize the same objective, scikit-learn's for ``LogisticRegression(C=C)``
@@ -56,17 +73,19 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 from tqdm.auto import tqdm
 
 from unirepclip.eval.metrics import ArrayLike, to_numpy
-from unirepclip.eval.params import C_SWEEPS, PROBE_BACKENDS
+from unirepclip.eval.params import C_RULES, C_SWEEPS, PROBE_BACKENDS
 
 __all__ = [
-    "TORCH_SIZE_THRESHOLD", "SWEEP_RANGE", "SWEEP_STEPS_PER_DECADE", "sweep_grid", "clip_sweep",
-    "LinearProbe", "KNNProbe",
+    "TORCH_SIZE_THRESHOLD", "SWEEP_RANGE", "SWEEP_STEPS_PER_DECADE", "MAX_ITER_ROUNDS", "sweep_grid",
+    "select_C", "clip_sweep", "LinearProbe", "KNNProbe",
 ]
 
 TORCH_SIZE_THRESHOLD = 10 ** 9
 SWEEP_RANGE = (-6, 6)            # log10 C bounds of the CLIP sweep
 SWEEP_COARSE_STEP = 2            # decades between the first points
 SWEEP_STEPS_PER_DECADE = 8       # final resolution: 12 decades x 8 = 96 steps
+#: A fit stopped at ``max_iter`` is resumed from where it stopped, up to this many rounds in all.
+MAX_ITER_ROUNDS = 5
 
 
 # ---------------------------------------------------------------------------------------------
@@ -84,7 +103,29 @@ def sweep_grid() -> np.ndarray:
     return np.array([_c_of(u) for u in range(lo, hi + 1)])
 
 
-def clip_sweep(score: Callable[[float], float], *, progress: bool = False
+def select_C(history: Sequence[Tuple[float, float]], rule: str = "clip",
+             n_val: Optional[int] = None) -> float:
+    """The C a rule keeps from ``history``, the ``(C, validation accuracy)`` pairs evaluated.
+
+    ``"clip"``: the best accuracy, equal scores going to the smaller C (CLIP's rule). ``"one_se"``:
+    the smallest C (the most regularized) whose accuracy is at least ``best - sqrt(best (1 -
+    best) / n_val)``, the best accuracy less one binomial standard error on ``n_val`` items."""
+    if rule not in C_RULES:
+        raise ValueError(f"selection={rule!r}: expected one of {', '.join(C_RULES)}")
+    if not len(history):
+        raise ValueError("select_C: no (C, score) pairs to choose from")
+    best = max(s for _, s in history)
+    if rule == "clip":
+        return min(c for c, s in history if s == best)
+    if n_val is None or int(n_val) != n_val or n_val < 1:
+        raise ValueError(f"select_C: the one_se rule needs n_val, the number of validation "
+                         f"items, got {n_val!r}")
+    se = math.sqrt(max(best * (1.0 - best), 0.0) / int(n_val))
+    return min(c for c, s in history if s >= best - se - 1e-12)
+
+
+def clip_sweep(score: Callable[[float], float], *, progress: bool = False,
+               select: Optional[Callable[[List[Tuple[float, float]]], float]] = None
                ) -> Tuple[float, List[Tuple[float, float]]]:
     """The CLIP paper's coarse-to-fine search for the C that maximizes ``score(C)``.
 
@@ -97,6 +138,9 @@ def clip_sweep(score: Callable[[float], float], *, progress: bool = False
     Args:
         score: the validation accuracy (or any higher-is-better figure) of a model fitted with C.
         progress: show a tqdm bar.
+        select: another rule for "the best C so far" (the search refines around the C it picks
+            and returns it), given the evaluations so far sorted by C; e.g. :func:`select_C`'s
+            one-SE rule. None: the argmax above.
 
     Returns:
         ``(best_C, [(C, score), ...])`` with the evaluations sorted by C.
@@ -116,7 +160,10 @@ def clip_sweep(score: Callable[[float], float], *, progress: bool = False
             bar.set_postfix(C=f"{_c_of(u):.3g}", score=f"{s:.4f}")
 
     def best() -> int:
-        return max(seen, key=lambda u: (seen[u], -u))
+        if select is None:
+            return max(seen, key=lambda u: (seen[u], -u))
+        chosen = select([(_c_of(u), seen[u]) for u in sorted(seen)])
+        return next(u for u in seen if _c_of(u) == chosen)
 
     for u in range(lo, hi + 1, step):
         visit(u)
@@ -138,6 +185,21 @@ class _Fit:
     coef: np.ndarray
     intercept: np.ndarray
     n_iter: int
+    converged: bool = True
+
+
+def _resumed(fit_once: Callable[[Any], Tuple[Any, int]], init: Any, max_iter: int
+             ) -> Tuple[Any, int, bool]:
+    """Run ``fit_once(start) -> (state, n_iter)`` from ``init``; a run that stops at ``max_iter``
+    is resumed from its state, up to :data:`MAX_ITER_ROUNDS` runs. Returns (state, iterations
+    in all, converged)."""
+    state, total = init, 0
+    for _ in range(MAX_ITER_ROUNDS):
+        state, n_iter = fit_once(state)
+        total += n_iter
+        if n_iter < max_iter:
+            return state, total, True
+    return state, total, False
 
 
 class _SklearnSolver:
@@ -147,13 +209,23 @@ class _SklearnSolver:
         self.X, self.y, self.n_classes, self.p = X, y, n_classes, p
 
     def fit(self, C: float) -> _Fit:
-        clf = LogisticRegression(C=C, solver="lbfgs", max_iter=self.p.max_iter, tol=self.p.tol,
-                                 random_state=self.p.random_state)
-        clf.fit(self.X, self.y)
-        coef, intercept = clf.coef_.copy(), clf.intercept_.copy()
-        if len(clf.classes_) < self.n_classes:
-            coef, intercept = _all_classes(coef, intercept, clf.classes_, self.n_classes)
-        return _Fit(coef, intercept, int(np.max(clf.n_iter_)))
+        def once(start: Any) -> Tuple[Any, int]:
+            clf = LogisticRegression(C=C, solver="lbfgs", max_iter=self.p.max_iter,
+                                     tol=self.p.tol, random_state=self.p.random_state,
+                                     warm_start=start is not None)
+            if start is not None:  # resumed: from where the last round stopped
+                clf.coef_, clf.intercept_ = start[0].copy(), start[1].copy()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)  # counted by _resumed
+                clf.fit(self.X, self.y)
+            return (clf.coef_, clf.intercept_, clf.classes_), int(np.max(clf.n_iter_))
+
+        (coef, intercept, classes), n_iter, ok = _resumed(
+            lambda st: once(None if st is None else st[:2]), None, self.p.max_iter)
+        coef, intercept = coef.copy(), intercept.copy()
+        if len(classes) < self.n_classes:
+            coef, intercept = _all_classes(coef, intercept, classes, self.n_classes)
+        return _Fit(coef, intercept, n_iter, ok)
 
 
 def _all_classes(coef: np.ndarray, intercept: np.ndarray, present: np.ndarray, n_classes: int
@@ -185,9 +257,20 @@ class _TorchSolver:
         self.p = p
 
     def fit(self, C: float) -> _Fit:
+        (W, b), n_iter, ok = _resumed(lambda st: self._once(C, st), None, self.p.max_iter)
+        return _Fit(W, b, n_iter, ok)
+
+    def _once(self, C: float, start: Optional[Tuple[np.ndarray, np.ndarray]]
+              ) -> Tuple[Tuple[np.ndarray, np.ndarray], int]:
         n, d = self.X.shape
-        W = torch.zeros(self.n_out, d, dtype=self.dtype, device=self.device, requires_grad=True)
-        b = torch.zeros(self.n_out, dtype=self.dtype, device=self.device, requires_grad=True)
+        if start is None:
+            W = torch.zeros(self.n_out, d, dtype=self.dtype, device=self.device)
+            b = torch.zeros(self.n_out, dtype=self.dtype, device=self.device)
+        else:
+            W = torch.as_tensor(start[0]).to(self.device, self.dtype).clone()
+            b = torch.as_tensor(start[1]).to(self.device, self.dtype).clone()
+        W.requires_grad_(True)
+        b.requires_grad_(True)
         eps = torch.finfo(self.dtype).eps
         # history 10 and the stopping rules mirror SciPy's L-BFGS-B as scikit-learn calls it
         # (gtol = tol on the mean-scaled objective, ftol = 64 eps)
@@ -217,7 +300,7 @@ class _TorchSolver:
         with torch.enable_grad():
             opt.step(closure)
         n_iter = int(opt.state[opt._params[0]].get("n_iter", 0))
-        return _Fit(W.detach().cpu().double().numpy(), b.detach().cpu().double().numpy(), n_iter)
+        return (W.detach().cpu().double().numpy(), b.detach().cpu().double().numpy()), n_iter
 
 
 def _torch_dtype(dtype: Optional[Union[str, torch.dtype]], device: torch.device) -> torch.dtype:
@@ -333,10 +416,17 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         validation_fraction: the share of ``X`` held out to choose C when ``fit`` is given no
             validation split.
         progress: tqdm bar over the sweep.
+        selection: which swept C is kept (:func:`select_C`): ``"clip"`` (the best validation
+            accuracy, CLIP's rule) or ``"one_se"`` (the most regularized C within one standard
+            error of the best; stable where the best is a plateau).
 
     Attributes (after ``fit``): ``classes_``, ``coef_`` ((1, D) for two classes, else (K, D)),
-    ``intercept_``, ``best_C_``, ``sweep_`` (list of (C, validation accuracy) sorted by C; empty
-    when C was given or could not be swept), ``backend_``, ``n_iter_`` (of the final fit),
+    ``intercept_``, ``best_C_`` (the C ``selection`` kept), ``clip_C_`` (the best-scoring C among
+    those evaluated: CLIP's rule on the same sweep), ``sweep_`` (list of (C, validation accuracy)
+    sorted by C; empty when C was given or could not be swept), ``backend_``, ``n_iter_`` (of the
+    final fit, its resumed rounds included), ``not_converged_`` (the C values of sweep fits still
+    unconverged after :data:`MAX_ITER_ROUNDS` rounds of ``max_iter``, then ``"final"`` when the
+    final fit is; empty when every fit converged),
     ``n_features_in_``, ``fit_time_`` (seconds, sweep included).
     """
 
@@ -346,7 +436,8 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
                  normalize: bool = False, tol: float = 1e-4, refit: bool = True,
                  size_threshold: float = TORCH_SIZE_THRESHOLD,
                  dtype: Optional[Union[str, torch.dtype]] = None,
-                 validation_fraction: float = 0.2, progress: bool = False):
+                 validation_fraction: float = 0.2, progress: bool = False,
+                 selection: str = "clip"):
         self.C = C
         self.max_iter = max_iter
         self.sweep = sweep
@@ -360,6 +451,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         self.dtype = dtype
         self.validation_fraction = validation_fraction
         self.progress = progress
+        self.selection = selection
 
     # -- helpers ------------------------------------------------------------------------------
     def _check_params(self) -> None:
@@ -377,6 +469,9 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
             raise ValueError(f"max_iter must be a positive integer, got {self.max_iter!r}")
         if not self.tol > 0:
             raise ValueError(f"tol must be positive, got {self.tol!r}")
+        if self.selection not in C_RULES:
+            raise ValueError(f"selection must be one of {', '.join(map(repr, C_RULES))}, got "
+                             f"{self.selection!r}")
         if not 0 < self.validation_fraction < 1:
             raise ValueError(f"validation_fraction must lie in (0, 1), got "
                              f"{self.validation_fraction!r}")
@@ -391,30 +486,24 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         return cls(X, y, len(self.classes_), self)
 
     def _run_sweep(self, solver, X_val: np.ndarray, y_val: np.ndarray
-                   ) -> Tuple[float, List[Tuple[float, float]]]:
-        hit_limit = []
+                   ) -> Tuple[float, List[Tuple[float, float]], Dict[float, _Fit]]:
+        fits: Dict[float, _Fit] = {}
 
         def score(C: float) -> float:
-            with warnings.catch_warnings():
-                # one summary warning below instead of one per fit
-                warnings.simplefilter("ignore", ConvergenceWarning)
-                fit = solver.fit(C)
-            if fit.n_iter >= self.max_iter:
-                hit_limit.append(C)
+            fit = fits[C] = solver.fit(C)
             return float(np.mean(_predict_index(X_val, fit.coef, fit.intercept) == y_val))
 
+        def select(history: List[Tuple[float, float]]) -> float:
+            return select_C(history, self.selection, len(y_val))
+
         if isinstance(self.sweep, str) and self.sweep == "clip":
-            best, hist = clip_sweep(score, progress=self.progress)
+            _, hist = clip_sweep(score, progress=self.progress, select=select)
         else:
             Cs = sweep_grid() if isinstance(self.sweep, str) else sorted(float(c) for c in self.sweep)
             hist = [(C, score(C)) for C in tqdm(Cs, desc="C sweep", disable=not self.progress,
                                                 leave=False)]
-            best = max(hist, key=lambda t: (t[1], -t[0]))[0]
-        if hit_limit:
-            warnings.warn(f"LinearProbe: {len(hit_limit)} of {len(hist)} sweep fits stopped at "
-                          f"max_iter={self.max_iter} (C = {', '.join(f'{c:.3g}' for c in hit_limit)})",
-                          ConvergenceWarning, stacklevel=3)
-        return best, hist
+        self.clip_C_ = select_C(hist, "clip")
+        return select(hist), hist, fits
 
     def _split(self, y: np.ndarray) -> Optional[Tuple[np.ndarray, np.ndarray]]:
         """Row indices (train, validation) of a seeded split of ``y`` (class indices), stratified
@@ -461,11 +550,13 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         self.backend_ = self._choose_backend(len(Xtr) + (len(Xva) if has_val else 0),
                                              Xtr.shape[1], len(self.classes_))
 
+        fits: Dict[float, _Fit] = {}
+        self.clip_C_ = None
         if self.C is not None:
             self.best_C_, self.sweep_ = float(self.C), []
         elif has_val:
             solver = self._solver(Xtr, ytr)
-            self.best_C_, self.sweep_ = self._run_sweep(solver, Xva, yva)
+            self.best_C_, self.sweep_, fits = self._run_sweep(solver, Xva, yva)
             del solver  # frees device memory before the refit
         else:
             parts = self._split(ytr)
@@ -478,7 +569,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
             else:
                 tr, va = parts
                 solver = self._solver(Xtr[tr], ytr[tr])
-                self.best_C_, self.sweep_ = self._run_sweep(solver, Xtr[va], ytr[va])
+                self.best_C_, self.sweep_, fits = self._run_sweep(solver, Xtr[va], ytr[va])
                 del solver
                 if not self.refit:
                     Xtr, ytr = Xtr[tr], ytr[tr]
@@ -487,9 +578,14 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         else:
             Xfit, yfit = Xtr, ytr
         fit = self._solver(Xfit, yfit).fit(self.best_C_)
-        if fit.n_iter >= self.max_iter:
-            warnings.warn(f"LinearProbe: the final fit (C={self.best_C_:.3g}) stopped at "
-                          f"max_iter={self.max_iter}", ConvergenceWarning, stacklevel=2)
+        bad = sorted(c for c, f in fits.items() if not f.converged)
+        parts = [f"sweep fits at C = {', '.join(f'{c:.3g}' for c in bad)}"] if bad else []
+        parts += [] if fit.converged else [f"the final fit (C = {self.best_C_:.3g})"]
+        self.not_converged_ = bad + ([] if fit.converged else ["final"])
+        if parts:
+            warnings.warn(f"LinearProbe: {' and '.join(parts)} still unconverged after "
+                          f"{MAX_ITER_ROUNDS} x max_iter={self.max_iter} iterations",
+                          ConvergenceWarning, stacklevel=2)
         self.coef_, self.intercept_, self.n_iter_ = fit.coef, fit.intercept, fit.n_iter
         self.fit_time_ = time.perf_counter() - t0
         return self

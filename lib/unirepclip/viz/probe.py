@@ -2,7 +2,8 @@
 
 Tables: :func:`comparison_table` (test top-1 by dataset and method), :func:`paired_tests_table`
 (McNemar's exact test of the main probe against each baseline), :func:`gaps_text` (the main
-probe's lead over each baseline beside its standard error). Figures, each drawn on a given
+probe's lead over each baseline beside its standard error), :func:`convergence_text` (the C each
+rule kept, and any fit that did not converge). Figures, each drawn on a given
 matplotlib axis: :func:`plot_comparison`, :func:`plot_sweep`, :func:`plot_kshot`;
 :func:`feature_words` says in words which features were probed, for their titles.
 """
@@ -15,7 +16,7 @@ import numpy as np
 from unirepclip.viz.style import OKABE_ITO, PALETTE
 
 __all__ = ["TABLE_COLUMNS", "FEATURE_WORDS", "feature_words", "comparison_table",
-           "paired_tests_table", "GAP_LABELS", "gaps_text", "plot_sweep", "plot_kshot",
+           "paired_tests_table", "convergence_text", "GAP_LABELS", "gaps_text", "plot_sweep", "plot_kshot",
            "plot_comparison"]
 
 #: Columns of :func:`comparison_table`: (result key, header).
@@ -55,15 +56,52 @@ def paired_tests_table(by_dataset: Mapping[str, Mapping[str, Any]],
                        ) -> str:
     """A Markdown table of McNemar's exact test, the main space's linear probe against each
     baseline on the same test items: items only the main probe got right, items only the
-    baseline got right, the two-sided p-value. Rows a result lacks are left out."""
+    baseline got right, the two-sided p-value, and where the result has them the difference of
+    top-1 (trained - baseline, points) with its 95% paired-bootstrap interval and the verdict
+    ("not distinguishable" where p >= 0.05). Rows a result lacks are left out."""
     lines = ["| dataset | baseline | right only with the trained tower | right only with the "
-             "baseline | p (McNemar, exact) |", "|---|---|---:|---:|---:|"]
+             "baseline | p (McNemar, exact) | difference (points, 95% CI) | verdict |",
+             "|---|---|---:|---:|---:|---:|---|"]
     for name, r in by_dataset.items():
         for prefix, label in baselines:
             t = r.get(prefix + "paired_test")
             if t is not None:
+                diff = (f"{100 * (r['acc1'] - r[prefix + 'acc1']):+.1f} "
+                        f"[{100 * t['difference_ci'][0]:+.1f}, {100 * t['difference_ci'][1]:+.1f}]"
+                        if "difference_ci" in t and prefix + "acc1" in r else "-")
+                verdict = t.get("verdict", "").split(" (p = ")[0] or "-"
                 lines.append(f"| {name} | {label} | {t['main_only']} | {t['baseline_only']} | "
-                             f"{t['p_value']:.2g} |")
+                             f"{t['p_value']:.2g} | {diff} | {verdict} |")
+    return "\n".join(lines)
+
+
+#: The spaces :func:`convergence_text` reports: (result key prefix, label).
+SPACE_LABELS = (("", "trained"), ("random_tower_", "random tower"), ("pixel_baseline_", "raw pixels"))
+
+
+def convergence_text(by_dataset: Mapping[str, Mapping[str, Any]],
+                     spaces: Sequence[Tuple[str, str]] = SPACE_LABELS) -> str:
+    """One line per dataset: the C the probe kept in each space with the C CLIP's rule (the best
+    validation score) would have kept from the same sweep, then whether every fit converged or
+    which did not (``<prefix>not_converged``: sweep C values, ``"final"``). Spaces a result
+    lacks are left out."""
+    lines = []
+    for name, r in by_dataset.items():
+        kept, bad = [], []
+        for prefix, label in spaces:
+            if prefix + "best_C" not in r:
+                continue
+            clip = r.get(prefix + "clip_best_C")
+            kept.append(f"{label} {r[prefix + 'best_C']:.3g}"
+                        + (f" (CLIP's rule {clip:.3g})" if clip is not None
+                           and clip != r[prefix + "best_C"] else ""))
+            failed = r.get(prefix + "not_converged") or []
+            if failed:
+                bad.append(f"{label} at " + ", ".join(
+                    "the final fit" if c == "final" else f"C = {c:.3g}" for c in failed))
+        state = ("every fit converged" if not bad else
+                 "NOT converged: " + "; ".join(bad))
+        lines.append(f"{name:<10} C kept: {', '.join(kept)}; {state}")
     return "\n".join(lines)
 
 
@@ -164,8 +202,9 @@ def plot_comparison(ax, by_dataset: Mapping[str, Mapping[str, Any]],
                     title: Optional[str] = None):
     """Grouped bars of test top-1 (%): datasets along x, one slot per method that some dataset
     has (methods none has are left out); a dataset without a method says "not measured" in its
-    slot, which would otherwise read as 0%. The majority-class rate of each dataset is a short
-    black line (the floor)."""
+    slot, which would otherwise read as 0%. A method with a recorded 95% interval (``<key>_ci``)
+    gets it as an error bar. The majority-class rate of each dataset is a short black line (the
+    floor)."""
     names = list(by_dataset)
     columns = [(k, label) for k, label in columns if any(k in by_dataset[n] for n in names)]
     width = 0.8 / max(len(columns), 1)
@@ -175,6 +214,13 @@ def plot_comparison(ax, by_dataset: Mapping[str, Mapping[str, Any]],
         ax.bar([x for x, v in slots if v is not None],
                [100 * v for x, v in slots if v is not None], width=width,
                color=PALETTE[j % len(PALETTE)], label=label)
+        bars = [(x, v, by_dataset[n][key + "_ci"]) for (x, v), n in zip(slots, names)
+                if v is not None and key + "_ci" in by_dataset[n]]
+        if bars:
+            ax.errorbar([x for x, _, _ in bars], [100 * v for _, v, _ in bars],
+                        yerr=[[100 * (v - ci[0]) for _, v, ci in bars],
+                              [100 * (ci[1] - v) for _, v, ci in bars]],
+                        fmt="none", ecolor="0.15", elinewidth=0.8, capsize=2)
         for x, v in slots:
             if v is None:
                 ax.text(x, 2, "not measured", rotation=90, ha="center", va="bottom",
