@@ -293,3 +293,34 @@ def test_the_figures_draw_what_they_are_given(sweep):
     assert pts[0, 0] == pytest.approx(0.2) and np.ma.is_masked(pts[1, 0]) or np.isnan(pts[1, 0])
     assert ax.get_xlabel() == "fraction of shape decisions"
     plt.close(fig)
+
+
+def test_the_sweep_scores_the_cue_conflict_images_after_each_cut(demo, tmp_path):
+    from unirepclip.data.modelvshuman import CATEGORIES
+    from unirepclip.eval.shape_bias import cue_conflict_classifiers, zero_shot_decisions
+
+    model, tok, clf = demo
+    rng = np.random.default_rng(1)
+    names = ["bird/bird1-cat1.png", "cat/cat1-bird2.png", "car/car1-clock1.png",
+             "clock/clock1-car2.png"]
+    for rel in names:
+        (tmp_path / rel).parent.mkdir(exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(tmp_path / rel)
+    c16 = cue_conflict_classifiers(model, tok, max_templates=1)["zero_shot_16"]
+    probe = study.cue_conflict_probe(model, str(tmp_path), c16, image_size=64)
+    assert probe["inputs"].shape == (4, 3, 64, 64)
+    stim = navon_set(image_size=64, shapes=["circle", "star"], colours=("blue",))
+    x = torch.rand(4, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    plan = study.surgery_plan(model, [3], [1], 64, drop_dilated=False)
+    out = study.surgery_sweep(model, clf, plan, test_inputs=x, test_labels=np.zeros(4, int),
+                              stimuli=stim, erf_inputs=None, cue_conflict=probe)
+    cut = cut_kernels(model, plan["cuts"][0]["cut"])
+    feats, _ = encode_images(cut, [probe["inputs"]], progress=False)
+    truth = shape_bias(probe["shape"], probe["texture"], zero_shot_decisions(feats, c16), CATEGORIES)
+    got = out["rows"][0]["cue_conflict_shape_bias"]
+    assert got.n == truth.n_shape + truth.n_texture
+    assert (got.estimate == truth.shape_bias) or (math.isnan(got.estimate) and math.isnan(truth.shape_bias))
+    rec = study.surgery_records(out, "s")
+    assert rec["s.cuts.stage3_keep1"]["cue_conflict_shape_bias"] == study.interval_record(got)
+    assert "s.uncut.cue_conflict_shape_bias" in rec
+    assert "cue-conflict shape bias" in study.describe_surgery(out)

@@ -39,7 +39,7 @@ __all__ = ["interval_record", "shape_bias_interval", "navon_design_rows", "choos
            "describe_design", "navon_result", "navon_records", "surgery_plan", "tower_scores",
            "surgery_sweep", "surgery_records", "describe_surgery", "encode_test_images",
            "RULES", "cue_conflict_shape_bias", "human_records", "other_model_specs",
-           "compare_towers", "design_records", "tower_records"]
+           "compare_towers", "design_records", "tower_records", "cue_conflict_probe"]
 
 Device = Union[str, torch.device]
 
@@ -230,13 +230,43 @@ def surgery_plan(model: torch.nn.Module, stages: Sequence[int], keeps: Sequence[
     return {"cuts": cuts, "skipped": skipped}
 
 
+def _cue_conflict_scores(model: torch.nn.Module, probe: Mapping[str, Any], device: Device,
+                         batch_size: int) -> Dict[str, Any]:
+    from unirepclip.data.modelvshuman import CATEGORIES
+    from unirepclip.eval.shape_bias import zero_shot_decisions
+    from unirepclip.eval.zeroshot import encode_images
+
+    x = probe["inputs"]
+    feats, _ = encode_images(model, [x[i:i + batch_size] for i in range(0, len(x), batch_size)],
+                             device=device, progress=False)
+    d = zero_shot_decisions(feats, probe["classifier"])
+    counts = shape_bias(probe["shape"], probe["texture"], d, CATEGORIES)
+    return {"counts": counts, "shape_bias": shape_bias_interval(counts), "decisions": d}
+
+
+def cue_conflict_probe(model: torch.nn.Module, folder: str, classifier16: Any, *,
+                       image_size: int) -> Dict[str, Any]:
+    """The cue-conflict images of ``folder`` as model inputs at ``image_size``, with their shape
+    and texture classes and the (D, 16) zero-shot classifier (:func:`cue_conflict_shape_bias`'s
+    ``classifiers["zero_shot_16"]``): what :func:`tower_scores` needs to score the cue-conflict
+    shape bias of each cut (the zero-shot rule over the 16 names)."""
+    from unirepclip.data.cue_conflict import CueConflictDataset, read_cue_conflict
+    from unirepclip.data.sets import val_transform
+
+    stimuli = read_cue_conflict(folder)
+    data = CueConflictDataset(stimuli, val_transform(model, image_size))
+    return {"inputs": torch.stack([data[i][0] for i in range(len(data))]),
+            "shape": stimuli.shape, "texture": stimuli.texture, "classifier": classifier16}
+
+
 def tower_scores(model: torch.nn.Module, classifier: torch.Tensor, *, test_inputs: torch.Tensor,
                  test_labels: np.ndarray, stimuli: NavonSet, erf_inputs: Optional[torch.Tensor],
-                 erf_stages: Sequence[int], device: Device = "cpu", batch_size: int = 64
-                 ) -> Dict[str, Any]:
+                 erf_stages: Sequence[int], device: Device = "cpu", batch_size: int = 64,
+                 cue_conflict: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
     """One tower scored: zero-shot accuracy on ``test_inputs`` (per-image ``correct`` and a
-    Wilson interval), the Navon result (:func:`navon_result`) and the ERF area ratios of
-    ``erf_stages`` (:func:`unirepclip.analysis.erf.area_ratios`; none without ``erf_inputs``)."""
+    Wilson interval), the Navon result (:func:`navon_result`), the ERF area ratios of
+    ``erf_stages`` (:func:`unirepclip.analysis.erf.area_ratios`; none without ``erf_inputs``)
+    and, given a :func:`cue_conflict_probe`, the cue-conflict shape bias (``cue_conflict``)."""
     from unirepclip.analysis.erf import area_ratios, stage_erfs
     from unirepclip.eval.zeroshot import encode_images, zeroshot_logits
 
@@ -250,9 +280,11 @@ def tower_scores(model: torch.nn.Module, classifier: torch.Tensor, *, test_input
         maps = stage_erfs(model, erf_inputs, list(erf_stages), batch_size=batch_size,
                           device=device, progress=False)
         erf = {name: area_ratios(m) for name, m in maps.items()}
+    cc = None if cue_conflict is None else _cue_conflict_scores(model, cue_conflict, device,
+                                                                batch_size)
     return {"correct": np.asarray(correct, bool), "accuracy": proportion_interval(correct),
             "navon": navon, "shape_bias": navon["shape_bias"], "erf": erf,
-            "decisions": decisions}
+            "decisions": decisions, "cue_conflict": cc}
 
 
 def surgery_sweep(model: torch.nn.Module, classifier: torch.Tensor, plan: Mapping[str, Any],
@@ -276,6 +308,8 @@ def surgery_sweep(model: torch.nn.Module, classifier: torch.Tensor, plan: Mappin
         rows.append({**{k: v for k, v in entry.items() if k != "cut"},
                      "label": entry["cut"].label, "ran": not entry["noop"],
                      "accuracy": scores["accuracy"], "shape_bias": scores["shape_bias"],
+                     "cue_conflict_shape_bias": (None if scores["cue_conflict"] is None else
+                                                 scores["cue_conflict"]["shape_bias"]),
                      "erf": scores["erf"].get(f"stage{entry['stage']}", {}),
                      "mcnemar": mcnemar_exact(scores["correct"], uncut["correct"])})
     return {"uncut": uncut, "rows": rows, "skipped": dict(plan.get("skipped", {}))}
@@ -299,13 +333,18 @@ def surgery_records(sweep: Mapping[str, Any], prefix: str) -> Dict[str, Any]:
         f"{prefix}.uncut.accuracy": interval_record(u["accuracy"]),
         f"{prefix}.uncut.shape_bias": interval_record(u["shape_bias"]),
         f"{prefix}.uncut.erf_area_ratio": {s: _erf_record(r) for s, r in u["erf"].items()}}
+    if u.get("cue_conflict") is not None:
+        out[f"{prefix}.uncut.cue_conflict_shape_bias"] = interval_record(
+            u["cue_conflict"]["shape_bias"])
     for row in sweep["rows"]:
-        out[f"{prefix}.cuts.{_row_key(row)}"] = {
+        entry = out[f"{prefix}.cuts.{_row_key(row)}"] = {
             "stage": row["stage"], "keep": row["keep"], "full": row["full"],
             "drop_dilated": row["drop_dilated"], "noop": row["noop"], "ran": row["ran"],
             "accuracy": interval_record(row["accuracy"]),
             "shape_bias": interval_record(row["shape_bias"]),
             "erf_area_ratio": _erf_record(row["erf"]), "accuracy_vs_uncut": dict(row["mcnemar"])}
+        if row.get("cue_conflict_shape_bias") is not None:
+            entry["cue_conflict_shape_bias"] = interval_record(row["cue_conflict_shape_bias"])
     return out
 
 
@@ -334,7 +373,17 @@ def _cut_sentence(row: Mapping[str, Any], uncut: Mapping[str, Any], alpha: float
             f"{_change('accuracy', uncut['accuracy'].estimate, row['accuracy'].estimate)} "
             f"(McNemar p = {p:.2g}: {verdict} on these {row['accuracy'].n} images); "
             f"{_change('Navon shape bias', uncut['shape_bias'].estimate, row['shape_bias'].estimate)}"
-            f" ({_overlap(uncut['shape_bias'], row['shape_bias'])}).")
+            f" ({_overlap(uncut['shape_bias'], row['shape_bias'])})" + _cue_clause(row, uncut)
+            + ".")
+
+
+def _cue_clause(row: Mapping[str, Any], uncut: Mapping[str, Any]) -> str:
+    after, before = row.get("cue_conflict_shape_bias"), uncut.get("cue_conflict")
+    if after is None or before is None:
+        return ""
+    before = before["shape_bias"]
+    return (f"; {_change('cue-conflict shape bias', before.estimate, after.estimate)} "
+            f"({_overlap(before, after)})")
 
 
 def describe_surgery(sweep: Mapping[str, Any], *, alpha: float = 0.05) -> str:
@@ -370,7 +419,8 @@ def cue_conflict_shape_bias(model: torch.nn.Module, tokenizer: Any, folder: str,
                             batch_size: int = 64, max_templates: int = 0) -> Dict[str, Any]:
     """The cue-conflict stimuli of ``folder`` (:func:`~unirepclip.data.cue_conflict.
     read_cue_conflict`) decided by each of ``rules``: ``{rule: {"counts": ShapeBias (per class
-    over the 16 categories), "shape_bias": Wilson Interval, "decisions"}}`` and ``"n_images"``."""
+    over the 16 categories), "shape_bias": Wilson Interval, "decisions"}}``, ``"n_images"`` and
+    the two rules' ``"classifiers"``."""
     from unirepclip.data.cue_conflict import CueConflictDataset, read_cue_conflict
     from unirepclip.data.modelvshuman import CATEGORIES
     from unirepclip.data.sets import val_transform
@@ -387,7 +437,7 @@ def cue_conflict_shape_bias(model: torch.nn.Module, tokenizer: Any, folder: str,
     feats, _ = encode_images(model, loader, device=device, precision=precision, progress=False)
     classifiers = cue_conflict_classifiers(model, tokenizer, device=device,
                                            max_templates=max_templates)
-    out: Dict[str, Any] = {"n_images": len(stimuli)}
+    out: Dict[str, Any] = {"n_images": len(stimuli), "classifiers": classifiers}
     for rule in rules:
         d = (zero_shot_decisions(feats, classifiers["zero_shot_16"]) if rule == "zero_shot_16"
              else toolbox_decisions(feats, classifiers["imagenet_1000"]))

@@ -119,29 +119,33 @@ def _stage_line(ax, rows: Sequence[Mapping[str, Any]], field: str, colour: str, 
 
 
 def plot_surgery(rows: Sequence[Mapping[str, Any]], uncut: Mapping[str, Interval],
-                 references: Mapping[str, Mapping[str, Interval]], *, title: str = ""):
+                 references: Mapping[str, Mapping[str, Interval]], *, title: str = "",
+                 bias: str = "shape_bias", bias_label: str = "Navon shape bias (global share)"):
     """Two panels, zero-shot accuracy and Navon shape bias against the kept kernel size: one
     line per stage (error bars: Wilson 95%), open markers where the cut is a no-op by
     construction, a square at the right for the dilated branches dropped; the uncut model as a
     dashed line and each reference tower (``references[name] = {"accuracy", "shape_bias"}``)
-    as a dotted one."""
+    as a dotted one (where it has the field). ``bias`` names the rows' shape-bias field
+    (``cue_conflict_shape_bias`` on the cue-conflict images)."""
     fig, axes = style.subplots(1, 2, width="two", aspect=0.42)
     full = max(r["full"] for r in rows)
     dilated_x = full + 2
     stages = sorted({r["stage"] for r in rows})
-    for ax, field, label in zip(axes, ("accuracy", "shape_bias"),
-                                ("zero-shot shape accuracy", "Navon shape bias (global share)")):
+    for ax, field, label in zip(axes, ("accuracy", bias),
+                                ("zero-shot shape accuracy", bias_label)):
         for k, s in enumerate(stages):
             _stage_line(ax, [r for r in rows if r["stage"] == s], field,
                         style.PALETTE[k % len(style.PALETTE)], f"stage {s} cut", dilated_x)
         ax.axhline(uncut[field].estimate, color="k", ls="--", lw=1, label="uncut")
         for j, (name, ref) in enumerate(references.items()):
+            if ref.get(field) is None:
+                continue
             ax.axhline(ref[field].estimate, ls=":", lw=1.2, label=name,
                        color=style.PALETTE[(len(stages) + j) % len(style.PALETTE)])
         ticks = list(range(1, full + 1, 2)) + [dilated_x]
         ax.set_xticks(ticks)
         ax.set_xticklabels([str(t) for t in ticks[:-1]] + ["no\ndil."], fontsize="small")
-        ax.set_xlabel("kept kernel size (px of the stage's map; open: no-op)")
+        ax.set_xlabel("kept kernel size (taps; open: no-op by construction)")
         ax.set_ylabel(label)
         ax.set_ylim(-0.02, 1.02)
     axes[1].legend(fontsize="x-small", loc="best")
