@@ -154,3 +154,56 @@ def test_shape_bias_profile_is_checked_by_a_dry_run(tmp_path, capsys):
     # a folder that is not there is refused by the dry run, naming the parameter
     assert main(args + ["-p", f"checkpoint={ckpt}", "-p", f"cue_conflict_dir={tmp_path / 'no'}"]) != 0
     assert "cue_conflict_dir" in capsys.readouterr().err
+
+
+def test_peers_profile_is_checked_by_a_dry_run(tmp_path, capsys):
+    """The `peers` profile (issue 23): CLIP-UniRepLKNet-L and the six peers by open_clip name
+    and pretrained tag through notebooks 01-05. The L's placeholder checkpoint stops the dry run,
+    named; with it (and the data) given, every setting resolves with its own model and tag, and
+    the comparison's published column is the shipped open_clip rows, read here from the CSV
+    itself (a failed task would be null), never a typed figure."""
+    from unirepclip.data import published
+    from unirepclip.workbook.params import load_profile
+    from unirepclip.workbook.sweep.spec import build_spec
+
+    shipped = REPO / "lib" / "unirepclip" / "workbook" / "profiles" / "peers.yaml"
+    args = ["--dry-run", "--notebooks-dir", str(REPO / "notebooks")]
+    assert main(["run", "--profile", "peers"] + args) != 0
+    assert "'checkpoint' is still the placeholder" in capsys.readouterr().err
+    ckpt, val, probe, caps = (tmp_path / "l.pt", tmp_path / "val", tmp_path / "probe",
+                              tmp_path / "captions.csv")
+    ckpt.write_bytes(b"")
+    caps.write_text("filepath,title\n")
+    (val / "n01440764").mkdir(parents=True)
+    probe.mkdir()
+    text = shipped.read_text().replace("/path/to/UniRepLKNet-L-b75k_s10B_CLIP-in1k_75.72.pt",
+                                       str(ckpt))
+    profile = tmp_path / "peers.yaml"
+    profile.write_text(text)
+    assert main(["run", "--profile", str(profile)] + args + [
+        "-p", f"data_dir={val}", "-p", f"02_zeroshot.captions_file={caps}",
+        "-p", f"05_linear_probe.data_dir={probe}"]) == 0
+    out = capsys.readouterr().out
+    plan = json.loads(out[out.index("{"):])
+    runs = {(s["values"]["model_name"], s["values"]["checkpoint"]) for s in plan.values()}
+    assert runs == {("CLIP-UniRepLKNet-L", str(ckpt))} | set(published.PEERS)
+    assert all(set(s["parameters"]) == set(NOTEBOOK_SECTIONS) for s in plan.values())
+    spec = build_spec(load_profile(profile))
+    with open(published.RESULTS_FILE, newline="") as f:
+        top1 = {(r["name"], r["pretrained"]): float(r["ImageNet 1k"]) * 100
+                for r in csv.DictReader(f)}
+    cases = {s.name: s.values for s in spec.settings}
+    for row in spec.reference["rows"]:
+        (name,) = row["match"].values()
+        key = (cases[name]["model_name"], cases[name].get("checkpoint"))
+        want = 75.7 if key[0] == "CLIP-UniRepLKNet-L" else top1[key]   # the card's, no row
+        assert row["value"] == pytest.approx(want) and row["key"] == "zeroshot.acc1", name
+        assert key[0] == "CLIP-UniRepLKNet-L" or f"{key[0]} {key[1]}" in row["source"]
+    assert len(spec.reference["rows"]) == len(published.PEERS) + 1
+    # a published row that is not shipped is one line naming the row and the file
+    bad = {"sweep": {"cases": [{"name": "x", "model_name": "ViT-H-14"}],
+                     "reference": {"unit": "%", "rows": [{
+                         "match": {"name": "x"}, "key": "zeroshot.acc1",
+                         "published": {"model": "ViT-H-14", "pretrained": "nope"}}]}}}
+    with pytest.raises(Exception, match=r"rows\[0\]\.published: .*openclip_results\.csv"):
+        build_spec(bad)

@@ -20,7 +20,7 @@ __all__ = ["SWEEP_KEYS", "Setting", "SweepSpec", "split_values", "parse_sweep_fl
 
 SWEEP_KEYS = ("only", "grid", "cases", "compare", "reference")
 REFERENCE_KEYS = ("label", "unit", "rows")
-ROW_KEYS = ("match", "key", "metric", "value", "source")
+ROW_KEYS = ("match", "key", "metric", "value", "source", "published")
 COLUMN_KEYS = ("key", "label", "fmt")
 _RESERVED_SLUGS = ("figures", "logs", "results")
 _SLUG_MAX = 80
@@ -158,6 +158,9 @@ def _read_reference(ref: Any, where: str, problems: List[str]) -> Optional[Dict[
             problems.append(f"{w}.match: must map parameter names (or `name`) to values")
         if not isinstance(row.get("key"), (str, list)) or not row.get("key"):
             problems.append(f"{w}.key: the result key the figure is compared with is missing")
+        if row.get("published") is not None:   # a shipped open_clip row, not a typed value
+            v, source = _shipped(row, unit, w, problems)
+            row = dict(row, value=v, source=source)
         v = row.get("value")
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
             problems.append(f"{w}.value: must be a number or null (not published), got {v!r}")
@@ -166,6 +169,33 @@ def _read_reference(ref: Any, where: str, problems: List[str]) -> Optional[Dict[
         out.append({"match": dict(row.get("match") or {}), "key": row.get("key"),
                     "metric": row.get("metric"), "value": v, "source": row.get("source")})
     return {"label": str(ref.get("label") or "published"), "unit": unit, "rows": out}
+
+
+def _shipped(row: Mapping[str, Any], unit: str, where: str,
+             problems: List[str]) -> Tuple[Optional[float], Optional[str]]:
+    """A reference row's ``published: {model, pretrained, task}``: the value of open_clip's
+    published row shipped in :mod:`unirepclip.data.published` (a task column, or ``average``,
+    the 38-task average as published), in the reference's unit; the source says which row."""
+    from unirepclip.data import published
+
+    spec = row["published"]
+    if "value" in row or not isinstance(spec, dict) \
+            or set(spec) - {"model", "pretrained", "task"} or not spec.get("model") \
+            or not spec.get("pretrained"):
+        problems.append(f"{where}.published: must be {{model, pretrained, task}} (open_clip's "
+                        f"name, pretrained tag and a task column or 'average') instead of a value")
+        return None, "(not shipped)"
+    task = spec.get("task", published.IMAGENET)
+    try:
+        r = published.published_result(str(spec["model"]), str(spec["pretrained"]))
+        frac = r.average if task == "average" else r.task(str(task))
+    except published.PublishedLookupError as e:
+        problems.append(f"{where}.published: {e}")
+        return None, "(not shipped)"
+    column = published.AVERAGE_COLUMN if task == "average" else task
+    value = None if frac == 0 and task != "average" else frac * (100.0 if unit == "%" else 1.0)
+    return value, (f"{r.label}, column {column!r} of {published.RESULTS_FILE.name} ("
+                   f"{published.SOURCE})" + (" (failed upstream: 0)" if value is None else ""))
 
 
 def _flags(sweep: Sequence[str], problems: List[str]) -> Dict[str, List[Any]]:
