@@ -145,6 +145,12 @@ def test_like_for_like_leaves_out_failed_upstream_and_missing_here():
     geode = [r for r in c["rows"] if r["task"] == "GeoDE"][0]
     assert geode == {"task": "GeoDE", "ours": 0.4, "published": "failed"}
     assert c["published_average"] == 0.49
+    rec = es.peer_records("s.peers", c)
+    assert rec == {"s.peers.m_tag.n_both": 2, "s.peers.m_tag.ours_like_for_like": pytest.approx(0.45),
+                   "s.peers.m_tag.published_like_for_like": pytest.approx(0.7),
+                   "s.peers.m_tag.failed_upstream": ["GeoDE"],
+                   "s.peers.m_tag.published_average": 0.49}
+    assert "| m tag | 2 | 45.0 | 70.0 | GeoDE | 49.0 |" in es.peer_table([c])
 
 
 # -- CLIP_benchmark's webdataset layout on disk ---------------------------------------------------

@@ -33,14 +33,15 @@ def binding_embeddings(model: torch.nn.Module, tokenizer: Callable, stimuli: Bin
                        device: Union[str, torch.device] = "cpu", precision: str = "fp32"
                        ) -> Dict[str, Any]:
     """``{"images": (N, D), "texts": {caption: (D,)}}``: normalized embeddings of the stimuli,
-    through the model's evaluation preprocessing at ``image_size`` (default: the images' own)."""
+    through the model's evaluation preprocessing at ``image_size`` (default: the model's own,
+    which resizes the stimuli to it; the demo's is their size, 64 px)."""
     from PIL import Image
 
     from unirepclip.data.sets import val_transform
     from unirepclip.eval.zeroshot import encode_images
     from unirepclip.features.extract import extract_text_features
 
-    transform = val_transform(model, image_size or stimuli.images.shape[1])
+    transform = val_transform(model, image_size)
     tensors = torch.stack([transform(Image.fromarray(im)) for im in stimuli.images])
     loader = [tensors[i:i + batch_size] for i in range(0, len(tensors), batch_size)]
     images, _ = encode_images(model, loader, device=device, precision=precision, progress=False)

@@ -37,7 +37,8 @@ from unirepclip.eval.metrics import mean_per_class_recall
 
 __all__ = ["worst_group", "topk_correct", "macro_f1", "retrieval_mean_recall_at_1",
            "winogavil_jaccard", "classification_metrics", "suite_average",
-           "compare_with_published", "run_suite", "suite_records", "suite_table"]
+           "compare_with_published", "run_suite", "suite_records", "suite_table", "peer_records",
+           "peer_table"]
 
 #: The metadata column that groups each worst-group task.
 GROUP_COLUMN = {"wilds/fmow": 0, "fairness/dollar_street": 0, "fairness/geode": 0}
@@ -254,3 +255,29 @@ def suite_table(report: Mapping[str, Any]) -> str:
     note = (f"partial: {a['n_tasks']} of {len(TASKS)} tasks; missing {', '.join(a['missing'])}"
             if a["partial"] else f"all {len(TASKS)} tasks")
     return "\n".join(lines) + f"\n\nAverage {100 * a['average']:.1f} ({note})."
+
+
+def peer_records(prefix: str, comparison: Mapping[str, Any]) -> Dict[str, Any]:
+    """``{prefix}.<peer>.n_both|ours_like_for_like|published_like_for_like|failed_upstream|
+    published_average`` of :func:`compare_with_published` (``<peer>``: its label with every
+    character other than a letter, digit or ``-`` as ``_``)."""
+    import re
+
+    key = re.sub(r"[^A-Za-z0-9-]+", "_", comparison["label"]).strip("_")
+    return {f"{prefix}.{key}.{k}": comparison[k] for k in
+            ("n_both", "ours_like_for_like", "published_like_for_like", "failed_upstream",
+             "published_average")}
+
+
+def peer_table(comparisons: Sequence[Mapping[str, Any]]) -> str:
+    """A Markdown table: per peer, the tasks both have, both like-for-like averages (%), the
+    tasks that failed upstream and the average as published (failed counted as 0)."""
+    lines = ["| peer | tasks both have | this model | peer, same tasks | failed upstream "
+             "| peer, published average |", "|---|---|---|---|---|---|"]
+    for c in comparisons:
+        pct = (lambda v: "n/a" if v != v else f"{100 * v:.1f}")
+        lines.append(f"| {c['label']} | {c['n_both']} | {pct(c['ours_like_for_like'])} | "
+                     f"{pct(c['published_like_for_like'])} | "
+                     f"{', '.join(c['failed_upstream']) or 'none'} | "
+                     f"{100 * c['published_average']:.1f} |")
+    return "\n".join(lines)
