@@ -95,6 +95,27 @@ def test_index_content_status_headline_figures_manifest():
     assert "captum" in text and "not installed" in text
 
 
+def test_headline_values_show_their_recorded_interval():
+    from unirepclip.workbook.report.pages import interval_of
+
+    results = {"zeroshot": {"acc1": 0.5, "acc1_ci": [0.41, 0.59], "acc5": 0.9},
+               "retrieval": {"text_to_image": {"r5": 0.8}, "text_to_image_ci": {"r5": [0.7, 0.87]}},
+               "probe": {"a.b": {"acc1": 0.75, "acc1_ci": [0.6, 0.85]}}}
+    assert interval_of(results, "zeroshot.acc1") == [0.41, 0.59]
+    assert interval_of(results, "retrieval.text_to_image.r5") == [0.7, 0.87]
+    assert interval_of(results, ["probe", "a.b", "acc1"]) == [0.6, 0.85]
+    assert interval_of(results, "zeroshot.acc5") is None  # none recorded: none shown
+    docs = {"01_ok": {"results": results, "figures": [],
+                      "headline": [{"key": "zeroshot.acc1", "label": "top-1", "fmt": ".1%"},
+                                   {"key": "zeroshot.acc5", "label": "top-5", "fmt": ".1%"},
+                                   {"key": "retrieval.text_to_image.r5", "label": "r5",
+                                    "fmt": ".1%"}]}}
+    text = " ".join("".join(_parse(report.render_index(_manifest(), docs)).text).split())
+    assert "top-1: 50.0% [41.0%, 59.0%]" in text and "r5: 80.0% [70.0%, 87.0%]" in text
+    assert "top-5: 90.0%" in text and "top-5: 90.0% [" not in text  # none recorded, none shown
+    assert "headline results (95% interval in brackets)" in text
+
+
 def test_links_are_percent_encoded():
     m = _manifest(notebooks=[{"name": "03_a b", "status": "ok", "duration_s": 1.0,
                               "html": "03_a b\".html", "ipynb": None}])

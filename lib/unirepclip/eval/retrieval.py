@@ -28,10 +28,13 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from unirepclip.eval.metrics import ArrayLike, check_features, recall_at_k, to_numpy
+from unirepclip.eval.metrics import (ArrayLike, check_features, ranks_of_first_positive,
+                                     recall_at_k, to_numpy)
 from unirepclip.eval.params import SEARCHES
+from unirepclip.eval.uncertainty import proportion_interval
 
-__all__ = ["positives_mask", "similarity", "group_identical_texts", "evaluate", "SEARCHES"]
+__all__ = ["positives_mask", "similarity", "group_identical_texts", "evaluate", "query_hits",
+           "recall_intervals", "SEARCHES"]
 
 
 
@@ -137,6 +140,49 @@ def evaluate(image_features: ArrayLike, text_features: ArrayLike, text_to_image:
         "image_to_text": recall_at_k(sim, merged, ks, ties="worst"),
         "text_to_image": recall_at_k(sim.T, merged.T, ks, ties="worst"),
     }
+
+
+def query_hits(image_features: ArrayLike, text_features: ArrayLike, text_to_image: ArrayLike,
+               ks: Iterable[int] = (1, 5, 10), normalize: bool = True, *,
+               texts: Optional[Sequence[str]] = None) -> Dict[str, Dict[str, np.ndarray]]:
+    """Per query, whether it scores at each k, by the exact search and the protocol of
+    :func:`evaluate` (``texts``: identical strings are one text query): ``{"image_to_text":
+    {"r1": (I,) bool, ...}, "text_to_image": {"r1": (T',) bool, ...}}`` with T' the distinct
+    texts when ``texts`` is given. Their means are :func:`evaluate`'s recalls."""
+    ks = [int(k) for k in ks]
+    if any(k < 1 for k in ks):
+        raise ValueError(f"ks: every k must be a positive integer, got {ks!r}")
+    sim = similarity(image_features, text_features, normalize)
+    mask = positives_mask(text_to_image, sim.shape[0])
+    if mask.shape[1] != sim.shape[1]:
+        raise ValueError(f"text_to_image has {mask.shape[1]} entries, text_features has "
+                         f"{sim.shape[1]} rows")
+    ties = "index"
+    if texts is not None:
+        if len(texts) != sim.shape[1]:
+            raise ValueError(f"texts has {len(texts)} entries, text_features has "
+                             f"{sim.shape[1]} rows")
+        first, group = group_identical_texts(texts)
+        mask = np.zeros((sim.shape[0], len(first)), dtype=bool)
+        mask[to_numpy(text_to_image, "text_to_image"), group] = True
+        sim, ties = sim[:, first], "worst"
+    ranks = {"image_to_text": ranks_of_first_positive(sim, mask, ties=ties),
+             "text_to_image": ranks_of_first_positive(sim.T, mask.T, ties=ties)}
+    return {d: {f"r{k}": r < k for k in ks} for d, r in ranks.items()}
+
+
+def recall_intervals(hits: Dict[str, Dict[str, np.ndarray]], confidence: float = 0.95
+                     ) -> Dict[str, Dict[str, List[float]]]:
+    """Wilson's interval ``[low, high]`` of every recall of :func:`query_hits` (a proportion of
+    queries, one hit each: :func:`unirepclip.eval.uncertainty.proportion_interval`), in its
+    layout."""
+    out: Dict[str, Dict[str, List[float]]] = {}
+    for direction, by_k in hits.items():
+        out[direction] = {}
+        for k, h in by_k.items():
+            iv = proportion_interval(h, confidence)
+            out[direction][k] = [iv.low, iv.high]
+    return out
 
 
 def _first_hit_ranks(found: np.ndarray, is_positive) -> np.ndarray:

@@ -29,7 +29,9 @@ from open_clip.zero_shot_classifier import build_zero_shot_classifier
 from tqdm.auto import tqdm
 
 from unirepclip.data.sets import ZeroShotTask, classification_set, val_transform
-from unirepclip.eval.metrics import ArrayLike, classification_report, to_numpy
+from unirepclip.eval.metrics import (ArrayLike, classification_report, ranks_of_first_positive,
+                                     to_numpy)
+from unirepclip.eval.uncertainty import mean_per_class_recall_interval, proportion_interval
 from unirepclip.features.extract import extract_image_features, extract_text_features
 from unirepclip.utils import autocast, eval_mode, l2_normalize, softmax
 
@@ -45,7 +47,7 @@ __all__ = [
     "encode_images", "zeroshot_logits", "confidence", "most_confident_mistakes", "top1_accuracy",
     "evaluate", "evaluate_tasks",
     # what notebook 02 records and shows
-    "summary", "template_accuracies", "template_summary", "template_summaries", "resolution_sweep",
+    "item_outcomes", "intervals", "summary", "template_accuracies", "template_summary", "template_summaries", "resolution_sweep",
     "prediction_captions",
 ]
 
@@ -430,22 +432,60 @@ def evaluate_tasks(image_features: ArrayLike, rows: ArrayLike, tasks: Mapping[st
 SUMMARY_METRICS = ("acc1", "acc5", "mean_per_class_recall")
 
 
-def summary(reports: Mapping[str, Mapping[str, Any]], main_task: str, n_images: int
-            ) -> Dict[str, Any]:
+def item_outcomes(reports: Mapping[str, Mapping[str, Any]], tasks: Mapping[str, ZeroShotTask],
+                  rows: ArrayLike) -> Dict[str, Dict[str, np.ndarray]]:
+    """Per image, in feature-row order, for every task of :func:`evaluate_tasks`'s ``reports``
+    (``rows`` as there): ``labels`` and ``predictions`` (class indices), ``top1`` and ``top5``
+    (booleans: the label ranks first / within the first five, by the tie rule of ``acc1`` and
+    ``acc5``, whose means they are). What intervals and paired tests resample."""
+    out: Dict[str, Dict[str, np.ndarray]] = {}
+    for name, r in reports.items():
+        y = _task_labels(tasks[name], rows).astype(np.int64)
+        scores = to_numpy(r["logits"], "logits")
+        mask = np.zeros(scores.shape, dtype=bool)
+        mask[np.arange(len(y)), y] = True
+        rank = ranks_of_first_positive(scores, mask)
+        out[name] = {"labels": y, "predictions": np.asarray(r["predictions"], dtype=np.int64),
+                     "top1": rank < 1, "top5": rank < min(5, scores.shape[1])}
+    return out
+
+
+def intervals(outcomes: Mapping[str, Mapping[str, np.ndarray]], *, seed: int = 0,
+              confidence: float = 0.95) -> Dict[str, Dict[str, List[float]]]:
+    """The interval of every :data:`SUMMARY_METRICS` figure of every task, as ``[low, high]``
+    keyed ``<metric>_ci``: Wilson's for ``acc1`` and ``acc5`` (proportions of images), the
+    seeded BCa bootstrap over the images for ``mean_per_class_recall``
+    (:mod:`unirepclip.eval.uncertainty`). ``outcomes``: :func:`item_outcomes`."""
+    out: Dict[str, Dict[str, List[float]]] = {}
+    for name, o in outcomes.items():
+        ivs = {"acc1": proportion_interval(o["top1"], confidence),
+               "acc5": proportion_interval(o["top5"], confidence),
+               "mean_per_class_recall": mean_per_class_recall_interval(
+                   o["labels"], o["predictions"], seed=seed, confidence=confidence)}
+        out[name] = {f"{k}_ci": [iv.low, iv.high] for k, iv in ivs.items()}
+    return out
+
+
+def summary(reports: Mapping[str, Mapping[str, Any]], main_task: str, n_images: int,
+            cis: Optional[Mapping[str, Mapping[str, List[float]]]] = None) -> Dict[str, Any]:
     """The ``zeroshot`` record: the main task's ``acc1``, ``acc5`` and ``mean_per_class_recall``,
     ``main_task``, ``n_images``, and ``tasks.<name>`` with those three and ``per_class_accuracy``
-    (a list in class order, ``None`` for a class without images: JSON has no NaN).
+    (a list in class order, ``None`` for a class without images: JSON has no NaN). With ``cis``
+    (:func:`intervals`), each of the three figures has its ``<metric>_ci`` beside it.
 
     ``reports`` are :func:`evaluate`'s dicts by task name (:func:`evaluate_tasks`)."""
     if main_task not in reports:
         raise KeyError(f"summary: main_task {main_task!r} is not among the tasks {list(reports)}")
+    cis = cis or {}
     tasks: Dict[str, Dict[str, Any]] = {}
     for name, r in reports.items():
         tasks[name] = {k: r[k] for k in SUMMARY_METRICS}
+        tasks[name].update(cis.get(name, {}))
         tasks[name]["per_class_accuracy"] = [None if np.isnan(a) else float(a)
                                              for a in r["per_class_accuracy"]]
-    return {**{k: reports[main_task][k] for k in SUMMARY_METRICS}, "main_task": main_task,
-            "n_images": int(n_images), "tasks": tasks}
+    main = {k: reports[main_task][k] for k in SUMMARY_METRICS}
+    main.update(cis.get(main_task, {}))
+    return {**main, "main_task": main_task, "n_images": int(n_images), "tasks": tasks}
 
 
 def template_accuracies(image_features: ArrayLike, rows: ArrayLike,

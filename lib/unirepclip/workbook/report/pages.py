@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 from unirepclip.workbook import results as _results
 
-__all__ = ["format_value", "render_index", "write_index", "render_sweep_index",
+__all__ = ["format_value", "interval_of", "render_index", "write_index", "render_sweep_index",
            "write_sweep_index"]
 
 _CSS_CLASS = {"ok": "ok", "failed": "failed", "interrupted": "interrupted"}
@@ -67,6 +67,25 @@ def _number(v: Any, digits: int = 1, signed: bool = False) -> str:
     return str(v)
 
 
+def interval_of(results: Mapping[str, Any], key: Any) -> Optional[List[float]]:
+    """The recorded 95% interval ``[low, high]`` of the value at ``key``, or None: the value's
+    sibling with ``_ci`` after its name (``zeroshot.acc1`` -> ``zeroshot.acc1_ci``), else with
+    ``_ci`` after its parent's (``retrieval.text_to_image.r5`` ->
+    ``retrieval.text_to_image_ci.r5``)."""
+    parts = key.split(".") if isinstance(key, str) else list(key)
+    candidates = [parts[:-1] + [f"{parts[-1]}_ci"]]
+    if len(parts) >= 2:
+        candidates.append(parts[:-2] + [f"{parts[-2]}_ci", parts[-1]])
+    for c in candidates:
+        try:
+            v = _results.get_path(results, c)
+        except (KeyError, TypeError):
+            continue
+        if isinstance(v, list) and len(v) == 2 and all(isinstance(x, (int, float)) for x in v):
+            return [float(v[0]), float(v[1])]
+    return None
+
+
 def _headline(doc: Optional[Mapping[str, Any]]) -> List[Dict[str, str]]:
     out = []
     for h in (doc or {}).get("headline") or []:
@@ -74,7 +93,10 @@ def _headline(doc: Optional[Mapping[str, Any]]) -> List[Dict[str, str]]:
             value = format_value(_results.get_path(doc["results"], h["key"]), h.get("fmt"))
         except KeyError:
             value = "missing"
-        out.append({"label": h.get("label") or h["key"], "value": value})
+        ci = interval_of(doc.get("results") or {}, h["key"]) if value != "missing" else None
+        out.append({"label": h.get("label") or h["key"], "value": value,
+                    "ci": "" if ci is None else
+                    f"[{format_value(ci[0], h.get('fmt'))}, {format_value(ci[1], h.get('fmt'))}]"})
     return out
 
 
