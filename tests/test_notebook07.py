@@ -174,6 +174,22 @@ def test_the_sweep_never_modifies_the_loaded_model(sweep):
     assert sweep[3]
 
 
+def test_every_cut_the_sweep_marks_noop_leaves_the_outputs_bit_for_bit(demo, sweep):
+    """Why a no-op is not rerun: cut for real, it gives the uncut inference form's embeddings
+    exactly (and a real cut of the same stage does not)."""
+    from unirepclip.analysis.surgery import inference_form
+
+    model = demo[0]
+    _, plan, _, _ = sweep
+    x = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        ref = inference_form(model).encode_image(x)
+        for entry in plan["cuts"]:
+            out = cut_kernels(model, entry["cut"]).encode_image(x)
+            assert torch.equal(out, ref) == entry["noop"], entry["cut"].label
+    assert any(e["noop"] for e in plan["cuts"]) and not all(e["noop"] for e in plan["cuts"])
+
+
 def test_each_real_cut_scores_as_the_cut_copy_recomputed_and_noops_as_uncut(demo, sweep):
     model, _, clf = demo
     out, plan, data, _ = sweep
