@@ -340,3 +340,30 @@ def test_the_sweep_scores_the_cue_conflict_images_after_each_cut(demo, tmp_path)
     assert rec["s.cuts.stage3_keep1"]["cue_conflict_shape_bias"] == study.interval_record(got)
     assert "s.uncut.cue_conflict_shape_bias" in rec
     assert "cue-conflict shape bias" in study.describe_surgery(out)
+
+
+def test_a_larger_input_makes_more_cuts_real_and_its_accuracy_is_measured(demo):
+    model, _, clf = demo
+    check = study.larger_input_check(model, clf, stages=[2, 3], keeps=[1, 3, 5, 7],
+                                     image_size=96, n_images=24)
+    # at 96 px stage 2's map is 6 wide (real: keep <= 9) and stage 3's 3 wide (real: keep <= 3),
+    # plus each stage's dropped dilated branches; at 64 px: 3 + 1 and 1 + 1
+    assert (check["n_cuts"], check["n_real"]) == (10, 8)
+    assert check["accuracy"].n == 24 and 0 <= check["accuracy"].estimate <= 1
+    rec = study.larger_input_records(check, "s")
+    assert rec["n_real_cuts"] == 8 and rec["image_size"] == 96 and rec["sentence"] == "s"
+
+
+def test_the_larger_input_sentence_says_which_way_from_the_numbers():
+    def iv(x):
+        return Interval(x, x - 0.05, x + 0.05, 0.95, "wilson", 300)
+
+    worse = study.describe_larger_input({"image_size": 128, "accuracy": iv(0.3), "n_cuts": 21,
+                                         "n_real": 18}, 64, iv(0.99), 13)
+    better = study.describe_larger_input({"image_size": 128, "accuracy": iv(0.97), "n_cuts": 21,
+                                          "n_real": 18}, 64, iv(0.95), 13)
+    assert "18 of the 21 cuts change something (13 at 64 px)" in worse
+    assert "0.30" in worse and "lower than at 64 px" in worse and "do not overlap" in worse
+    assert "worse off than at its trained size" in worse
+    assert "higher than at 64 px" in better and "intervals overlap" in better
+    assert "worse off" not in better

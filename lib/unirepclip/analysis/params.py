@@ -77,6 +77,8 @@ PARAMETERS: Tuple[Param, ...] = (
           SIZES),
     Param("surgery_image_size", "int", "input side (px) the cuts are scored at", SIZE),
     Param("n_surgery_images", "int", "synthetic test images scored after each cut", SIZE),
+    Param("larger_image_size", "int", "a larger input side (px) where more cuts are real: the "
+          "uncut accuracy there is measured (0 skips it)", COUNT),
     Param("other_models", "list", "further towers scored beside the model and its control: "
           "model names (with their demo weights) or name=checkpoint"),
     Param("n_boot", "int", "bootstrap resamples of a paired difference", Range(low=100)),

@@ -39,7 +39,8 @@ __all__ = ["interval_record", "shape_bias_interval", "navon_design_rows", "choos
            "describe_design", "navon_result", "navon_records", "surgery_plan", "tower_scores",
            "surgery_sweep", "surgery_records", "describe_surgery", "encode_test_images",
            "RULES", "cue_conflict_shape_bias", "human_records", "other_model_specs",
-           "compare_towers", "design_records", "tower_records", "cue_conflict_probe"]
+           "compare_towers", "design_records", "tower_records", "cue_conflict_probe",
+           "larger_input_check", "describe_larger_input", "larger_input_records"]
 
 Device = Union[str, torch.device]
 
@@ -534,3 +535,47 @@ def tower_records(scores: Mapping[str, Any]) -> Dict[str, Any]:
     (:func:`navon_records`)."""
     return {"accuracy": interval_record(scores["accuracy"]),
             **navon_records(scores["navon"])}
+
+
+def larger_input_check(model: torch.nn.Module, classifier: torch.Tensor, *, stages: Sequence[int],
+                       keeps: Sequence[int], image_size: int, n_images: int, seed: int = 0,
+                       device: Device = "cpu", batch_size: int = 64) -> Dict[str, Any]:
+    """What cutting at a larger input would measure: the uncut model's zero-shot accuracy on
+    the synthetic test split rendered at ``image_size`` (objects keep their share of the image)
+    with a Wilson interval, and how many of the sweep's cuts are real there (``n_real``) out of
+    ``n_cuts``. No cut is run."""
+    from unirepclip.data.synthetic import SyntheticShapes
+    from unirepclip.eval.zeroshot import encode_images, zeroshot_logits
+
+    test = SyntheticShapes("test", n=n_images, image_size=image_size, seed=seed)
+    x = encode_test_images(model, test.samples.images, image_size=image_size)
+    feats, _ = encode_images(model, [x[i:i + batch_size] for i in range(0, len(x), batch_size)],
+                             device=device, progress=False)
+    correct = zeroshot_logits(feats, classifier).argmax(1) == np.asarray(test.samples.shape)
+    cuts = surgery_plan(model, stages, keeps, image_size)["cuts"]
+    return {"image_size": int(image_size), "accuracy": proportion_interval(correct),
+            "n_cuts": len(cuts), "n_real": sum(not c["noop"] for c in cuts)}
+
+
+def describe_larger_input(check: Mapping[str, Any], trained_size: int, trained: Interval,
+                          n_real_trained: int) -> str:
+    """The sentence on :func:`larger_input_check`: how many more cuts are real at the larger
+    size, and what the uncut model's accuracy does there (which way, whether the Wilson
+    intervals separate it from the trained size's)."""
+    acc = check["accuracy"]
+    apart = acc.high < trained.low or acc.low > trained.high
+    way = ("lower" if acc.estimate < trained.estimate else "higher"
+           if acc.estimate > trained.estimate else "the same")
+    verdict = ("the intervals do not overlap" if apart else "the intervals overlap")
+    reading = (" Cuts there would be measured on a model already worse off than at its trained "
+               "size." if apart and way == "lower" else "")
+    return (f"At {check['image_size']} px, {check['n_real']} of the {check['n_cuts']} cuts change "
+            f"something ({n_real_trained} at {trained_size} px), but the uncut model's accuracy "
+            f"there is {_iv(acc)}, {way} than at {trained_size} px ({_iv(trained)}; "
+            f"{verdict}).{reading}")
+
+
+def larger_input_records(check: Mapping[str, Any], sentence: str) -> Dict[str, Any]:
+    """:func:`larger_input_check` as JSON data with its sentence."""
+    return {"image_size": check["image_size"], "accuracy": interval_record(check["accuracy"]),
+            "n_cuts": check["n_cuts"], "n_real_cuts": check["n_real"], "sentence": sentence}
