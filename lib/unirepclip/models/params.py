@@ -16,7 +16,8 @@ from unirepclip.models.openclip_names import (HF_HUB, local_dir_problem, opencli
 from unirepclip.models.pretrained import demo_model_names
 from unirepclip.vocab import PRECISIONS, Param, Range
 
-__all__ = ["PARAMETERS", "model_names", "stage_count", "check_checkpoint", "check_model_name"]
+__all__ = ["PARAMETERS", "model_names", "stage_count", "check_checkpoint", "check_model_name",
+           "MODEL_KEYS", "KEY_OF", "key_for", "follow_key"]
 
 #: Stages of each tower family with a fixed layout, by its timm name's prefix.
 _FAMILY_STAGES = {"unireplknet": 4}
@@ -25,6 +26,45 @@ _FAMILY_STAGES = {"unireplknet": 4}
 def model_names() -> Tuple[str, ...]:
     """The model configs shipped with the package (:func:`unirepclip.models.list_models`)."""
     return tuple(sorted(p.stem for p in CONFIG_DIR.glob("*.json")))
+
+
+#: The results.json keys that name one model (its configs): a run of another model under one of
+#: them would file its figures as that model's (:func:`follow_key`).
+MODEL_KEYS: Mapping[str, Tuple[str, ...]] = {
+    "demo": ("UniRepLKNet-Demo",),
+    "demo_small_kernel": ("UniRepLKNet-Demo-SmallKernel",),
+    "demo_vit": ("ViT-Demo",),
+    "clip_unireplknet_l": ("CLIP-UniRepLKNet-L", "CLIP-UniRepLKNet-L-320"),
+}
+#: A key-naming parameter and the model parameter whose model it names.
+KEY_OF: Tuple[Tuple[str, str], ...] = (("model_key", "model_name"),
+                                       ("control_key", "control_model_name"),
+                                       ("peer_key", "peer_model_name"))
+
+
+def key_for(model_name: str) -> str:
+    """A model's results.json key: its own from :data:`MODEL_KEYS`, else its name (the last part
+    of a local-dir: or hf-hub: one) in lower case with every other character run as ``_``
+    (``ViT-B-32`` -> ``vit_b_32``)."""
+    for key, owners in MODEL_KEYS.items():
+        if model_name in owners:
+            return key
+    name = re.split(r"[/:]", str(model_name).rstrip("/"))[-1]
+    return re.sub(r"[^0-9a-z]+", "_", name.lower()).strip("_") or "model"
+
+
+def follow_key(key: str, model_name: Any) -> str:
+    """``key`` unless it is another known model's own key (:data:`MODEL_KEYS`), then
+    :func:`key_for` the model: ``-p model_name=ViT-B-32`` on a profile whose ``model_key`` is
+    ``demo`` records under ``vit_b_32``, not as the demo's figures. A key of the user's own, a
+    model that is not a known name (a config .json, which may be a copy of the demo's) or no
+    model ('') keep the key as given."""
+    owners = MODEL_KEYS.get(key)
+    known = isinstance(model_name, str) and (model_name in model_names()
+                                             or _is_openclip_name(model_name))
+    if owners is None or not known or model_name in owners:
+        return key
+    return key_for(model_name)
 
 
 def _is_openclip_name(name: Any) -> bool:
@@ -148,7 +188,8 @@ PARAMETERS: Tuple[Param, ...] = (
           relation=lambda v, values: None if v == "" else check_model_name(v, values)),
     Param("peer_checkpoint", "str", "the peer's weights, as for checkpoint", _CHECKPOINT,
           relation=lambda v, values: check_checkpoint(v, values, "peer_model_name")),
-    Param("model_key", "str", "the model's name in results.json"),
+    Param("model_key", "str", "the model's name in results.json (another known model's own "
+          "key given below model_name, such as the demo profile's 'demo', follows the model)"),
     Param("control_key", "str", "the control's name in results.json"),
     Param("peer_key", "str", "the peer's name in results.json"),
     Param("deploy", "bool", "load the re-parameterized inference form"),

@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from unirepclip.models.params import KEY_OF, follow_key
 from unirepclip.workbook.params.checks import PLACEHOLDER_PREFIX, check_value, resolve_path
 from unirepclip.workbook.params.notebooks import Notebook, default_value
 from unirepclip.workbook.params.values import ParameterError, parse_override
@@ -102,6 +103,15 @@ class _Layers:
         self.per_nb.append(per)
         return every, per
 
+    def layer_of(self, nb_name: str, k: str) -> Optional[int]:
+        """The index of the last layer that gives notebook ``nb_name`` its ``k`` (None: its
+        own default)."""
+        last = None
+        for i, (every, per) in enumerate(zip(self.all, self.per_nb)):
+            if k in every[0] or k in per.get(nb_name, ({}, {}))[0]:
+                last = i
+        return last
+
     def values_for(self, nb: Notebook) -> Dict[str, Tuple[Any, str]]:
         out: Dict[str, Tuple[Any, str]] = {}
         for every, per in zip(self.all, self.per_nb):
@@ -153,6 +163,23 @@ def _request_layers(layers: _Layers, request: Request) -> None:
     layers.add(cli, lambda i: f"-p {i}", lambda i: f"-p {i}")
 
 
+def _follow_the_model(nb: Notebook, values: Dict[str, Any], out: Dict[str, Any],
+                      layers: _Layers) -> None:
+    """A results key (``model_key`` ...) given in a layer below its model's (the profile's
+    ``demo`` under ``-p model_name=ViT-B-32``) follows the model when it is another known
+    model's own key (:func:`unirepclip.models.params.follow_key`); one given with or after the
+    model is kept as given."""
+    for key, name in KEY_OF:
+        if key not in nb.parameters or name not in values:
+            continue
+        at_key, at_name = layers.layer_of(nb.name, key), layers.layer_of(nb.name, name)
+        if at_name is None or (at_key is not None and at_key >= at_name):
+            continue
+        new = follow_key(values[key], values[name])
+        if new != values[key]:
+            values[key] = out[key] = new
+
+
 def _resolve_one(nb: Notebook, given: Dict[str, Tuple[Any, str]], layers: _Layers,
                  request: Request) -> Dict[str, Any]:
     """One notebook's given values, checked and with paths made absolute."""
@@ -170,6 +197,7 @@ def _resolve_one(nb: Notebook, given: Dict[str, Tuple[Any, str]], layers: _Layer
             out[k] = resolve_path(vocab[k].range if k in vocab else None,
                                   nb.parameters[k].coerce(v), base)
     values.update(out)
+    _follow_the_model(nb, values, out, layers)
     for k, p in nb.parameters.items():
         if k in RESERVED or k not in literal:
             continue  # reserved, or a default the runner cannot read as a value
