@@ -99,6 +99,23 @@ def test_card_measurements_units_and_sums():
         errata.card_measurements(_stats(), zeroshot_top1=75.7)
 
 
+def test_errata_table_says_whether_the_reference_is_inside_the_measured_interval():
+    # the reference for ImageNet top-1 is 75.7 (one decimal: half a unit is 0.05 points)
+    claim = [c for c in errata.MODEL_CARD_CLAIMS if c.key == "imagenet_zeroshot_top1"]
+    outside = errata.errata_table({"imagenet_zeroshot_top1": 74.0}, claims=claim,
+                                  intervals={"imagenet_zeroshot_top1": [73.2, 74.8]})
+    assert outside.rows[0]["consistency"].startswith("not consistent: published 0.757 outside")
+    inside = errata.errata_table({"imagenet_zeroshot_top1": 75.3}, claims=claim,
+                                 intervals={"imagenet_zeroshot_top1": [74.9, 75.66]})
+    assert inside.rows[0]["consistency"].startswith("consistent: published 0.757 inside")
+    md = inside.to_markdown().splitlines()
+    assert "reference inside the measured 95% interval?" in md[0] and "consistent:" in md[2]
+    # no interval given: no column, the table as before
+    plain = errata.errata_table({"imagenet_zeroshot_top1": 75.3}, claims=claim)
+    assert "interval" not in plain.to_markdown().splitlines()[0]
+    assert plain.rows[0]["consistency"] is None
+
+
 def test_errata_table_verdicts_and_rendering():
     measured = errata.card_measurements(_stats(), zeroshot_top1=0.757)
     table = errata.errata_table(measured, {"image_tower_params": 0.8}, extra_label="demo <b>")

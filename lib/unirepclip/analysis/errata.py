@@ -178,18 +178,23 @@ class ErrataTable(_Rendered):
     rows: List[Dict[str, Any]]
     measured_label: str = "measured here"
     extra_label: Optional[str] = None
+    with_consistency: bool = False
 
     def _cells(self, row: Mapping[str, Any]) -> List[str]:
         cells = [row["quantity"], row["card"] or "—", _fmt(row["reference"], row["unit"]),
                  _fmt(row["measured"], row["unit"])]
         if self.extra_label is not None:
             cells.append(_fmt(row["extra"], row["unit"]))
+        if self.with_consistency:
+            cells.append(row.get("consistency") or "—")
         return cells + [row["verdict"], row["note"]]
 
     def _header(self) -> List[str]:
         head = ["quantity", "model card says", "reference code", self.measured_label]
         if self.extra_label is not None:
             head.append(self.extra_label)
+        if self.with_consistency:
+            head.append("reference inside the measured 95% interval?")
         return head + ["verdict", "where the card's figure comes from"]
 
     def to_results(self) -> Dict[str, Dict[str, Any]]:
@@ -221,12 +226,17 @@ def errata_table(measured: Mapping[str, Optional[float]],
                  extra: Optional[Mapping[str, Optional[float]]] = None, *,
                  measured_label: str = "measured here", extra_label: Optional[str] = None,
                  claims: Sequence[CardClaim] = MODEL_CARD_CLAIMS,
-                 rel_tol: float = 0.05) -> ErrataTable:
+                 rel_tol: float = 0.05,
+                 intervals: Optional[Mapping[str, Sequence[float]]] = None) -> ErrataTable:
     """Set each claim beside ``measured[claim.key]`` (see :func:`card_measurements`) and, when
     given, an ``extra`` column (e.g. the small demo model's own figures, for scale).
 
     A verdict says whether the card's number agrees with the measurement within ``rel_tol``;
-    keys missing from ``measured`` show as not measured.
+    keys missing from ``measured`` show as not measured. ``intervals``: a re-measured figure's
+    95% interval ``[low, high]`` by key, in the row's unit; the table then says, per row with
+    both, whether the published reference figure lies inside it (widened by half a unit of the
+    reference's last stated digit: :func:`unirepclip.eval.uncertainty.consistent_with_published`)
+    in a column of its own, and rows without an interval say "—".
     """
     known = {c.key for c in claims}
     unknown = sorted(set(measured) - known) + sorted(set(extra or {}) - known)
@@ -239,10 +249,25 @@ def errata_table(measured: Mapping[str, Optional[float]],
         rows.append({"key": c.key, "quantity": c.quantity, "unit": c.unit, "card": c.card,
                      "card_value": c.card_value, "reference": c.reference, "measured": m,
                      "extra": None if extra is None else extra.get(c.key), "ratio": ratio,
-                     "verdict": _verdict(c, m, rel_tol), "note": c.note})
+                     "verdict": _verdict(c, m, rel_tol), "note": c.note,
+                     "consistency": _consistency(c, m, (intervals or {}).get(c.key))})
     if extra is not None and extra_label is None:
         extra_label = "other model"
-    return ErrataTable(rows, measured_label, extra_label)
+    return ErrataTable(rows, measured_label, extra_label, with_consistency=intervals is not None)
+
+
+def _consistency(claim: CardClaim, measured: Optional[float],
+                 interval: Optional[Sequence[float]]) -> Optional[str]:
+    """Whether the reference figure lies inside the measured interval, as a plain sentence."""
+    if interval is None or measured is None or claim.reference is None:
+        return None
+    from unirepclip.eval.uncertainty import Interval, consistent_with_published
+
+    digits = str(claim.reference).split(".")[1] if "." in str(claim.reference) else ""
+    scale = 100.0 if claim.unit == "%" else 1.0  # percentages are compared as fractions
+    iv = Interval(measured / scale, interval[0] / scale, interval[1] / scale, 0.95, "given", 0)
+    return consistent_with_published(iv, claim.reference / scale,
+                                     rounding=0.5 * 10.0 ** -len(digits) / scale)["verdict"]
 
 
 # ------------------------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ from unirepclip.eval.params import SEARCHES
 from unirepclip.eval.uncertainty import proportion_interval
 
 __all__ = ["positives_mask", "similarity", "group_identical_texts", "evaluate", "query_hits",
-           "recall_intervals", "SEARCHES"]
+           "recall_intervals", "outcome_arrays", "SEARCHES"]
 
 
 
@@ -182,6 +182,16 @@ def recall_intervals(hits: Dict[str, Dict[str, np.ndarray]], confidence: float =
         for k, h in by_k.items():
             iv = proportion_interval(h, confidence)
             out[direction][k] = [iv.low, iv.high]
+    return out
+
+
+def outcome_arrays(hits: Dict[str, Dict[str, np.ndarray]], rows: ArrayLike
+                   ) -> Dict[str, np.ndarray]:
+    """:func:`query_hits` under the result keys they explain (``retrieval.<direction>.r<k>``),
+    with ``retrieval:items`` (the dataset rows of the images), for
+    :func:`unirepclip.eval.uncertainty.save_outcomes`."""
+    out = {"retrieval:items": np.asarray(rows, dtype=np.int64)}
+    out.update({f"retrieval.{d}.{k}": h for d, by_k in hits.items() for k, h in by_k.items()})
     return out
 
 

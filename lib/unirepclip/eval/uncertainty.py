@@ -56,7 +56,7 @@ __all__ = ["Interval", "PairedTest", "mcnemar_exact", "wilson_interval", "propor
            "paired_accuracy_test", "paired_bootstrap_test", "paired_recall_test",
            "paired_mean_per_class_recall_test", "two_way_recall", "retrieval_recall_interval",
            "paired_retrieval_recall_test", "consistent_with_published", "N_RESAMPLES",
-           "BCA_MAX_ITEMS"]
+           "BCA_MAX_ITEMS", "save_outcomes", "load_outcomes", "paired_test_of"]
 
 #: Bootstrap resamples unless a caller asks for another number.
 N_RESAMPLES = 2000
@@ -446,3 +446,54 @@ def consistent_with_published(measured: Interval, published: float, *, rounding:
     return {"consistent": bool(ok), "published": published, "measured": measured.estimate,
             "low": measured.low, "high": measured.high,
             "verdict": ("consistent: " if ok else "not consistent: ") + where}
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-item outcomes on disk, for paired tests between runs (a sweep's settings)
+# ---------------------------------------------------------------------------------------------
+
+def save_outcomes(path: Any, arrays: Dict[str, Any]) -> None:
+    """Write per-item outcomes as one ``.npz``, each array under the result key it explains
+    (``"zeroshot.acc1"``: per image, right or not; ``"<key>:labels"`` / ``"<key>:predictions"``
+    for a mean per-class recall; ``"<prefix>:items"``: which items were scored, so that two runs
+    are paired only on the same items). The folder is created."""
+    from pathlib import Path
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **{k: np.asarray(v) for k, v in arrays.items()})
+
+
+def load_outcomes(path: Any) -> Dict[str, np.ndarray]:
+    """:func:`save_outcomes`' arrays; an empty dict when the file is missing or unreadable."""
+    try:
+        with np.load(path) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError):
+        return {}
+
+
+def _items_key(key: str) -> str:
+    return key.split(".", 1)[0] + ":items"
+
+
+def paired_test_of(key: str, a: Dict[str, np.ndarray], b: Dict[str, np.ndarray], *,
+                   seed: int = 0, names: Sequence[str] = ("A", "B")) -> Optional[PairedTest]:
+    """The paired test of result ``key`` between two runs' :func:`load_outcomes`: exact McNemar
+    for an accuracy, the paired bootstrap for a recall (``retrieval.*``) and for a mean per-class
+    recall (``*mean_per_class_recall``). None when either run lacks the key's outcomes or the
+    two did not score the same items (``<prefix>:items`` differ)."""
+    ik = _items_key(key)
+    if ik not in a or ik not in b or not np.array_equal(a[ik], b[ik]):
+        return None
+    if key.endswith("mean_per_class_recall"):
+        parts = [f"{key}:labels", f"{key}:predictions"]
+        if not all(p in a and p in b for p in parts) or \
+                not np.array_equal(a[parts[0]], b[parts[0]]):
+            return None
+        return paired_mean_per_class_recall_test(a[parts[0]], a[parts[1]], b[parts[1]],
+                                                 seed=seed, names=names)
+    if key not in a or key not in b or a[key].shape != b[key].shape:
+        return None
+    if key.startswith("retrieval."):
+        return paired_recall_test(a[key], b[key], seed=seed, names=names)
+    return paired_accuracy_test(a[key], b[key], seed=seed, names=names)

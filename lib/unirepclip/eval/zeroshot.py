@@ -47,7 +47,7 @@ __all__ = [
     "encode_images", "zeroshot_logits", "confidence", "most_confident_mistakes", "top1_accuracy",
     "evaluate", "evaluate_tasks",
     # what notebook 02 records and shows
-    "item_outcomes", "intervals", "summary", "template_accuracies", "template_summary", "template_summaries", "resolution_sweep",
+    "item_outcomes", "intervals", "outcome_arrays", "summary", "template_accuracies", "template_summary", "template_summaries", "resolution_sweep",
     "prediction_captions",
 ]
 
@@ -463,6 +463,23 @@ def intervals(outcomes: Mapping[str, Mapping[str, np.ndarray]], *, seed: int = 0
                "mean_per_class_recall": mean_per_class_recall_interval(
                    o["labels"], o["predictions"], seed=seed, confidence=confidence)}
         out[name] = {f"{k}_ci": [iv.low, iv.high] for k, iv in ivs.items()}
+    return out
+
+
+def outcome_arrays(outcomes: Mapping[str, Mapping[str, np.ndarray]], main_task: str,
+                   rows: ArrayLike) -> Dict[str, np.ndarray]:
+    """:func:`item_outcomes` under the result keys they explain, for
+    :func:`unirepclip.eval.uncertainty.save_outcomes` (paired tests between runs):
+    ``zeroshot.acc1`` / ``acc5`` (the main task) and ``zeroshot.tasks.<task>.acc1`` / ``acc5``
+    (per image, right or not), ``<key>:labels`` / ``<key>:predictions`` for each
+    ``mean_per_class_recall``, and ``zeroshot:items`` (the dataset rows scored)."""
+    out: Dict[str, np.ndarray] = {"zeroshot:items": np.asarray(rows, dtype=np.int64)}
+    for name, o in outcomes.items():
+        for prefix in (["zeroshot", f"zeroshot.tasks.{name}"] if name == main_task
+                       else [f"zeroshot.tasks.{name}"]):
+            out[f"{prefix}.acc1"], out[f"{prefix}.acc5"] = o["top1"], o["top5"]
+            out[f"{prefix}.mean_per_class_recall:labels"] = o["labels"]
+            out[f"{prefix}.mean_per_class_recall:predictions"] = o["predictions"]
     return out
 
 

@@ -264,6 +264,26 @@ def _reference(doc: Mapping[str, Any], comp: Mapping[str, Any]) -> Optional[Dict
                       "source": r.get("source")} for r in ref]}
 
 
+def _paired_rows(doc: Mapping[str, Any]) -> List[Dict[str, str]]:
+    rows = []
+    for r in doc.get("paired") or []:
+        fmt = r.get("fmt")
+        diff = fmt.replace("%", "f") if fmt and fmt.endswith("%") else fmt  # points stay %
+        scale = 100.0 if fmt and fmt.endswith("%") else 1.0
+        paired = "p_value" in r
+        rows.append({
+            "slug": r["slug"], "against": r["against"], "label": r.get("label") or r["key"],
+            "pair": (f"{format_value(r['a'], fmt)} vs {format_value(r['b'], fmt)}"
+                       if paired else "–"),
+            "difference": (f"{format_value(scale * r['difference'], '+' + (diff or '.4g'))} "
+                           f"[{format_value(scale * r['low'], '+' + (diff or '.4g'))}, "
+                           f"{format_value(scale * r['high'], '+' + (diff or '.4g'))}]"
+                           if paired else "–"),
+            "p": f"{r['p_value']:.2g}" if paired else "–", "test": r.get("test") or "–",
+            "verdict": r["verdict"].split(" (p = ")[0]})
+    return rows
+
+
 def render_sweep_index(doc: Mapping[str, Any], title: str = "unirepclip sweep") -> str:
     """The index page of a sweep's folder, from its ``sweep.json`` document: the settings (slug,
     values, status, link to each one's own index), the comparison of their figures, published
@@ -286,7 +306,7 @@ def render_sweep_index(doc: Mapping[str, Any], title: str = "unirepclip sweep") 
         settings=_setting_rows(settings, keys), intr=doc.get("interrupted") or {},
         columns=[{"label": c.get("label") or c["key"]} for c in comp.get("columns") or []],
         rows=_comparison_rows(comp), reference=_reference(doc, comp),
-        figure=doc.get("figure") or {}, sweep_rows=sweep_rows)
+        figure=doc.get("figure") or {}, sweep_rows=sweep_rows, paired=_paired_rows(doc))
 
 
 def write_sweep_index(folder: os.PathLike, doc: Mapping[str, Any]) -> Path:

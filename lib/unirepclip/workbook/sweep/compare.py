@@ -1,15 +1,18 @@
 """A sweep's comparison: each setting's figures side by side, published against measured where
-the profile gives a reference, and a bar chart of both."""
+the profile gives a reference, a bar chart of both, and paired tests of each setting against the
+first one on the same items (from the per-item outcomes a notebook saves in ``items/``)."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from unirepclip.eval import uncertainty
 from unirepclip.workbook import results as _results
 from unirepclip.workbook.run.folder import read_manifest
 
-__all__ = ["comparison", "key_id", "matches", "read_setting", "setting_status", "figure"]
+__all__ = ["comparison", "key_id", "matches", "read_setting", "setting_status", "figure",
+           "paired_tests"]
 
 
 def key_id(key: Any) -> str:
@@ -65,6 +68,45 @@ def comparison(settings: Sequence[Mapping[str, Any]], columns: Sequence[Mapping[
                     "difference": None if measured is None or pub is None else measured - pub,
                     "source": r.get("source")})
     return {"columns": [dict(c) for c in columns], "rows": rows, "reference": ref_rows}
+
+
+def _outcomes(folder: Path) -> Dict[str, Any]:
+    merged: Dict[str, Any] = {}
+    for f in sorted((folder / "items").glob("*.npz")):
+        merged.update(uncertainty.load_outcomes(f))
+    return merged
+
+
+def paired_tests(folder: Path, settings: Sequence[Mapping[str, Any]],
+                 columns: Sequence[Mapping[str, Any]], seed: int = 0) -> List[Dict[str, Any]]:
+    """Each setting against the first one that saved per-item outcomes, for every compared
+    figure both saved on the same items (:func:`unirepclip.eval.uncertainty.paired_test_of`:
+    exact McNemar for an accuracy, the paired bootstrap for recall@k and mean per-class recall).
+    One row per pair and figure: ``slug``, ``against``, ``key``, ``label``, ``fmt``, the two
+    values, ``difference`` (setting - first) with ``low`` / ``high`` (its 95% interval),
+    ``p_value``, ``test``, ``verdict``; a figure saved by both but on different items gets a row
+    whose ``verdict`` says so and nothing else."""
+    saved = [(s["slug"], _outcomes(folder / s["slug"])) for s in settings]
+    saved = [(slug, o) for slug, o in saved if o]
+    rows: List[Dict[str, Any]] = []
+    if len(saved) < 2:
+        return rows
+    (first, base), others = saved[0], saved[1:]
+    for slug, o in others:
+        for c in columns:
+            key = c["key"] if isinstance(c["key"], str) else ".".join(map(str, c["key"]))
+            row = {"slug": slug, "against": first, "key": key, "label": c.get("label") or key,
+                   "fmt": c.get("fmt")}
+            t = uncertainty.paired_test_of(key, o, base, seed=seed, names=(slug, first))
+            if t is not None:
+                d = t.difference
+                rows.append({**row, "a": t.a, "b": t.b, "difference": d.estimate, "low": d.low,
+                             "high": d.high, "p_value": t.p_value, "test": t.test,
+                             "verdict": t.verdict})
+            elif any(key == k or k.startswith(key + ":") for k in o) and \
+                    any(key == k or k.startswith(key + ":") for k in base):
+                rows.append({**row, "verdict": "not paired: the two scored different items"})
+    return rows
 
 
 def read_setting(folder: Path) -> Tuple[Optional[Dict[str, Any]], List[Dict[str, Any]],

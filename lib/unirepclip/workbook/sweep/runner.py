@@ -18,7 +18,8 @@ from unirepclip.workbook.run.engine import ensure_kernel
 from unirepclip.workbook.run.options import RunOptions
 from unirepclip.workbook.run.runner import run
 from unirepclip.workbook.run.signals import RunInterrupted, SignalGuard
-from unirepclip.workbook.sweep.compare import (comparison, figure, key_id, matches, read_setting,
+from unirepclip.workbook.sweep.compare import (comparison, figure, key_id, matches,
+                                               paired_tests, read_setting,
                                                setting_status)
 from unirepclip.workbook.sweep.spec import SweepSpec, build_spec
 
@@ -99,6 +100,7 @@ class SweepState:
             if with_figure:
                 try:
                     s["figure"] = figure(self.folder, s["comparison"], self.spec.reference)
+                    s["paired"] = paired_tests(self.folder, s["settings"], self._columns())
                     s.pop("figure_error", None)
                 except Exception as e:  # a failed figure is a note on the page, not a lost sweep
                     s["figure"], s["figure_error"] = None, f"{type(e).__name__}: {e}"
