@@ -98,7 +98,7 @@ def plot_per_class_shape_bias(per_class: Mapping[str, Mapping[str, Optional[floa
     ax.set_xlabel("fraction of shape decisions")
     top = ax.secondary_xaxis("top", functions=(lambda v: 1 - v, lambda v: 1 - v))
     top.set_xlabel("fraction of texture decisions")
-    ax.legend(fontsize="x-small", loc="lower left")
+    ax.legend(fontsize="x-small", loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)
     ax.set_title(title)
     return fig
 
