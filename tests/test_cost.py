@@ -288,3 +288,34 @@ def test_a_tower_of_any_size_gets_no_size_notes():
     s = cost.model_stats("UniRepLKNet-Demo", [64, 96])
     assert sorted(s.image_gmacs) == [64, 96] and s.not_measured == {}
     assert s.fixed_image_size is None
+
+
+def test_encoder_images_per_second_runs_the_encoder_under_the_precisions_autocast(monkeypatch):
+    """The efficiency figure's speed: the timed call is encode_image under bf16 autocast when
+    asked (a matmul inside it comes out bf16), plain fp32 otherwise, on the images given."""
+    from torch import nn
+
+    from unirepclip.analysis import cost as cost_mod
+
+    seen = []
+
+    class Encoder(nn.Module):
+        def encode_image(self, x):
+            y = x.flatten(1) @ torch.ones(x[0].numel(), 2)
+            seen.append(y.dtype)
+            return y
+
+    timed = {}
+
+    def fake(fn, images, repeats, warmup):
+        timed["n"] = len(images)
+        fn(images)
+        return 123.0
+
+    monkeypatch.setattr(cost_mod, "images_per_second", fake)
+    x = torch.zeros(3, 3, 4, 4)
+    assert cost_mod.encoder_images_per_second(Encoder(), x, precision="bf16") == 123.0
+    assert cost_mod.encoder_images_per_second(Encoder(), x) == 123.0
+    assert seen == [torch.bfloat16, torch.float32] and timed["n"] == 3
+    with pytest.raises(ValueError, match="precision"):
+        cost_mod.encoder_images_per_second(Encoder(), x, precision="fp8")

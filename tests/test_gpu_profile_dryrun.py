@@ -104,6 +104,9 @@ def test_imagenet_l_profile_runs_every_notebook_on_the_cpu(tmp_path):
     assert r["model"]["gmacs"]["224"] == pytest.approx(35.9, abs=0.05)  # the paper's 35.9 G
     assert r["model"]["gmacs"]["320"] == pytest.approx(73.2, abs=0.05)
     assert r["model"]["reparam_max_rel_diff"] < 1e-3  # the inference form is the same function
+    me = r["efficiency"]["points"]["CLIP-UniRepLKNet-L"]   # the model's measured speed, drawn
+    assert me["images_per_s"] > 0 and me["gmacs"] == pytest.approx(r["model"]["gmacs"]["320"])
+    assert r["efficiency"]["throughput"] == "measured"
     errata = r["errata"]
     assert errata["image_gmacs_224"]["measured"] == pytest.approx(r["model"]["gmacs"]["224"])
     assert errata["image_tower_params"]["measured"] == pytest.approx(

@@ -38,7 +38,7 @@ from unirepclip.utils import check_precision, eval_mode, max_relative_difference
 __all__ = [
     "PARTS", "parameter_counts", "classifier_head_parameters", "meta_clip", "count_flops",
     "image_macs", "text_macs", "ModelStats", "model_stats", "embedding_agreement",
-    "images_per_second", "encoder_forms", "compare_forms", "form_results", "form_comparison",
+    "images_per_second", "encoder_images_per_second", "encoder_forms", "compare_forms", "form_results", "form_comparison",
     "checkpoint_results",
 ]
 
@@ -251,6 +251,21 @@ def images_per_second(fn: Callable[[torch.Tensor], Any], images: torch.Tensor, *
         runs = [timer.timeit(number=1) for _ in range(repeats)]
     median = benchmark.Measurement.merge(runs)[0].median
     return len(images) / median
+
+
+def encoder_images_per_second(model: nn.Module, images: torch.Tensor, *, precision: str = "fp32",
+                              repeats: int = 3, warmup: int = 1) -> float:
+    """Images per second of ``model.encode_image`` as loaded (its form, its device), under
+    ``precision``'s autocast (bf16, or none for fp32): the efficiency figure's measured speed
+    (:func:`images_per_second`)."""
+    check_precision(precision)
+    device = images.device
+
+    def run(x):
+        with autocast_context(device, precision):
+            return model.encode_image(x)
+
+    return images_per_second(run, images, repeats=repeats, warmup=warmup)
 
 
 def encoder_forms(model: nn.Module, channels_last: bool = True) -> Dict[str, nn.Module]:
