@@ -74,3 +74,18 @@ def test_a_clear_difference_is_said_which_way():
                          {"zeroshot:items": np.arange(len(a)), "zeroshot.acc1": b},
                          names=("wide", "narrow"))
     assert t.p_value < 1e-6 and t.verdict.startswith("wide higher than narrow by")
+
+
+def test_a_notebooks_outcomes_move_with_its_other_outputs(tmp_path):
+    """The runner stages a notebook's outputs and moves the complete set into the report folder:
+    its per-item outcomes go with them, and a rerun that saves none leaves none behind."""
+    from unirepclip.workbook.run.folder import commit_outputs
+
+    out, stage = tmp_path / "out", tmp_path / "stage"
+    out.mkdir()
+    u.save_outcomes(stage / "items" / "02_zeroshot.npz", {"zeroshot.acc1": np.ones(3, bool)})
+    commit_outputs(out, stage, "02_zeroshot")
+    assert u.load_outcomes(out / "items" / "02_zeroshot.npz")["zeroshot.acc1"].tolist() == [1, 1, 1]
+    assert not (stage / "items" / "02_zeroshot.npz").exists()
+    commit_outputs(out, stage, "02_zeroshot")  # the rerun saved none
+    assert not (out / "items" / "02_zeroshot.npz").exists()

@@ -146,7 +146,8 @@ def _figure_files(results_file: Path) -> List[str]:
 
 def commit_outputs(out: Path, stage: Path, name: str) -> None:
     """Move a notebook's complete new outputs from ``stage`` into ``out``, replacing its old ones
-    (figures the old results listed, its results file, ipynb and HTML)."""
+    (figures the old results listed, its per-item outcomes ``items/<name>.npz``, its results
+    file, ipynb and HTML)."""
     old = out / "results" / f"{name}.json"
     new_figs = set(_figure_files(stage / "results" / f"{name}.json"))
     for rel in _figure_files(old):
@@ -158,6 +159,12 @@ def commit_outputs(out: Path, stage: Path, name: str) -> None:
         if src.is_file() and src.resolve().is_relative_to(stage.resolve()):
             (out / rel).parent.mkdir(parents=True, exist_ok=True)
             os.replace(src, out / rel)
+    items = stage / "items" / f"{name}.npz"  # per-item outcomes, for paired tests (issue 25)
+    if items.is_file():
+        (out / "items").mkdir(exist_ok=True)
+        os.replace(items, out / "items" / f"{name}.npz")
+    else:
+        (out / "items" / f"{name}.npz").unlink(missing_ok=True)
     staged = stage / "results" / f"{name}.json"
     if staged.is_file():
         os.replace(staged, old)
