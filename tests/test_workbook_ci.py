@@ -295,7 +295,9 @@ def test_recorded_figures_hold_their_relations(run):
     chosen = params["04_attribution"]["gradcam_stage"]
     assert a["gradcam"]["stage"] == (best_gradcam_stage(scores) if chosen == "auto" else chosen)
 
-    # probes: the chosen C is the sweep's best, k-shot means are the means of their seeds
+    # probes: CLIP's C is the sweep's best, the kept C the smallest within one SE of it under
+    # c_rule one_se (the best under clip); each figure inside its interval; k-shot means are
+    # the means of their seeds
     settings = r["probe"]["settings"]
     for name, d in r["probe"].items():
         if name == "settings":
@@ -303,7 +305,15 @@ def test_recorded_figures_hold_their_relations(run):
         for prefix in ("", "random_tower_", "pixel_baseline_"):
             sweep = d[f"{prefix}sweep"]
             best = max(acc for _, acc in sweep)
-            assert [acc for c, acc in sweep if c == d[f"{prefix}best_C"]] == [best], (name, prefix)
+            assert [acc for c, acc in sweep if c == d[f"{prefix}clip_best_C"]] == [best], \
+                (name, prefix)
+            se = math.sqrt(best * (1 - best) / d["n_val"])
+            kept = (min(c for c, acc in sweep if acc >= best - se - 1e-12)
+                    if settings["c_rule"] == "one_se" else d[f"{prefix}clip_best_C"])
+            assert d[f"{prefix}best_C"] == kept, (name, prefix)
+            assert d[f"{prefix}not_converged"] == [], (name, prefix)
+            lo, hi = d[f"{prefix}acc1_ci"]
+            assert lo <= d[f"{prefix}acc1"] <= hi, (name, prefix)
             test = d[f"{prefix}paired_test"] if prefix else None
             if test:
                 assert test["main_only"] + test["baseline_only"] <= d["n_test"]
