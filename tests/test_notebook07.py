@@ -272,6 +272,14 @@ def test_the_model_vs_human_path_scores_a_small_folder_by_both_rules(demo, tmp_p
         assert got["counts"].n_dropped == 1  # cat2-cat3: shape == texture
         assert (got["counts"].n_shape, got["counts"].n_texture) == (again.n_shape, again.n_texture)
         assert len(got["counts"].per_class) == 16
+    rec = study.cue_conflict_records(out["zero_shot_16"])
+    counts = out["zero_shot_16"]["counts"]
+    assert (rec["n_shape"], rec["n_texture"], rec["n_other"], rec["n_dropped"]) == (
+        counts.n_shape, counts.n_texture, counts.n_other, 1)
+    # a class without a shape or texture decision (all 16 but bird and cat have no stimuli) is
+    # None, which JSON can hold, not nan
+    assert rec["per_class"]["airplane"] is None and set(rec["per_class"]) == set(counts.per_class)
+    assert rec["shape_bias"] == study.interval_record(out["zero_shot_16"]["shape_bias"])
     with pytest.raises(ValueError, match="decision_rules"):
         study.cue_conflict_shape_bias(model, tok, str(tmp_path), rules=["majority"])
 
@@ -367,3 +375,54 @@ def test_the_larger_input_sentence_says_which_way_from_the_numbers():
     assert "worse off than at its trained size" in worse
     assert "higher than at 64 px" in better and "intervals overlap" in better
     assert "worse off" not in better
+
+
+def test_the_cue_conflict_sentence_says_below_above_or_not_distinguishable():
+    from unirepclip.eval.uncertainty import wilson_interval
+
+    def iv(k, n):
+        lo, hi = (float(v) for v in wilson_interval(k, n))
+        return Interval(k / n, lo, hi, 0.95, "wilson", n)
+
+    low = study.describe_cue_conflict("L (zero_shot_16)", iv(200, 1000), 0.9576)
+    high = study.describe_cue_conflict("L (zero_shot_16)", iv(995, 1000), 0.9576)
+    near = study.describe_cue_conflict("L (zero_shot_16)", iv(19, 20), 0.9576)
+    assert "0.20" in low and "below people's 0.958" in low
+    assert "0.99" in high and "above people's 0.958" in high
+    assert "not distinguishable from people's 0.958" in near
+    none = Interval(math.nan, math.nan, math.nan, 0.95, "wilson", 0)
+    assert "no shape bias" in study.describe_cue_conflict("L", none, 0.9576)
+
+
+@pytest.mark.slow
+def test_notebook_07_runs_the_cue_conflict_branch_through_the_runner(tmp_path):
+    """The branch the demo profile skips: notebook 07 on the ci profile with a cue-conflict
+    folder (six random images in the toolbox's layout, one template): both rules recorded, the
+    per-class figure saved, every surgery cut scored on the cue-conflict images too. About 50 s."""
+    import json
+    from pathlib import Path
+
+    from unirepclip.cli import main
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "cue-conflict"
+    for rel in ("bird/bird1-cat1.png", "bird/bird2-clock1.png", "cat/cat1-bird2.png",
+                "cat/cat2-cat3.png", "clock/clock1-car1.png", "car/car1-knife2.png"):
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (96, 96, 3), dtype=np.uint8)).save(folder / rel)
+    repo = Path(__file__).resolve().parents[1]
+    out = tmp_path / "reports"
+    code = main(["run", "--profile", "ci", "--only", "07", "--notebooks-dir",
+                 str(repo / "notebooks"), "--output-dir", str(out), "--no-progress", "-q",
+                 "-p", f"cue_conflict_dir={folder}", "-p", "n_templates=1",
+                 "-p", "larger_image_size=0"])
+    assert code == 0, f"see {out / 'ci'}"
+    r = json.loads((out / "ci" / "results.json").read_text())["shape"]
+    cc = r["cue_conflict"]["demo"]
+    assert cc["n_images"] == 6 and "skipped" not in r["cue_conflict"]
+    for rule in study.RULES:
+        assert cc[rule]["n_dropped"] == 1  # cat2-cat3
+        assert cc[rule]["n_shape"] + cc[rule]["n_texture"] + cc[rule]["n_other"] == 5
+    cuts = r["surgery"]["demo"]["cuts"]
+    assert all("cue_conflict_shape_bias" in c for c in cuts.values())
+    assert (out / "ci" / "figures" / "07_shape_bias_per_class.png").is_file()

@@ -40,7 +40,8 @@ __all__ = ["interval_record", "shape_bias_interval", "navon_design_rows", "choos
            "surgery_sweep", "surgery_records", "describe_surgery", "encode_test_images",
            "RULES", "cue_conflict_shape_bias", "human_records", "other_model_specs",
            "compare_towers", "design_records", "tower_records", "cue_conflict_probe",
-           "larger_input_check", "describe_larger_input", "larger_input_records"]
+           "larger_input_check", "describe_larger_input", "larger_input_records",
+           "cue_conflict_records", "describe_cue_conflict"]
 
 Device = Union[str, torch.device]
 
@@ -579,3 +580,31 @@ def larger_input_records(check: Mapping[str, Any], sentence: str) -> Dict[str, A
     """:func:`larger_input_check` as JSON data with its sentence."""
     return {"image_size": check["image_size"], "accuracy": interval_record(check["accuracy"]),
             "n_cuts": check["n_cuts"], "n_real_cuts": check["n_real"], "sentence": sentence}
+
+
+def _json_number(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _json_number(v) for k, v in x.items()}
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def cue_conflict_records(rule_result: Mapping[str, Any]) -> Dict[str, Any]:
+    """One rule of :func:`cue_conflict_shape_bias` as JSON data: the shape bias with its Wilson
+    interval, the counts (shape, texture, other, dropped), the shape and texture rates and the
+    per-class bias (``None`` where a class had no shape or texture decision)."""
+    counts = {k: v for k, v in rule_result["counts"].as_dict().items() if k != "shape_bias"}
+    return {"shape_bias": interval_record(rule_result["shape_bias"]), **_json_number(counts)}
+
+
+def describe_cue_conflict(label: str, shape_bias: Interval, human_mean: float) -> str:
+    """The sentence on one rule's cue-conflict shape bias against people's mean: below, above
+    or around it by its Wilson interval, or undefined with no shape or texture decision."""
+    if not shape_bias.defined:
+        return (f"{label}: no shape or texture decision on the {shape_bias.n} decided images, "
+                f"so no shape bias (people: {human_mean:.3f}).")
+    way = ("below" if shape_bias.high < human_mean else "above" if shape_bias.low > human_mean
+           else "not distinguishable from")
+    return (f"{label}: shape bias {_iv(shape_bias)} over {shape_bias.n} decided images, {way} "
+            f"people's {human_mean:.3f}.")
