@@ -90,3 +90,18 @@ def test_query_hits_reproduce_evaluate_and_take_wilsons_interval(duplicates):
     plain = retrieval.query_hits(img, txt, t2i, ks=(1,))
     assert np.mean(plain["text_to_image"]["r1"]) == \
         retrieval.evaluate(img, txt, t2i, ks=(1,))["text_to_image"]["r1"]
+
+
+def test_the_retrieval_figure_carries_the_recorded_intervals():
+    from unirepclip.viz import plots
+
+    recall = {"image_to_text": {"r1": 0.5, "r5": 0.8}, "text_to_image": {"r1": 0.4, "r5": 0.9}}
+    cis = {"image_to_text": {"r1": [0.45, 0.56], "r5": [0.75, 0.84]},
+           "text_to_image": {"r1": [0.35, 0.46], "r5": [0.86, 0.93]}}
+    fig = plots.retrieval_recall(recall, title="t", ks=(1, 5), intervals=cis)
+    ax = fig.axes[0]
+    bars = [c for c in ax.containers if hasattr(c, "lines") and c.lines[2]]
+    ends = sorted(tuple(np.round(seg[:, 1], 6)) for b in bars for seg in b.lines[2][0].get_segments())
+    assert ends == [(0.35, 0.46), (0.45, 0.56), (0.75, 0.84), (0.86, 0.93)]
+    plain = plots.retrieval_recall(recall, title="t", ks=(1, 5))
+    assert not [c for c in plain.axes[0].containers if hasattr(c, "lines") and c.lines[2]]

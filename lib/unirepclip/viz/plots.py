@@ -244,8 +244,11 @@ def resolution_sweep(sizes: Sequence[int],
 
 
 def retrieval_recall(result: Mapping[str, Mapping[str, float]], *, title: str,
-                     ks: Sequence[int] = (1, 5, 10)):
-    """Grouped bars of recall@k for image -> text and text -> image retrieval."""
+                     ks: Sequence[int] = (1, 5, 10),
+                     intervals: Optional[Mapping[str, Mapping[str, Sequence[float]]]] = None):
+    """Grouped bars of recall@k for image -> text and text -> image retrieval; ``intervals``
+    (``{direction: {"r<k>": [low, high]}}``, e.g. ``eval.retrieval.recall_intervals``) adds
+    each recall's 95% interval as an error bar."""
     directions = [("image_to_text", "image → text"), ("text_to_image", "text → image")]
     fig, ax = subplots(width="one")
     x = np.arange(len(ks))
@@ -256,6 +259,11 @@ def retrieval_recall(result: Mapping[str, Mapping[str, float]], *, title: str,
         vals = [result[key][f"r{kk}"] for kk in ks]
         bars = ax.bar(x + (k - 0.5) * w, vals, w, color=PALETTE[k], label=label)
         ax.bar_label(bars, fmt="%.2f", fontsize=6, padding=1)
+        if intervals is not None and key in intervals:
+            ci = np.asarray([intervals[key][f"r{kk}"] for kk in ks], dtype=float)
+            ax.errorbar(x + (k - 0.5) * w, vals, yerr=[np.subtract(vals, ci[:, 0]),
+                                                       ci[:, 1] - np.asarray(vals)],
+                        fmt="none", ecolor="0.15", elinewidth=0.8, capsize=2)
     ax.set_xticks(x, [f"R@{k}" for k in ks])
     ax.set_ylim(0, 1.1)
     ax.set_ylabel("recall (fraction of queries)")
