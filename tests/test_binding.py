@@ -209,11 +209,19 @@ def test_records_keep_each_figure_under_its_own_key():
     assert (srec["s.text_acc_low"], srec["s.text_acc_high"]) == wilson_interval(3, 4)
 
 
-def test_other_models_entries():
-    assert eb.model_entries(["ViT-Demo", "UniRepLKNet-Demo|demo", "hf-hub:org/m|"]) == [
-        ("ViT-Demo", "", "vit_demo"), ("UniRepLKNet-Demo", "demo", "unireplknet_demo"),
-        ("hf-hub:org/m", "", "hf_hub_org_m")]
-    with pytest.raises(ValueError, match="other_models: 'a|b|c'"):
-        eb.model_entries(["a|b|c"])
+def test_other_models_entries_are_one_vocabulary_for_every_notebook():
+    from unirepclip.models.params import check_other_models, other_model_entries
+
+    # a bare name takes the shipped demo weights where the recipe trains the model, else '' (random,
+    # or a local-dir:/hf-hub: model's own); '=' names the weights; keys are the models' own
+    assert other_model_entries(["ViT-Demo", "UniRepLKNet-Demo-SmallKernel=", "ViT-B-32=/w/b.pt",
+                                "hf-hub:org/m"]) == [
+        ("ViT-Demo", "demo", "demo_vit"), ("UniRepLKNet-Demo-SmallKernel", "", "demo_small_kernel"),
+        ("ViT-B-32", "/w/b.pt", "vit_b_32"), ("hf-hub:org/m", "", "m")]
+    with pytest.raises(ValueError, match="other_models: '=x' is not 'name' or 'name=checkpoint'"):
+        other_model_entries(["=x"])
     with pytest.raises(ValueError, match="share a results key"):
-        eb.model_entries(["ViT-Demo", "vit_demo|x"])
+        other_model_entries(["ViT-Demo", "ViT-Demo=demo"])
+    assert check_other_models(["ViT-Demo", "ViT-B-32="], {}) is None
+    assert "ViT-B-32: 'demo' names the shipped weights of" in check_other_models(["ViT-B-32=demo"], {})
+    assert "No-Such-Model: must be" in check_other_models(["No-Such-Model"], {})

@@ -119,14 +119,6 @@ def test_the_surgery_sentence_says_the_opposite_for_results_of_the_opposite_sign
     assert "accuracy stays at 0.90" in same and "shape bias stays at 0.50" in same
 
 
-def test_other_models_are_names_or_name_equals_checkpoint():
-    assert study.other_model_specs(["ViT-Demo", "ViT-B-32=/w/b32.pt"]) == [
-        {"name": "ViT-Demo", "checkpoint": "demo", "key": "vit_demo"},
-        {"name": "ViT-B-32", "checkpoint": "/w/b32.pt", "key": "vit_b_32"}]
-    with pytest.raises(ValueError, match="other_models entry '=x'"):
-        study.other_model_specs(["=x"])
-
-
 def test_navon_result_counts_global_as_shape_and_local_as_texture():
     stim = navon_set(image_size=32, element_scale=0.15, shapes=["circle", "square", "star"],
                      colours=("blue",))

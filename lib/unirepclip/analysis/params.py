@@ -79,7 +79,5 @@ PARAMETERS: Tuple[Param, ...] = (
     Param("n_surgery_images", "int", "synthetic test images scored after each cut", SIZE),
     Param("larger_image_size", "int", "a larger input side (px) where more cuts are real: the "
           "uncut accuracy there is measured (0 skips it)", COUNT),
-    Param("other_models", "list", "further towers scored beside the model and its control: "
-          "model names (with their demo weights) or name=checkpoint"),
     Param("n_boot", "int", "bootstrap resamples of a paired difference", Range(low=100)),
 )

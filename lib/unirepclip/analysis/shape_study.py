@@ -38,7 +38,7 @@ from unirepclip.eval.uncertainty import Interval, mcnemar_exact, proportion_inte
 __all__ = ["interval_record", "shape_bias_interval", "navon_design_rows", "choose_design",
            "describe_design", "navon_result", "navon_records", "surgery_plan", "tower_scores",
            "surgery_sweep", "surgery_records", "describe_surgery", "encode_test_images",
-           "RULES", "cue_conflict_shape_bias", "human_records", "other_model_specs",
+           "RULES", "cue_conflict_shape_bias", "human_records",
            "compare_towers", "design_records", "tower_records", "cue_conflict_probe",
            "larger_input_check", "describe_larger_input", "larger_input_records",
            "cue_conflict_records", "describe_cue_conflict"]
@@ -464,20 +464,6 @@ def human_records() -> Dict[str, Any]:
 
 # ------------------------------------------------------------------------------------------------
 # Other towers beside the model
-
-
-def other_model_specs(entries: Sequence[str]) -> List[Dict[str, str]]:
-    """``other_models`` entries as ``{"name", "checkpoint", "key"}``: ``"ViT-Demo"`` (its demo
-    weights) or ``"name=checkpoint"``; the key is the name in lower case, ``-`` as ``_``."""
-    out = []
-    for entry in entries:
-        name, _, ckpt = str(entry).partition("=")
-        if not name.strip():
-            raise ValueError(f"other_models entry {entry!r}: expected a model name or "
-                             f"name=checkpoint")
-        out.append({"name": name.strip(), "checkpoint": ckpt.strip() or "demo",
-                    "key": name.strip().lower().replace("-", "_")})
-    return out
 
 
 def compare_towers(stimuli: NavonSet, scores: Mapping[str, Mapping[str, Any]], main: str, *,

@@ -46,3 +46,25 @@ PARAMETERS: Tuple[Param, ...] = (
     Param("cue_conflict_dir", "str", "the model-vs-human cue-conflict folder (<class>/<image>)",
           Range(path="dir", empty="skipped")),
 )
+
+
+def sugar_crepe_tasks() -> Tuple[str, ...]:
+    """SugarCrepe's seven tasks (:data:`unirepclip.data.compositional.SUGAR_CREPE_TASKS`)."""
+    from unirepclip.data.compositional import SUGAR_CREPE_TASKS
+    return SUGAR_CREPE_TASKS
+
+
+PARAMETERS += (
+    Param("n_binding_images", "int", "two-object images of the binding test (each gives one "
+          "item per category)", Range(low=1)),
+    Param("binding_image_size", "int", "side (px) the binding test's images are rendered at",
+          Range(low=16)),
+    Param("sugar_crepe_root", "str", "SugarCrepe in CLIP_benchmark's layout (<root>/val2017, "
+          "<root>/<task>.json)", Range(path="dir", empty="skipped")),
+    Param("sugar_crepe_tasks", "list", "SugarCrepe tasks evaluated",
+          Range(names=sugar_crepe_tasks, items=True)),
+    Param("winoground_root", "str", "Winoground's release (<root>/examples.jsonl, <root>/images)",
+          Range(path="dir", empty="skipped")),
+    Param("datacomp_root", "str", "the DataComp suite's CLIP_benchmark webdataset folders "
+          "(<root>/wds_<task>_test)", Range(path="dir", empty="skipped")),
+)

@@ -24,7 +24,7 @@ from unirepclip.eval.uncertainty import Interval, paired_accuracy_test, proporti
 
 __all__ = ["binding_embeddings", "binding_outcomes", "binding_summary", "binding_comparison",
            "describe_binding", "describe_comparison", "binding_records", "comparison_records",
-           "selection_records", "model_entries"]
+           "selection_records"]
 
 
 @torch.no_grad()
@@ -168,22 +168,3 @@ def selection_records(prefix: str, result: Mapping[str, Any], confidence: float 
     out.update({f"{prefix}.text_acc_low": iv.low, f"{prefix}.text_acc_high": iv.high})
     return out
 
-
-def model_entries(models: Sequence[str]) -> list:
-    """``[(model_name, checkpoint, key)]`` of a notebook's ``other_models`` list: each entry is
-    ``"name"`` (checkpoint ``''``: random weights for a package config, the model's own for
-    ``local-dir:`` / ``hf-hub:``) or ``"name|checkpoint"``; the key is the name in lower case
-    with every other character ``_`` (``"ViT-Demo"`` -> ``"vit_demo"``)."""
-    import re
-
-    out = []
-    for entry in models:
-        if not isinstance(entry, str) or not entry.strip() or entry.count("|") > 1:
-            raise ValueError(f"other_models: {entry!r} is not 'name' or 'name|checkpoint'")
-        name, _, checkpoint = entry.partition("|")
-        key = re.sub(r"[^a-z0-9]+", "_", name.strip().lower()).strip("_")
-        out.append((name.strip(), checkpoint.strip(), key))
-    keys = [k for _, _, k in out]
-    if len(set(keys)) != len(keys):
-        raise ValueError(f"other_models: two entries share a results key ({keys})")
-    return out

@@ -8,7 +8,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Mapping, Optional, Tuple
+from typing import Any, List, Mapping, Optional, Tuple
 
 from unirepclip.models import CONFIG_DIR
 from unirepclip.models.openclip_names import (HF_HUB, local_dir_problem, openclip_config,
@@ -17,7 +17,8 @@ from unirepclip.models.pretrained import demo_model_names
 from unirepclip.vocab import PRECISIONS, Param, Range
 
 __all__ = ["PARAMETERS", "model_names", "stage_count", "check_checkpoint", "check_model_name",
-           "MODEL_KEYS", "KEY_OF", "key_for", "follow_key"]
+           "MODEL_KEYS", "KEY_OF", "key_for", "follow_key", "other_model_entries",
+           "check_other_models"]
 
 #: Stages of each tower family with a fixed layout, by its timm name's prefix.
 _FAMILY_STAGES = {"unireplknet": 4}
@@ -151,6 +152,46 @@ def check_checkpoint(value: Any, values: Mapping[str, Any], model_key: str = "mo
             f"{', '.join(tags) or 'none'}) and names no file")
 
 
+def other_model_entries(entries: Any) -> List[Tuple[str, str, str]]:
+    """A notebook's ``other_models`` list as ``[(model_name, checkpoint, results key)]``: each
+    entry is ``"name"`` (the model's shipped demo weights when the demo recipe trains it, else
+    ``''``: random weights, or a ``local-dir:`` / ``hf-hub:`` model's own) or
+    ``"name=checkpoint"`` (a file, a pretrained tag, ``demo``; ``"name="`` for random weights);
+    the key is :func:`key_for` the model (``ViT-Demo`` -> ``demo_vit``). Two entries with one
+    key are refused."""
+    if not isinstance(entries, (list, tuple)):
+        raise ValueError(f"other_models: expected a list of 'name' or 'name=checkpoint', got "
+                         f"{entries!r}")
+    out = []
+    for entry in entries:
+        name, eq, checkpoint = str(entry).partition("=")
+        name, checkpoint = name.strip(), checkpoint.strip()
+        if not isinstance(entry, str) or not name:
+            raise ValueError(f"other_models: {entry!r} is not 'name' or 'name=checkpoint'")
+        if not eq:
+            checkpoint = "demo" if name in demo_model_names() else ""
+        out.append((name, checkpoint, key_for(name)))
+    keys = [k for _, _, k in out]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"other_models: two entries share a results key ({', '.join(keys)})")
+    return out
+
+
+def check_other_models(value: Any, values: Mapping[str, Any]) -> Optional[str]:
+    """Every ``other_models`` entry names a model and weights the notebook could load."""
+    try:
+        entries = other_model_entries(value)
+    except ValueError as e:
+        return str(e).partition(": ")[2]
+    problems = []
+    for name, checkpoint, _ in entries:
+        problem = check_model_name(name, {}) or check_checkpoint(
+            checkpoint, {"model_name": name})
+        if problem:
+            problems.append(f"{name}: {problem}")
+    return "; ".join(problems) or None
+
+
 def _pattern(names: Tuple[str, ...]) -> Optional[str]:
     return "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True)) or None
 
@@ -190,6 +231,9 @@ PARAMETERS: Tuple[Param, ...] = (
           relation=lambda v, values: check_checkpoint(v, values, "peer_model_name")),
     Param("model_key", "str", "the model's name in results.json (another known model's own "
           "key given below model_name, such as the demo profile's 'demo', follows the model)"),
+    Param("other_models", "list",
+          "further towers scored beside the model and its control: 'name' (its shipped demo "
+          "weights, else random or its own) or 'name=checkpoint'", relation=check_other_models),
     Param("control_key", "str", "the control's name in results.json"),
     Param("peer_key", "str", "the peer's name in results.json"),
     Param("deploy", "bool", "load the re-parameterized inference form"),
