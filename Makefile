@@ -28,7 +28,8 @@ help:
 	@echo "               installs Debian's chromium + chromium-driver for the browser tests when missing"
 	@echo "make lab       open the interactive explorer (notebooks/06_explore.ipynb) in JupyterLab with the project's kernel"
 	@echo "make bench     run the CPU benchmarks"
-	@echo "make train-demo  retrain the shipped demo checkpoint (about 55 minutes on 2 cores)"
+	@echo "make train-demo  retrain the shipped demo checkpoint (about 55 minutes on 2 cores;"
+	@echo "               DEMO_MODEL=UniRepLKNet-Demo-SmallKernel or ViT-Demo for the others)"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -92,8 +93,10 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_all.py
 	$(PY) benchmarks/bench_data.py
 
+# DEMO_MODEL=UniRepLKNet-Demo-SmallKernel retrains the 3x3 control, DEMO_MODEL=ViT-Demo the demo ViT
+DEMO_MODEL ?= UniRepLKNet-Demo
 train-demo: $(STAMP)
-	$(PY) -m unirepclip train-demo --out lib/unirepclip/models/weights
+	$(PY) -m unirepclip train-demo --model $(DEMO_MODEL) --out lib/unirepclip/models/weights
 
 clean:
 	rm -rf reports/*/ .pytest_cache
