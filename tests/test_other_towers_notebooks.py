@@ -78,7 +78,9 @@ def test_notebook_03_takes_the_erf_of_the_centre_patch_token_at_four_blocks(vit_
     assert "12 blocks and no stages" in depth and "(3, 3) of its 7x7 patch grid" in depth
     assert "no re-parameterized form" in e["reparam_skipped"]
     assert "UniRepLKNet configs" in e["comparison_skipped"]
-    assert "reparam_max_rel_diff" not in e and set(r["erf"]) == {"vit"}   # no control, no init
+    # no control, no init towers; the demo ViT beside it as the peer (notebook 03's default)
+    assert "reparam_max_rel_diff" not in e and set(r["erf"]) == {"vit", "demo_vit"}
+    assert r["erf"]["demo_vit"]["state"] == "trained"
     figures = {p.stem for p in (folder / "figures").glob("*.png")}
     assert {"03_erf_heatmaps", "03_erf_square_shares"} <= figures
     assert "03_erf_control" not in figures
