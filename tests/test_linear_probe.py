@@ -70,6 +70,29 @@ def test_evaluate_bundle():
     assert r["backend"] == "sklearn" and r["best_C"] in dict(r["sweep"])
 
 
+
+def test_evaluate_records_what_the_paired_rule_judged():
+    """``sweep_discordant`` and ``val_chance`` against fits made one C at a time: per C, the
+    validation items the best C (CLIP's) gets right and C wrong, and the reverse; the kept C the
+    smallest whose shortfall is at most sqrt(lost + won) items and whose score beats chance."""
+    X, y = _clusters(120, 8, 3, 4.0, seed=5)
+    y[60:64] = 0  # an unbalanced validation split: majority rate 9 / 20 above 1 / 3
+    Cs = [1e-6, 1e-3, 1e-1, 1.0, 1e2]
+    args = (X[:60], y[:60], X[60:80], y[60:80], X[80:], y[80:])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        r = probe.evaluate(*args, knn_k=None, sweep=Cs, selection="one_se", backend="sklearn")
+        right = {C: LinearProbe(C=C, backend="sklearn").fit(X[:60], y[:60]).predict(X[60:80])
+                 == y[60:80] for C in Cs}
+    assert r["val_chance"] == max(1 / 3, np.bincount(y[60:80]).max() / 20) == 9 / 20
+    ref = right[r["clip_best_C"]]
+    by_hand = [[int((ref & ~right[C]).sum()), int((~ref & right[C]).sum())] for C in Cs]
+    assert r["sweep_discordant"] == by_hand
+    kept = [C for C, (lost, won) in zip(Cs, by_hand)
+            if right[C].mean() > 9 / 20 and lost - won <= np.sqrt(lost + won)]
+    assert r["best_C"] == min(kept)
+
+
 # --- notebook building blocks: feature spaces, datasets, the comparison, tables, figures --------
 
 class _FS:

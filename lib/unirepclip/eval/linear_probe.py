@@ -32,7 +32,7 @@ from unirepclip.data.registry import (PROBE_SPLITS, base_dataset, dataset_names,
 from unirepclip.eval.metrics import (ArrayLike, check_features,
                                      mean_per_class_recall, to_numpy)
 from unirepclip.eval.params import FEATURE_KINDS
-from unirepclip.eval.probes import KNNProbe, LinearProbe, _encode, _py
+from unirepclip.eval.probes import KNNProbe, LinearProbe, _encode, _py, discordant_with_best
 from unirepclip.eval.uncertainty import (mean_per_class_recall_interval, paired_accuracy_test,
                                          proportion_interval)
 
@@ -76,6 +76,13 @@ def kshot_indices(y: ArrayLike, k: int, seed: int) -> np.ndarray:
                              f"k={k}")
         picks.append(rng.choice(members, size=int(k), replace=False))
     return np.sort(np.concatenate(picks))
+
+
+def _discordant(probe: LinearProbe) -> List[List[int]]:
+    if not probe.sweep_:
+        return []
+    rows = dict(zip((c for c, _ in probe.sweep_), probe.sweep_correct_))
+    return [list(p) for p in discordant_with_best(probe.sweep_, rows)]
 
 
 def kshot_evaluate(X_train: ArrayLike, y_train: ArrayLike, X_val: ArrayLike, y_val: ArrayLike,
@@ -137,7 +144,10 @@ def evaluate(X_train: ArrayLike, y_train: ArrayLike, X_val: ArrayLike, y_val: Ar
     Returns a dict: ``acc1``, ``mean_per_class_recall`` (linear probe on test), ``best_C`` (the
     C the probe's ``selection`` kept), ``clip_best_C`` (the best-scoring C of the same sweep,
     CLIP's rule; None when C was given), ``not_converged`` (the probe's ``not_converged_``),
-    ``sweep`` (list of (C, val accuracy)), ``backend``, ``test_correct`` (per test item: was the
+    ``sweep`` (list of (C, val accuracy)), ``sweep_discordant`` (per swept C, the validation
+    items ``[lost, won]`` against CLIP's C, on which the ``one_se`` rule judges noise:
+    :func:`~unirepclip.eval.probes.discordant_with_best`), ``val_chance`` (the probe's
+    ``chance_``), ``backend``, ``test_correct`` (per test item: was the
     linear probe right; for :func:`unirepclip.eval.metrics.mcnemar_exact`), ``test_labels`` and
     ``test_predictions`` (class indices, for paired tests of the mean per-class recall),
     ``knn_acc1`` (kNN fitted on train + val, the same data as the final linear model; absent when
@@ -158,6 +168,8 @@ def evaluate(X_train: ArrayLike, y_train: ArrayLike, X_val: ArrayLike, y_val: Ar
         "clip_best_C": probe.clip_C_,
         "not_converged": list(probe.not_converged_),
         "sweep": probe.sweep_,
+        "sweep_discordant": _discordant(probe),
+        "val_chance": probe.chance_,
         "backend": probe.backend_,
     }
     if knn_k is not None:
@@ -503,7 +515,8 @@ def _plan(spaces: Mapping[str, FeatureSplits], main: str, shots: Sequence[int],
 def _figures(r: Mapping[str, Any], seed: int) -> Dict[str, Any]:
     """One space's recorded figures from :func:`evaluate`'s dict: the test top-1 and mean
     per-class recall with their 95% intervals (``_ci``: Wilson's; the BCa bootstrap over the test
-    images, seeded), the C kept and CLIP's, the fits that did not converge, the sweep."""
+    images, seeded), the C kept and CLIP's, the fits that did not converge, the sweep with each
+    C's validation items lost and won against CLIP's C, and the validation split's chance level."""
     acc = proportion_interval(r["test_correct"])
     mpcr = mean_per_class_recall_interval(r["test_labels"], r["test_predictions"], seed=seed)
     return {"acc1": r["acc1"], "acc1_ci": [acc.low, acc.high],
@@ -511,7 +524,9 @@ def _figures(r: Mapping[str, Any], seed: int) -> Dict[str, Any]:
             "mean_per_class_recall_ci": [mpcr.low, mpcr.high],
             "best_C": r["best_C"], "clip_best_C": r["clip_best_C"],
             "not_converged": list(r["not_converged"]),
-            "sweep": [[float(c), float(a)] for c, a in r["sweep"]]}
+            "sweep": [[float(c), float(a)] for c, a in r["sweep"]],
+            "sweep_discordant": [[int(a), int(b)] for a, b in r["sweep_discordant"]],
+            "val_chance": r["val_chance"]}
 
 
 def _paired(main: Mapping[str, Any], other: Mapping[str, Any], name: str, seed: int
@@ -616,7 +631,8 @@ def compare(spaces: Mapping[str, FeatureSplits], *, main: str, knn_k: Optional[i
         interval (``acc1_ci``: Wilson's; ``mean_per_class_recall_ci``: the BCa bootstrap over
         the test images seeded with ``random_state``), ``best_C`` (the C the ``selection`` rule
         kept), ``clip_best_C`` (CLIP's rule on the same sweep), ``not_converged`` (fits still
-        unconverged: C values, ``"final"``), ``sweep`` ([[C, val accuracy], ...]), ``knn_acc1``, ``kshot`` (``{"1": {"mean", "std",
+        unconverged: C values, ``"final"``), ``sweep`` ([[C, val accuracy], ...]),
+        ``sweep_discordant`` ([[lost, won], ...] against CLIP's C), ``val_chance``, ``knn_acc1``, ``kshot`` (``{"1": {"mean", "std",
         "accs", "best_C"}, ...}``, std over seeds with ddof=1); the same for every other space
         with ``<name>_`` in front (``random_tower_acc1``, ``pixel_baseline_acc1``, ...);
         ``n_features`` / ``<name>_n_features``; ``<name>_paired_test`` for every other space

@@ -9,12 +9,18 @@ refitted on train + validation.
 
 Which swept C is kept (``selection``, :func:`select_C`): CLIP's rule, the best validation score
 (``"clip"``; published probe figures use it), or the most regularized C whose validation score
-lies within one binomial standard error of the best (``"one_se"``, the one-standard-error rule
-of Hastie et al., *Elements of Statistical Learning* 7.10; the standard error sqrt(a (1 - a) /
-n_val) of the best score a on the n_val validation items). On a flat plateau of large C, where
-weakly regularized fits barely converge and a difference of one validation item decides, CLIP's
-rule can pick another C on another machine; the one-SE rule keeps the C the validation split can
-tell apart from weaker ones. The coarse-to-fine search refines around the C the rule picks.
+is within noise of the best (``"one_se"``, the one-standard-error rule of Hastie et al.,
+*Elements of Statistical Learning* 7.10, judged paired on the same validation items): a
+candidate C is within noise when its shortfall from the best C, ``lost - won`` items (``lost``:
+items the best C gets right and the candidate wrong; ``won``: the reverse), is at most one
+standard error of that difference, ``sqrt(lost + won)`` items (McNemar's: the spread of the
+difference when the two C are equally good), and its score is above chance (the larger of 1 /
+n_classes and the validation split's majority-class rate) whenever the best is. Neighbouring C
+values that change a prediction or two stay within noise; a chance-level C, which disagrees with
+the best on many items, does not, however few the validation items. On a flat plateau of large
+C, where weakly regularized fits barely converge and one validation item decides, CLIP's rule can
+pick another C on another machine; this rule keeps a C the split cannot tell from the best. The
+coarse-to-fine search refines around the C the rule picks.
 
 Every fit converges or says so: a fit that stops at ``max_iter`` is resumed from where it
 stopped (warm-started from its own state), up to :data:`MAX_ITER_ROUNDS` rounds of ``max_iter``
@@ -59,7 +65,7 @@ import math
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -77,7 +83,7 @@ from unirepclip.eval.params import C_RULES, C_SWEEPS, PROBE_BACKENDS
 
 __all__ = [
     "TORCH_SIZE_THRESHOLD", "SWEEP_RANGE", "SWEEP_STEPS_PER_DECADE", "MAX_ITER_ROUNDS", "sweep_grid",
-    "select_C", "clip_sweep", "LinearProbe", "KNNProbe",
+    "select_C", "discordant_with_best", "clip_sweep", "LinearProbe", "KNNProbe",
 ]
 
 TORCH_SIZE_THRESHOLD = 10 ** 9
@@ -103,13 +109,38 @@ def sweep_grid() -> np.ndarray:
     return np.array([_c_of(u) for u in range(lo, hi + 1)])
 
 
+def discordant_with_best(history: Sequence[Tuple[float, float]],
+                         correct: Mapping[float, Any]) -> List[Tuple[int, int]]:
+    """For each ``(C, score)`` of ``history``, the validation items ``(lost, won)`` against the
+    best C (CLIP's choice, :func:`select_C` with ``"clip"``): ``lost`` the best gets right and C
+    wrong, ``won`` the reverse. ``correct`` maps every C of ``history`` to its per-item
+    correctness on the validation split (booleans, one per item, the same items for every C)."""
+    ref = select_C(history, "clip")
+    rows = {}
+    for c, _ in history:
+        if c not in correct:
+            raise ValueError(f"select_C: correct has no per-item validation results for C={c:g}")
+        rows[c] = np.asarray(correct[c], dtype=bool).ravel()
+    n = {len(r) for r in rows.values()}
+    if len(n) != 1 or 0 in n:
+        raise ValueError(f"select_C: correct must hold the same, non-zero number of validation "
+                         f"items for every C, got lengths {sorted(n)}")
+    best = rows[ref]
+    return [(int(np.sum(best & ~rows[c])), int(np.sum(~best & rows[c]))) for c, _ in history]
+
+
 def select_C(history: Sequence[Tuple[float, float]], rule: str = "clip",
-             n_val: Optional[int] = None) -> float:
+             correct: Optional[Mapping[float, Any]] = None,
+             chance: Optional[float] = None) -> float:
     """The C a rule keeps from ``history``, the ``(C, validation accuracy)`` pairs evaluated.
 
     ``"clip"``: the best accuracy, equal scores going to the smaller C (CLIP's rule). ``"one_se"``:
-    the smallest C (the most regularized) whose accuracy is at least ``best - sqrt(best (1 -
-    best) / n_val)``, the best accuracy less one binomial standard error on ``n_val`` items."""
+    the smallest C (the most regularized) within one paired standard error of the best C (CLIP's
+    choice) on the same validation items, ``correct`` (C -> per-item correctness): with ``lost``
+    and ``won`` the items of :func:`discordant_with_best`, C is within noise when ``lost - won
+    <= sqrt(lost + won)`` (McNemar's standard error of the difference, in items); and, when
+    ``chance`` is given and the best score exceeds it, only a C scoring above ``chance`` is kept.
+    """
     if rule not in C_RULES:
         raise ValueError(f"selection={rule!r}: expected one of {', '.join(C_RULES)}")
     if not len(history):
@@ -117,11 +148,14 @@ def select_C(history: Sequence[Tuple[float, float]], rule: str = "clip",
     best = max(s for _, s in history)
     if rule == "clip":
         return min(c for c, s in history if s == best)
-    if n_val is None or int(n_val) != n_val or n_val < 1:
-        raise ValueError(f"select_C: the one_se rule needs n_val, the number of validation "
-                         f"items, got {n_val!r}")
-    se = math.sqrt(max(best * (1.0 - best), 0.0) / int(n_val))
-    return min(c for c, s in history if s >= best - se - 1e-12)
+    if correct is None:
+        raise ValueError("select_C: the one_se rule needs correct, the per-item validation "
+                         "correctness of every C swept")
+    floor = chance if chance is not None and best > chance else -math.inf
+    pairs = discordant_with_best(history, correct)
+    # integers: the shortfall (lost - won) against sqrt(lost + won), compared exactly
+    return min(c for (c, s), (lost, won) in zip(history, pairs)
+               if s > floor and (lost <= won or (lost - won) ** 2 <= lost + won))
 
 
 def clip_sweep(score: Callable[[float], float], *, progress: bool = False,
@@ -417,13 +451,17 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
             validation split.
         progress: tqdm bar over the sweep.
         selection: which swept C is kept (:func:`select_C`): ``"clip"`` (the best validation
-            accuracy, CLIP's rule) or ``"one_se"`` (the most regularized C within one standard
-            error of the best; stable where the best is a plateau).
+            accuracy, CLIP's rule) or ``"one_se"`` (the most regularized C within one paired
+            standard error of the best on the same validation items, and above chance; stable
+            where the best is a plateau).
 
     Attributes (after ``fit``): ``classes_``, ``coef_`` ((1, D) for two classes, else (K, D)),
     ``intercept_``, ``best_C_`` (the C ``selection`` kept), ``clip_C_`` (the best-scoring C among
     those evaluated: CLIP's rule on the same sweep), ``sweep_`` (list of (C, validation accuracy)
-    sorted by C; empty when C was given or could not be swept), ``backend_``, ``n_iter_`` (of the
+    sorted by C; empty when C was given or could not be swept), ``sweep_correct_`` (bool array,
+    one row per ``sweep_`` entry, one column per validation item: was that fit right),
+    ``chance_`` (the chance level of the validation split: the larger of 1 / n_classes and its
+    majority-class rate; None without a sweep), ``backend_``, ``n_iter_`` (of the
     final fit, its resumed rounds included), ``not_converged_`` (the C values of sweep fits still
     unconverged after :data:`MAX_ITER_ROUNDS` rounds of ``max_iter``, then ``"final"`` when the
     final fit is; empty when every fit converged),
@@ -489,12 +527,17 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
                    ) -> Tuple[float, List[Tuple[float, float]], Dict[float, _Fit]]:
         fits: Dict[float, _Fit] = {}
 
+        correct: Dict[float, np.ndarray] = {}  # per validation item, for the paired rule
+        counts = np.bincount(y_val, minlength=len(self.classes_))
+        self.chance_ = float(max(1.0 / len(self.classes_), counts.max() / len(y_val)))
+
         def score(C: float) -> float:
             fit = fits[C] = solver.fit(C)
-            return float(np.mean(_predict_index(X_val, fit.coef, fit.intercept) == y_val))
+            correct[C] = _predict_index(X_val, fit.coef, fit.intercept) == y_val
+            return float(np.mean(correct[C]))
 
         def select(history: List[Tuple[float, float]]) -> float:
-            return select_C(history, self.selection, len(y_val))
+            return select_C(history, self.selection, correct, self.chance_)
 
         if isinstance(self.sweep, str) and self.sweep == "clip":
             _, hist = clip_sweep(score, progress=self.progress, select=select)
@@ -503,6 +546,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
             hist = [(C, score(C)) for C in tqdm(Cs, desc="C sweep", disable=not self.progress,
                                                 leave=False)]
         self.clip_C_ = select_C(hist, "clip")
+        self.sweep_correct_ = np.array([correct[c] for c, _ in hist], dtype=bool)
         return select(hist), hist, fits
 
     def _split(self, y: np.ndarray) -> Optional[Tuple[np.ndarray, np.ndarray]]:
@@ -551,7 +595,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
                                              Xtr.shape[1], len(self.classes_))
 
         fits: Dict[float, _Fit] = {}
-        self.clip_C_ = None
+        self.clip_C_, self.chance_, self.sweep_correct_ = None, None, np.zeros((0, 0), bool)
         if self.C is not None:
             self.best_C_, self.sweep_ = float(self.C), []
         elif has_val:
