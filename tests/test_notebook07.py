@@ -119,6 +119,21 @@ def test_the_surgery_sentence_says_the_opposite_for_results_of_the_opposite_sign
     assert "accuracy stays at 0.90" in same and "shape bias stays at 0.50" in same
 
 
+def test_the_headline_cut_is_the_real_cut_that_costs_most_accuracy():
+    sweep = _fake_sweep(0.4, 0.8, 1e-9)
+    n = 100
+    drop = dict(sweep["rows"][0], keep=None, drop_dilated=True,
+                accuracy=Interval(0.3, 0.25, 0.35, 0.95, "wilson", n))
+    cut = study.harshest_cut(dict(sweep, rows=sweep["rows"] + [drop]))
+    assert cut["key"] == "stage1_no_dilated"
+    assert cut["label"] == ("zero-shot accuracy, stage 1 with its dilated branches dropped "
+                            "(uncut 0.90)")
+    # the no-op (accuracy 0.9, never run) is never the headline; the real 1x1 cut is
+    cut = study.harshest_cut(sweep)
+    assert cut["key"] == "stage1_keep1" and "kernels cut to 1x1" in cut["label"]
+    assert study.harshest_cut(dict(sweep, rows=[r for r in sweep["rows"] if not r["ran"]])) is None
+
+
 def test_navon_result_counts_global_as_shape_and_local_as_texture():
     stim = navon_set(image_size=32, element_scale=0.15, shapes=["circle", "square", "star"],
                      colours=("blue",))

@@ -105,6 +105,13 @@ def test_headline_values_show_their_recorded_interval():
     assert interval_of(results, "retrieval.text_to_image.r5") == [0.7, 0.87]
     assert interval_of(results, ["probe", "a.b", "acc1"]) == [0.6, 0.85]
     assert interval_of(results, "zeroshot.acc5") is None  # none recorded: none shown
+    # the two other recorded forms: _low/_high siblings, an Interval recorded whole
+    more = {"b": {"swap": {"text_acc": 0.54, "text_acc_low": 0.47, "text_acc_high": 0.61}},
+            "s": {"bias": {"estimate": 0.5, "low": 0.33, "high": 0.67, "n": 28}},
+            "t": {"x": 0.5, "x_low": 0.4}}
+    assert interval_of(more, "b.swap.text_acc") == [0.47, 0.61]
+    assert interval_of(more, "s.bias.estimate") == [0.33, 0.67]
+    assert interval_of(more, "s.bias.n") is None and interval_of(more, "t.x") is None
     docs = {"01_ok": {"results": results, "figures": [],
                       "headline": [{"key": "zeroshot.acc1", "label": "top-1", "fmt": ".1%"},
                                    {"key": "zeroshot.acc5", "label": "top-5", "fmt": ".1%"},

@@ -37,8 +37,8 @@ from unirepclip.eval.uncertainty import Interval, mcnemar_exact, proportion_inte
 
 __all__ = ["interval_record", "shape_bias_interval", "navon_design_rows", "choose_design",
            "describe_design", "navon_result", "navon_records", "surgery_plan", "tower_scores",
-           "surgery_sweep", "surgery_records", "describe_surgery", "encode_test_images",
-           "RULES", "cue_conflict_shape_bias", "human_records",
+           "surgery_sweep", "surgery_records", "describe_surgery", "harshest_cut",
+           "encode_test_images", "RULES", "cue_conflict_shape_bias", "human_records",
            "compare_towers", "design_records", "tower_records", "cue_conflict_probe",
            "larger_input_check", "describe_larger_input", "larger_input_records",
            "cue_conflict_records", "describe_cue_conflict"]
@@ -348,6 +348,22 @@ def surgery_records(sweep: Mapping[str, Any], prefix: str) -> Dict[str, Any]:
         if row.get("cue_conflict_shape_bias") is not None:
             entry["cue_conflict_shape_bias"] = interval_record(row["cue_conflict_shape_bias"])
     return out
+
+
+def harshest_cut(sweep: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
+    """The real cut that costs the most zero-shot accuracy (ties: the earlier stage, the
+    smaller kernel), for a headline: ``{"key": <results key under .cuts>, "label"}``; None when
+    no cut ran."""
+    ran = [r for r in sweep["rows"] if r["ran"]]
+    if not ran:
+        return None
+    row = min(ran, key=lambda r: (r["accuracy"].estimate, r["stage"], r["drop_dilated"],
+                                  r["keep"] or 0))
+    what = ("its dilated branches dropped" if row["drop_dilated"]
+            else f"its {row['full']}x{row['full']} kernels cut to {row['keep']}x{row['keep']}")
+    return {"key": _row_key(row),
+            "label": f"zero-shot accuracy, stage {row['stage']} with {what} (uncut "
+                     f"{sweep['uncut']['accuracy'].estimate:.2f})"}
 
 
 def _change(name: str, before: float, after: float, digits: int = 2) -> str:

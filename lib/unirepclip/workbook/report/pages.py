@@ -67,23 +67,39 @@ def _number(v: Any, digits: int = 1, signed: bool = False) -> str:
     return str(v)
 
 
+def _pair(v: Any) -> Optional[List[float]]:
+    if isinstance(v, list) and len(v) == 2 and all(isinstance(x, (int, float)) for x in v):
+        return [float(v[0]), float(v[1])]
+    return None
+
+
 def interval_of(results: Mapping[str, Any], key: Any) -> Optional[List[float]]:
-    """The recorded 95% interval ``[low, high]`` of the value at ``key``, or None: the value's
-    sibling with ``_ci`` after its name (``zeroshot.acc1`` -> ``zeroshot.acc1_ci``), else with
-    ``_ci`` after its parent's (``retrieval.text_to_image.r5`` ->
-    ``retrieval.text_to_image_ci.r5``)."""
+    """The recorded 95% interval ``[low, high]`` of the value at ``key``, or None, in the three
+    forms the notebooks record: the value's sibling with ``_ci`` after its name
+    (``zeroshot.acc1`` -> ``zeroshot.acc1_ci``), else with ``_ci`` after its parent's
+    (``retrieval.text_to_image.r5`` -> ``retrieval.text_to_image_ci.r5``); siblings with
+    ``_low`` and ``_high`` after its name (``text_acc`` -> ``text_acc_low``,
+    ``text_acc_high``); an ``estimate`` beside ``low`` and ``high`` (an
+    :class:`~unirepclip.eval.uncertainty.Interval` recorded whole)."""
     parts = key.split(".") if isinstance(key, str) else list(key)
+
+    def get(path):
+        try:
+            return _results.get_path(results, path)
+        except (KeyError, TypeError):
+            return None
+
     candidates = [parts[:-1] + [f"{parts[-1]}_ci"]]
     if len(parts) >= 2:
         candidates.append(parts[:-2] + [f"{parts[-2]}_ci", parts[-1]])
     for c in candidates:
-        try:
-            v = _results.get_path(results, c)
-        except (KeyError, TypeError):
-            continue
-        if isinstance(v, list) and len(v) == 2 and all(isinstance(x, (int, float)) for x in v):
-            return [float(v[0]), float(v[1])]
-    return None
+        found = _pair(get(c))
+        if found:
+            return found
+    bounds = [get(parts[:-1] + [f"{parts[-1]}_{end}"]) for end in ("low", "high")]
+    if parts[-1] == "estimate":
+        bounds = [get(parts[:-1] + [end]) for end in ("low", "high")]
+    return _pair(bounds)
 
 
 def _headline(doc: Optional[Mapping[str, Any]]) -> List[Dict[str, str]]:
