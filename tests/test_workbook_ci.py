@@ -297,9 +297,9 @@ def test_recorded_figures_hold_their_relations(run):
     chosen = params["04_attribution"]["gradcam_stage"]
     assert a["gradcam"]["stage"] == (best_gradcam_stage(scores) if chosen == "auto" else chosen)
 
-    # probes: CLIP's C is the sweep's best, the kept C the smallest within one SE of it under
-    # c_rule one_se (the best under clip); each figure inside its interval; k-shot means are
-    # the means of their seeds
+    # probes: CLIP's C is the sweep's best, the kept C the smallest within one paired SE of it
+    # and above chance under c_rule one_se (the best under clip); each figure inside its
+    # interval; k-shot means are the means of their seeds
     settings = r["probe"]["settings"]
     for name, d in r["probe"].items():
         if name == "settings":
@@ -309,8 +309,10 @@ def test_recorded_figures_hold_their_relations(run):
             best = max(acc for _, acc in sweep)
             assert [acc for c, acc in sweep if c == d[f"{prefix}clip_best_C"]] == [best], \
                 (name, prefix)
-            se = math.sqrt(best * (1 - best) / d["n_val"])
-            kept = (min(c for c, acc in sweep if acc >= best - se - 1e-12)
+            # one_se: paired on the validation items (lost, won against CLIP's C), above chance
+            chance = d[f"{prefix}val_chance"] if best > d[f"{prefix}val_chance"] else -1.0
+            kept = (min(c for (c, acc), (lost, won) in zip(sweep, d[f"{prefix}sweep_discordant"])
+                        if acc > chance and lost - won <= math.sqrt(lost + won))
                     if settings["c_rule"] == "one_se" else d[f"{prefix}clip_best_C"])
             assert d[f"{prefix}best_C"] == kept, (name, prefix)
             assert d[f"{prefix}not_converged"] == [], (name, prefix)
