@@ -77,21 +77,3 @@ def test_sizes_that_cannot_hold_an_element_are_refused():
         render_navon("circle", "star", element_scale=0.96)
     with pytest.raises(ValueError, match="global_shape='blob'"):
         render_navon("blob", "star")
-
-
-def test_summary_reads_global_answers_as_shape_and_local_answers_as_texture():
-    from unirepclip.analysis.cue_conflict import navon_summary
-
-    st = navon_set(image_size=64, shapes=("circle", "square", "cross"), colours=("blue",))
-    by_global = navon_summary(st, st.global_shape, n_boot=200)
-    assert by_global["shape_bias"] == 1.0 and by_global["global_rate"] == 1.0
-    assert by_global["plain_accuracy"] == 1.0 and by_global["elements_alone_accuracy"] == 1.0
-    by_local = navon_summary(st, st.local_shape, n_boot=200)
-    assert by_local["shape_bias"] == 0.0 and by_local["local_rate"] == 1.0
-    assert by_local["interval"].low == by_local["interval"].high == 0.0
-    # one conflict figure in three answered by a third shape: other, counted for neither
-    third = {"circle": "star", "square": "star", "cross": "star"}
-    mixed = [third[g] if k == "conflict" and i % 3 == 0 else g
-             for i, (g, k) in enumerate(zip(st.global_shape, st.kind))]
-    s = navon_summary(st, mixed, n_boot=200)
-    assert s["shape_bias"] == 1.0 and 0 < s["other_rate"] < 1 and s["n_conflict"] == 6

@@ -4,9 +4,9 @@ For the demo, the cue conflict is synthetic (:mod:`unirepclip.data.navon`): the 
 zero-shot over the demo world's shapes, and "shape bias" is global answers / (global + local
 answers), :func:`unirepclip.eval.shape_bias.shape_bias` with the global shape as "shape" and the
 local elements' shape as "texture". :func:`navon_decisions` runs a model on a
-:class:`~unirepclip.data.navon.NavonSet`; :func:`navon_summary` scores the conflict figures (with a
-bootstrap interval over stimuli) and both controls (accuracy on the plain figures and on the
-elements alone).
+:class:`~unirepclip.data.navon.NavonSet`; :func:`paired_difference` is the paired bootstrap of two
+models' shape bias on the same figures. Notebook 07 scores the figures and both controls with
+:mod:`unirepclip.analysis.shape_study` (Wilson intervals over the decided figures).
 
 :func:`describe_difference` writes the sentence a notebook shows about two such results: which way
 the difference went, by how much, and whether its bootstrap interval excludes zero. It is written
@@ -15,17 +15,17 @@ from the numbers, never for one outcome.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+from typing import Callable, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
 
 from unirepclip.data.navon import NavonSet
 from unirepclip.data.synthetic import zeroshot_task
-from unirepclip.eval.shape_bias import bootstrap_difference, bootstrap_shape_bias, shape_bias
+from unirepclip.eval.shape_bias import bootstrap_difference
 from unirepclip.eval.uncertainty import Interval
 
-__all__ = ["navon_classifier", "navon_decisions", "navon_summary", "paired_difference",
+__all__ = ["navon_classifier", "navon_decisions", "paired_difference",
            "describe_difference"]
 
 
@@ -56,37 +56,6 @@ def navon_decisions(model: torch.nn.Module, classifier: torch.Tensor, stimuli: N
     features, _ = encode_images(model, loader, device=device, progress=False)
     classnames, _ = zeroshot_task("shape")
     return zero_shot_decisions(features, classifier, classnames)
-
-
-def _accuracy(decisions: np.ndarray, truth: np.ndarray) -> float:
-    return float(np.mean(decisions == truth)) if len(truth) else math.nan
-
-
-def navon_summary(stimuli: NavonSet, decisions: Sequence[str], *, n_boot: int = 2000,
-                  seed: int = 0) -> Dict[str, Any]:
-    """What the figures measure: on the conflict figures the global rate, local rate, other
-    rate and the shape bias (global / (global + local)) with its bootstrap ``interval``; the
-    accuracy on the plain figures and on the elements alone; the element size in px."""
-    d = np.asarray(list(decisions), dtype=object)
-    if len(d) != len(stimuli):
-        raise ValueError(f"{len(d)} decisions for {len(stimuli)} stimuli")
-    g = np.asarray(stimuli.global_shape, dtype=object)
-    loc = np.asarray(stimuli.local_shape, dtype=object)
-    conflict = stimuli.select("conflict")
-    out: Dict[str, Any] = {"element_px": stimuli.element_px, "settings": dict(stimuli.settings),
-                           "n_conflict": int(len(conflict))}
-    if len(conflict):
-        result = shape_bias(g[conflict], loc[conflict], d[conflict])
-        out.update(shape_bias=result.shape_bias, global_rate=result.shape_rate,
-                   local_rate=result.texture_rate,
-                   other_rate=result.n_other / result.n_conflict,
-                   per_class=dict(result.per_class),
-                   interval=bootstrap_shape_bias(g[conflict], loc[conflict], d[conflict],
-                                                 n_boot=n_boot, seed=seed))
-    for kind in ("plain", "elements_alone"):
-        idx = stimuli.select(kind)
-        out[f"{kind}_accuracy"] = _accuracy(d[idx], g[idx])
-    return out
 
 
 def paired_difference(stimuli: NavonSet, decisions_a: Sequence[str], decisions_b: Sequence[str],
