@@ -12,6 +12,7 @@ import unirepclip
 from unirepclip.models.factory import build_model, get_model_config
 from unirepclip.models.unireplknet import UniRepLKNetBlock
 from unirepclip.training import demo
+from unirepclip.models.pretrained import CONTROL_MODEL_NAME, VIT_MODEL_NAME
 from unirepclip.utils import file_sha256
 
 # The per-step learning rates and the parameter groups of the recipe as it was before torch's
@@ -144,19 +145,20 @@ def test_the_default_recipe_is_the_shipped_one():
     defaults["object_scale"] = list(defaults["object_scale"])
     shipped = {k: v for k, v in shipped.items() if k != "model"}  # older files lack the key
     assert shipped == {k: v for k, v in defaults.items() if k != "model"}
-    control = demo.demo_metadata(demo.CONTROL_MODEL_NAME)
-    assert control["model"] == demo.CONTROL_MODEL_NAME == control["recipe"]["model"]
-    assert {k: v for k, v in control["recipe"].items() if k != "model"} == shipped
+    for other in (CONTROL_MODEL_NAME, VIT_MODEL_NAME):  # the 3x3 control and the demo ViT
+        meta = demo.demo_metadata(other)
+        assert meta["model"] == other == meta["recipe"]["model"]
+        assert {k: v for k, v in meta["recipe"].items() if k != "model"} == shipped
 
 
 def test_shipped_control_is_the_3x3_twin_and_reproduces_its_figures():
-    path = demo.demo_checkpoint_path(demo.CONTROL_MODEL_NAME)
-    meta = demo.demo_metadata(demo.CONTROL_MODEL_NAME)
+    path = demo.demo_checkpoint_path(CONTROL_MODEL_NAME)
+    meta = demo.demo_metadata(CONTROL_MODEL_NAME)
     assert file_sha256(path) == meta["sha256"]
-    model = unirepclip.create_model(demo.CONTROL_MODEL_NAME, pretrained=str(path))
+    model = unirepclip.create_model(CONTROL_MODEL_NAME, pretrained=str(path))
     assert {m.kernel_size for m in model.modules() if isinstance(m, UniRepLKNetBlock)} == {3}
     r = meta["recipe"]
-    figs = demo.evaluate(model, unirepclip.get_tokenizer(demo.CONTROL_MODEL_NAME),
+    figs = demo.evaluate(model, unirepclip.get_tokenizer(CONTROL_MODEL_NAME),
                          data_seed=r["data_seed"], image_size=r["image_size"],
                          object_scale=r["object_scale"], test_size=r["test_size"],
                          batch_size=r["eval_batch_size"])

@@ -237,8 +237,12 @@ def test_compare_summarizes_the_fits_by_hand(monkeypatch):
 
     def full(data, knn_k, params):
         w = data.X_train.shape[1]
+        # a wrong answer is the next class: predictions consistent with test_correct
+        pred = np.where(right[w], data.y_test, (data.y_test + 1) % 3)
         return {"acc1": right[w].mean(), "mean_per_class_recall": 0.5, "best_C": 1.0,
-                "sweep": [(1.0, 0.5)], "knn_acc1": 0.5, "test_correct": right[w]}
+                "clip_best_C": 1.0, "not_converged": [], "sweep": [(1.0, 0.5)],
+                "sweep_discordant": [(0, 0)], "val_chance": 1 / 3, "knn_acc1": 0.5,
+                "test_correct": right[w], "test_labels": data.y_test, "test_predictions": pred}
 
     def shot(data, k, seed, params):
         return kshot[(data.X_train.shape[1], k)][seed], float(seed)
@@ -255,8 +259,13 @@ def test_compare_summarizes_the_fits_by_hand(monkeypatch):
     assert r["kshot"]["2"]["mean"] == pytest.approx(2.5 / 3, abs=1e-15)
     assert r["majority_acc1"] == 0.5 and r["n_classes"] == 3 and r["zeroshot_acc1"] == 0.25
     assert (r["acc1"], r["pixels_acc1"]) == (pytest.approx(5 / 6), pytest.approx(1 / 6))
-    assert r["pixels_paired_test"] == {"main_only": 4, "baseline_only": 0,
-                                       "p_value": pytest.approx(0.125, rel=1e-12)}
+    test = r["pixels_paired_test"]
+    assert {k: test[k] for k in ("main_only", "baseline_only", "p_value")} == {
+        "main_only": 4, "baseline_only": 0, "p_value": pytest.approx(0.125, rel=1e-12)}
+    # the difference of top-1 is 4/6 on these items; its paired interval holds it; p > 0.05
+    lo, hi = test["difference_ci"]
+    assert lo <= 4 / 6 <= hi and -1 <= lo and hi <= 1
+    assert test["verdict"] == "not distinguishable (p = 0.125)"
     assert "pixels_kshot" not in r and r["pixels_n_features"] == 5
 
 
@@ -296,6 +305,7 @@ def test_default_queries_record_by_hand(monkeypatch):
         _unit([TEXT_ANGLES[t] for t in texts]), [""] * len(texts)))
     monkeypatch.setattr(defaults_mod, "explain", lambda *a, **k: {
         "similarity": 0.25, "mass_in_mask": 0.5, "pointing_game": 1.0, "chance": 0.125})
+    monkeypatch.setattr(defaults_mod, "runnable_resolution", lambda model, size: size)
     monkeypatch.setattr(defaults_mod, "receptive_field", lambda model, q, seed: {
         "stage": q.stage, "resolution": q.resolution, "n_images": q.n_images,
         "area_ratios": erf.area_ratios(_ring_map())})

@@ -1,4 +1,5 @@
 """The runner (unirepclip.workbook.run, .params) and the `run` CLI: profiles, parameter validation, a run of tiny notebooks."""
+import types
 import json
 from pathlib import Path
 
@@ -378,3 +379,32 @@ def test_an_injected_engine_runs_the_plan(tmp_path):
     assert (res.output_dir / "01_record.html").is_file()
     m = json.loads((res.output_dir / "manifest.json").read_text())
     assert m["status"] == "failed" and m["notebooks"][1]["error"].startswith("ValueError")
+
+
+def test_a_signal_inside_ast_is_sent_again_instead_of_cutting_the_parse(monkeypatch):
+    """CPython 3.11's AST converter is left broken for the whole process when an exception cuts
+    ast.parse short; the guard re-sends such a signal 50 ms later instead of raising there."""
+    import ast
+    import signal
+    import sys
+    import threading
+
+    from unirepclip.workbook.run import signals
+
+    sent = []
+    monkeypatch.setattr(threading, "Timer", lambda delay, fn, args: types.SimpleNamespace(
+        start=lambda: sent.append((delay, args[1]))))
+    guard = signals.SignalGuard()
+    seen = {}
+
+    class Visitor(ast.NodeVisitor):
+        def visit_Name(self, node):  # called from ast.py's frames
+            frame = sys._getframe()
+            seen["in_ast"] = signals._in_ast(frame)
+            guard._stop(signal.SIGTERM, frame)  # returns: deferred
+
+    Visitor().visit(ast.parse("x"))
+    assert seen["in_ast"] and sent == [(0.05, signal.SIGTERM)]
+    assert not signals._in_ast(sys._getframe())
+    with pytest.raises(signals.RunInterrupted, match="SIGTERM"):
+        guard._stop(signal.SIGTERM, sys._getframe())  # anywhere else: the run stops there

@@ -10,8 +10,10 @@ __all__ = ["PARAMETERS", "C_SWEEPS", "C_RULES", "PROBE_BACKENDS", "FEATURE_KINDS
 
 #: How the probe's C is searched (:class:`unirepclip.eval.probes.LinearProbe`'s ``sweep``).
 C_SWEEPS = ("clip", "grid")
-#: Which swept C the probe keeps (its ``selection``): the most regularized within one standard
-#: error of the best validation score, or CLIP's rule (the best score; published figures use it).
+#: Which swept C the probe keeps (its ``selection``): the most regularized whose validation
+#: score is within one paired standard error of the best C's on the same items (McNemar's:
+#: lost - won <= sqrt(lost + won)) and above chance, or CLIP's rule (the best score; published
+#: figures use it).
 C_RULES = ("one_se", "clip")
 #: The L-BFGS implementations of the probe (its ``backend``).
 PROBE_BACKENDS = ("torch", "sklearn", "auto")

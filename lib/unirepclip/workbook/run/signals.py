@@ -3,7 +3,9 @@ that must not be cut in two (moving outputs into place, writing the index), wher
 for the block's end. A :class:`SignalGuard` is an object a run (or a sweep) opens and closes."""
 from __future__ import annotations
 
+import ast
 import contextlib
+import os
 import signal
 import threading
 from typing import Any, Dict, Iterator, Optional
@@ -17,6 +19,16 @@ class RunInterrupted(KeyboardInterrupt):
     def __init__(self, signal_name: str):
         super().__init__(signal_name)
         self.signal = signal_name
+
+
+def _in_ast(frame: Any) -> bool:
+    """Whether the interrupted code is the standard library's ``ast`` module (parse,
+    literal_eval)."""
+    while frame is not None:
+        if frame.f_code.co_filename == ast.__file__:
+            return True
+        frame = frame.f_back
+    return False
 
 
 class SignalGuard:
@@ -33,6 +45,12 @@ class SignalGuard:
         name = signal.Signals(signum).name
         if self._depth:
             self._pending = name
+            return
+        if _in_ast(frame):
+            # CPython 3.11 leaves its AST converter's recursion count wrong when an exception
+            # cuts ast.parse short, and every later parse in the process then fails
+            # ("AST constructor recursion depth mismatch"): the signal comes again in 50 ms
+            threading.Timer(0.05, os.kill, (os.getpid(), signum)).start()
             return
         raise RunInterrupted(name)
 
