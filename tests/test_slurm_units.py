@@ -82,6 +82,40 @@ def test_a_task_of_an_earlier_submission_writes_no_state_over_a_later_ones(tmp_p
     assert read_state(tmp_path, "nosuch") is None
 
 
+def test_slurms_sigterm_marks_the_task_failed_at_once_unless_it_was_requeued(tmp_path, monkeypatch):
+    """scancel's SIGTERM reaches the task's process too: its state says failed at once (the run's
+    shutdown may outlast KillWait, after which the process is killed before writing it); after
+    a checkpoint (time limit, preemption) the SIGTERM of the requeue is no cancellation."""
+    import pickle
+    import signal
+
+    from unirepclip.workbook.run.shared_fs import read_state
+    from unirepclip.workbook.sweep import slurm as slurm_mod
+    from unirepclip.workbook.sweep.slurm import SettingTask
+
+    monkeypatch.setattr(slurm_mod, "render", lambda folder: None)  # no sweep page here
+    write_state(tmp_path, "a", status="running", submission=5)
+    task = pickle.loads(pickle.dumps(SettingTask(str(tmp_path), ["true"], "a", 0, False, 5)))
+    before = signal.getsignal(signal.SIGTERM)
+    seen = []
+    signal.signal(signal.SIGTERM, lambda *a: seen.append("submitit's"))
+    try:
+        task._watch_cancel()
+        signal.getsignal(signal.SIGTERM)(signal.SIGTERM, None)
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    state = read_state(tmp_path, "a")
+    assert state["status"] == "failed" and "cancelled (Slurm's SIGTERM)" in state["error"]
+    assert seen == ["submitit's"]  # the handler it replaced still runs
+    write_state(tmp_path, "a", status="queued", submission=5)
+    task._requeued = True
+    task._on_cancel()
+    assert read_state(tmp_path, "a")["status"] == "queued"
+    task._requeued, task._rc["rc"] = False, 0  # the run ended already: its own state stands
+    task._on_cancel()
+    assert read_state(tmp_path, "a")["status"] == "queued"
+
+
 def test_a_requeued_extraction_reruns_the_same_task_and_bad_layouts_are_named(tmp_path):
     """The job's requeue hands back the same extraction (which resumes from its finished shards:
     tests/test_extract.py); the layout checks need no cluster."""

@@ -56,12 +56,33 @@ class SettingTask:
         self.index, self.resume, self.submission = index, resume, submission
         self._proc: Optional[subprocess.Popen] = None
         self._rc: Dict[str, int] = {}
+        self._requeued = False
 
     def __getstate__(self) -> Dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k not in ("_proc", "_rc")}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_proc", "_rc", "_requeued")}
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
-        self.__dict__.update({"submission": 0, **state}, _proc=None, _rc={})
+        self.__dict__.update({"submission": 0, **state}, _proc=None, _rc={}, _requeued=False)
+
+    def _on_cancel(self) -> None:
+        """Slurm's SIGTERM (scancel) reaches this process too: the state says failed at once,
+        since the run's own shutdown may outlast Slurm's KillWait, after which this process is
+        killed before it could write it; the run's exit status, if it comes in time, refines it.
+        A requeue after :meth:`checkpoint` is not a cancellation (its state says queued)."""
+        if not self._requeued and "rc" not in self._rc:
+            self._state("failed", error=f"cancelled (Slurm's SIGTERM); see logs/{self.slug}.log; "
+                        "`run --resume` finishes it")
+
+    def _watch_cancel(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        previous = signal.getsignal(signal.SIGTERM)
+
+        def on_term(signum: int, frame: Any) -> None:
+            self._on_cancel()
+            if callable(previous):
+                previous(signum, frame)  # submitit's own handler
+        signal.signal(signal.SIGTERM, on_term)
 
     def _state(self, status: str, **extra: Any) -> None:
         now = read_state(Path(self.folder), self.slug) or {}
@@ -78,6 +99,7 @@ class SettingTask:
         cmd = self.command + [f for f in ("--resume", "--wait")
                               if resume and f not in self.command]
         self._state("running")
+        self._watch_cancel()
         log = Path(self.folder) / "logs" / f"{self.slug}.log"
         log.parent.mkdir(exist_ok=True)
         env = dict(os.environ)
@@ -116,6 +138,7 @@ class SettingTask:
         """Slurm warned of the time limit or of preemption: stop the run cleanly (its notebook
         marked interrupted), then be requeued to run with ``--resume``."""
         import submitit
+        self._requeued = True  # the SIGTERM that follows a requeue is not a cancellation
         p = self._proc
         if p is not None and "rc" not in self._rc:
             try:
