@@ -99,3 +99,19 @@ def headless_chromium(profile_dir: Path) -> Iterator["object"]:
         yield drv
     finally:
         drv.quit()
+
+
+def run_ci_notebooks(out: Path, only, **params: str):
+    """The ``ci`` profile's run of the notebooks ``only`` (``["01", "03"]``) through the real
+    runner into ``out``, with ``-p key=value`` for each of ``params``: ``(exit code, report
+    folder, its results.json)``."""
+    import json
+
+    from unirepclip.cli import main
+
+    argv = ["run", "--profile", "ci", "--output-dir", str(out), "--no-progress", "-q"]
+    argv += [a for nb in only for a in ("--only", nb)]
+    argv += [a for k, v in params.items() for a in ("-p", f"{k}={v}")]
+    code = main(argv)
+    folder = Path(out) / "ci"
+    return code, folder, json.loads((folder / "results.json").read_text())

@@ -10,12 +10,10 @@ notebook 03 takes the ERF of 4 blocks at 224 px): slow-marked.
 """
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 
-from unirepclip.cli import main
+from helpers import run_ci_notebooks
 from unirepclip.data import published
 
 pytestmark = pytest.mark.slow
@@ -30,12 +28,8 @@ def vit_report(tmp_path_factory):
     path = tmp_path_factory.mktemp("vitb32") / "vit-b-32-random.pt"
     torch.save(model.state_dict(), path)
     del model
-    out = tmp_path_factory.mktemp("reports")
-    code = main(["run", "--profile", "ci", "--only", "01", "--only", "03", "--output-dir", str(out),
-                 "--no-progress", "-q", "-p", "model_name=ViT-B-32", "-p", f"checkpoint={path}",
-                 "-p", "model_key=vit"])
-    folder = out / "ci"
-    return code, folder, json.loads((folder / "results.json").read_text())
+    return run_ci_notebooks(tmp_path_factory.mktemp("reports"), ["01", "03"],
+                            model_name="ViT-B-32", checkpoint=path, model_key="vit")
 
 
 def test_both_notebooks_run(vit_report):

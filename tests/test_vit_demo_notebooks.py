@@ -1,8 +1,7 @@
 """Issue 23's acceptance for the demo ViT: notebooks 04 (attribution) and 06 (explorer) on
 ``ViT-Demo`` (open_clip's VisionTransformer, patch 8 at 64 px: an 8 x 8 patch grid, 6 blocks),
-run through the real runner on the ``ci`` profile with a random ViT-Demo saved to a file
-(``-p model_name=ViT-Demo -p checkpoint=FILE -p model_key=demo_vit``; the shipped weights replace
-it later, which changes the figures but not what is checked here).
+run through the real runner on the ``ci`` profile with its shipped weights (``-p
+model_name=ViT-Demo -p checkpoint=demo -p model_key=demo_vit``).
 
 What is checked is what a ViT must change, from the model's config (independent of the code under
 test): blocks for stages everywhere (Grad-CAM's scores, the randomization cascade, the ERF panel),
@@ -13,13 +12,10 @@ slow-marked.
 """
 from __future__ import annotations
 
-import json
-
 import nbformat
 import pytest
-import torch
 
-from unirepclip.cli import main
+from helpers import run_ci_notebooks
 
 pytestmark = pytest.mark.slow
 
@@ -29,19 +25,8 @@ GRID = 64 // 8   # image_size / patch_size
 
 @pytest.fixture(scope="module")
 def vit_demo_report(tmp_path_factory):
-    from unirepclip.models.factory import create_model
-
-    torch.manual_seed(0)
-    model = create_model("ViT-Demo", load_weights=False)
-    path = tmp_path_factory.mktemp("vitdemo") / "vit-demo-random.pt"
-    torch.save(model.state_dict(), path)
-    del model
-    out = tmp_path_factory.mktemp("reports")
-    code = main(["run", "--profile", "ci", "--only", "04", "--only", "06", "--output-dir", str(out),
-                 "--no-progress", "-q", "-p", "model_name=ViT-Demo", "-p", f"checkpoint={path}",
-                 "-p", "model_key=demo_vit"])
-    folder = out / "ci"
-    return code, folder, json.loads((folder / "results.json").read_text())
+    return run_ci_notebooks(tmp_path_factory.mktemp("reports"), ["04", "06"],
+                            model_name="ViT-Demo", checkpoint="demo", model_key="demo_vit")
 
 
 def _printed(folder, name):
