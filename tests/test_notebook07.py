@@ -48,7 +48,7 @@ def test_shape_bias_interval_is_wilson_over_the_decided_stimuli():
     assert iv.low == pytest.approx(ci.low) and iv.high == pytest.approx(ci.high)
     none = study.shape_bias_interval(_counts(0, 0, n_other=5))
     assert math.isnan(none.estimate) and not none.defined and none.n == 0
-    rec = study.interval_record(none)
+    rec = none.record()
     assert rec["estimate"] is None and rec["low"] is None and rec["n"] == 0
 
 
@@ -286,7 +286,7 @@ def test_the_model_vs_human_path_scores_a_small_folder_by_both_rules(demo, tmp_p
     # a class without a shape or texture decision (all 16 but bird and cat have no stimuli) is
     # None, which JSON can hold, not nan
     assert rec["per_class"]["airplane"] is None and set(rec["per_class"]) == set(counts.per_class)
-    assert rec["shape_bias"] == study.interval_record(out["zero_shot_16"]["shape_bias"])
+    assert rec["shape_bias"] == out["zero_shot_16"]["shape_bias"].record()
     with pytest.raises(ValueError, match="decision_rules"):
         study.cue_conflict_shape_bias(model, tok, str(tmp_path), rules=["majority"])
 
@@ -352,7 +352,7 @@ def test_the_sweep_scores_the_cue_conflict_images_after_each_cut(demo, tmp_path)
     assert got.n == truth.n_shape + truth.n_texture
     assert (got.estimate == truth.shape_bias) or (math.isnan(got.estimate) and math.isnan(truth.shape_bias))
     rec = study.surgery_records(out, "s")
-    assert rec["s.cuts.stage3_keep1"]["cue_conflict_shape_bias"] == study.interval_record(got)
+    assert rec["s.cuts.stage3_keep1"]["cue_conflict_shape_bias"] == got.record()
     assert "s.uncut.cue_conflict_shape_bias" in rec
     assert "cue-conflict shape bias" in study.describe_surgery(out)
 

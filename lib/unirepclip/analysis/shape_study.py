@@ -35,7 +35,7 @@ from unirepclip.data.navon import NavonSet, navon_set
 from unirepclip.eval.shape_bias import ShapeBias, shape_bias
 from unirepclip.eval.uncertainty import Interval, mcnemar_exact, proportion_interval, wilson_interval
 
-__all__ = ["interval_record", "shape_bias_interval", "navon_design_rows", "choose_design",
+__all__ = ["shape_bias_interval", "navon_design_rows", "choose_design",
            "describe_design", "navon_result", "navon_records", "surgery_plan", "tower_scores",
            "surgery_sweep", "surgery_records", "describe_surgery", "harshest_cut",
            "encode_test_images", "RULES", "cue_conflict_shape_bias", "human_records",
@@ -44,16 +44,6 @@ __all__ = ["interval_record", "shape_bias_interval", "navon_design_rows", "choos
            "cue_conflict_records", "describe_cue_conflict"]
 
 Device = Union[str, torch.device]
-
-
-def interval_record(iv: Interval) -> Dict[str, Any]:
-    """An :class:`Interval` as JSON data: ``estimate``, ``low``, ``high`` (``None`` where
-    undefined), ``confidence``, ``method``, ``n``."""
-    def num(x: float) -> Optional[float]:
-        return float(x) if math.isfinite(x) else None
-
-    return {"estimate": num(iv.estimate), "low": num(iv.low), "high": num(iv.high),
-            "confidence": float(iv.confidence), "method": iv.method, "n": int(iv.n)}
 
 
 def shape_bias_interval(result: ShapeBias, confidence: float = 0.95) -> Interval:
@@ -180,13 +170,13 @@ def navon_records(result: Mapping[str, Any]) -> Dict[str, Any]:
     """:func:`navon_result` as JSON data: the shape bias and controls as intervals, the counts
     of global, local and other answers, the per-class (global shape) bias."""
     c: ShapeBias = result["counts"]
-    out = {"shape_bias": interval_record(result["shape_bias"]), "n_global": c.n_shape,
+    out = {"shape_bias": result["shape_bias"].record(), "n_global": c.n_shape,
            "n_local": c.n_texture, "n_other": c.n_other, "n_conflict": c.n_conflict,
            "per_class": {k: (None if not math.isfinite(v) else float(v))
                          for k, v in c.per_class.items()}}
     for kind in ("plain", "elements_alone"):
         if kind in result:
-            out[f"{kind}_accuracy"] = interval_record(result[kind])
+            out[f"{kind}_accuracy"] = result[kind].record()
     return out
 
 
@@ -332,21 +322,20 @@ def surgery_records(sweep: Mapping[str, Any], prefix: str) -> Dict[str, Any]:
     ``stage<s>_no_dilated``) its own with ``noop``, ``ran`` and McNemar's test against uncut."""
     u = sweep["uncut"]
     out: Dict[str, Any] = {
-        f"{prefix}.uncut.accuracy": interval_record(u["accuracy"]),
-        f"{prefix}.uncut.shape_bias": interval_record(u["shape_bias"]),
+        f"{prefix}.uncut.accuracy": u["accuracy"].record(),
+        f"{prefix}.uncut.shape_bias": u["shape_bias"].record(),
         f"{prefix}.uncut.erf_area_ratio": {s: _erf_record(r) for s, r in u["erf"].items()}}
     if u.get("cue_conflict") is not None:
-        out[f"{prefix}.uncut.cue_conflict_shape_bias"] = interval_record(
-            u["cue_conflict"]["shape_bias"])
+        out[f"{prefix}.uncut.cue_conflict_shape_bias"] = u["cue_conflict"]["shape_bias"].record()
     for row in sweep["rows"]:
         entry = out[f"{prefix}.cuts.{_row_key(row)}"] = {
             "stage": row["stage"], "keep": row["keep"], "full": row["full"],
             "drop_dilated": row["drop_dilated"], "noop": row["noop"], "ran": row["ran"],
-            "accuracy": interval_record(row["accuracy"]),
-            "shape_bias": interval_record(row["shape_bias"]),
+            "accuracy": row["accuracy"].record(),
+            "shape_bias": row["shape_bias"].record(),
             "erf_area_ratio": _erf_record(row["erf"]), "accuracy_vs_uncut": dict(row["mcnemar"])}
         if row.get("cue_conflict_shape_bias") is not None:
-            entry["cue_conflict_shape_bias"] = interval_record(row["cue_conflict_shape_bias"])
+            entry["cue_conflict_shape_bias"] = row["cue_conflict_shape_bias"].record()
     return out
 
 
@@ -523,8 +512,8 @@ def design_records(rows: Sequence[Mapping[str, Any]], choice: Mapping[str, Any]
             cands.append({**entry, "error": r["error"]})
             continue
         cands.append({**entry, "element_px": r["element_px"],
-                      "plain_accuracy": interval_record(r["plain"]),
-                      "elements_alone_accuracy": interval_record(r["elements_alone"])})
+                      "plain_accuracy": r["plain"].record(),
+                      "elements_alone_accuracy": r["elements_alone"].record()})
     chosen = cands[choice["index"]]
     return {"candidates": cands, "chosen": {k: chosen[k] for k in ("image_size", "global_scale",
                                                                    "element_scale",
@@ -536,7 +525,7 @@ def design_records(rows: Sequence[Mapping[str, Any]], choice: Mapping[str, Any]
 def tower_records(scores: Mapping[str, Any]) -> Dict[str, Any]:
     """:func:`tower_scores` as JSON data: accuracy (interval), the Navon records
     (:func:`navon_records`)."""
-    return {"accuracy": interval_record(scores["accuracy"]),
+    return {"accuracy": scores["accuracy"].record(),
             **navon_records(scores["navon"])}
 
 
@@ -580,7 +569,7 @@ def describe_larger_input(check: Mapping[str, Any], trained_size: int, trained: 
 
 def larger_input_records(check: Mapping[str, Any], sentence: str) -> Dict[str, Any]:
     """:func:`larger_input_check` as JSON data with its sentence."""
-    return {"image_size": check["image_size"], "accuracy": interval_record(check["accuracy"]),
+    return {"image_size": check["image_size"], "accuracy": check["accuracy"].record(),
             "n_cuts": check["n_cuts"], "n_real_cuts": check["n_real"], "sentence": sentence}
 
 
@@ -597,7 +586,7 @@ def cue_conflict_records(rule_result: Mapping[str, Any]) -> Dict[str, Any]:
     interval, the counts (shape, texture, other, dropped), the shape and texture rates and the
     per-class bias (``None`` where a class had no shape or texture decision)."""
     counts = {k: v for k, v in rule_result["counts"].as_dict().items() if k != "shape_bias"}
-    return {"shape_bias": interval_record(rule_result["shape_bias"]), **_json_number(counts)}
+    return {"shape_bias": rule_result["shape_bias"].record(), **_json_number(counts)}
 
 
 def describe_cue_conflict(label: str, shape_bias: Interval, human_mean: float) -> str:

@@ -47,6 +47,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import math
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
@@ -92,8 +93,14 @@ class Interval:
         """``value`` lies outside a defined interval (False for an undefined one)."""
         return self.defined and not self.low <= value <= self.high
 
-    def as_dict(self) -> Dict[str, Any]:
-        return dataclasses.asdict(self)
+    def record(self) -> Dict[str, Any]:
+        """As JSON data for results.json: ``estimate``, ``low``, ``high`` (``None`` where
+        undefined), ``confidence``, ``method``, ``n``."""
+        def num(x: float) -> Optional[float]:
+            return float(x) if math.isfinite(x) else None
+
+        return {"estimate": num(self.estimate), "low": num(self.low), "high": num(self.high),
+                "confidence": float(self.confidence), "method": self.method, "n": int(self.n)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,8 +116,14 @@ class PairedTest:
     verdict: str
     details: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
-    def as_dict(self) -> Dict[str, Any]:
-        return dataclasses.asdict(self)
+    def record(self) -> Dict[str, Any]:
+        """As JSON data for results.json: ``estimate``, ``low``, ``high`` (``None`` where
+        undefined), ``confidence``, ``method``, ``n``."""
+        def num(x: float) -> Optional[float]:
+            return float(x) if math.isfinite(x) else None
+
+        return {"estimate": num(self.estimate), "low": num(self.low), "high": num(self.high),
+                "confidence": float(self.confidence), "method": self.method, "n": int(self.n)}
 
 
 def _check_confidence(confidence: float) -> float:
