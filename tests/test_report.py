@@ -112,6 +112,8 @@ def test_headline_values_show_their_recorded_interval():
     assert interval_of(more, "b.swap.text_acc") == [0.47, 0.61]
     assert interval_of(more, "s.bias.estimate") == [0.33, 0.67]
     assert interval_of(more, "s.bias.n") is None and interval_of(more, "t.x") is None
+    binding = {"c": {"swap": {"text_acc": 0.54, "low": 0.47, "high": 0.61, "n": 200}}}
+    assert interval_of(binding, "c.swap.text_acc") == [0.47, 0.61]
     docs = {"01_ok": {"results": results, "figures": [],
                       "headline": [{"key": "zeroshot.acc1", "label": "top-1", "fmt": ".1%"},
                                    {"key": "zeroshot.acc5", "label": "top-5", "fmt": ".1%"},

@@ -79,8 +79,9 @@ def interval_of(results: Mapping[str, Any], key: Any) -> Optional[List[float]]:
     (``zeroshot.acc1`` -> ``zeroshot.acc1_ci``), else with ``_ci`` after its parent's
     (``retrieval.text_to_image.r5`` -> ``retrieval.text_to_image_ci.r5``); siblings with
     ``_low`` and ``_high`` after its name (``text_acc`` -> ``text_acc_low``,
-    ``text_acc_high``); an ``estimate`` beside ``low`` and ``high`` (an
-    :class:`~unirepclip.eval.uncertainty.Interval` recorded whole)."""
+    ``text_acc_high``); siblings ``low`` and ``high`` that hold the value (an
+    :class:`~unirepclip.eval.uncertainty.Interval` recorded whole beside its ``estimate``, the
+    binding test's ``text_acc``)."""
     parts = key.split(".") if isinstance(key, str) else list(key)
 
     def get(path):
@@ -96,10 +97,13 @@ def interval_of(results: Mapping[str, Any], key: Any) -> Optional[List[float]]:
         found = _pair(get(c))
         if found:
             return found
-    bounds = [get(parts[:-1] + [f"{parts[-1]}_{end}"]) for end in ("low", "high")]
-    if parts[-1] == "estimate":
-        bounds = [get(parts[:-1] + [end]) for end in ("low", "high")]
-    return _pair(bounds)
+    named = _pair([get(parts[:-1] + [f"{parts[-1]}_{end}"]) for end in ("low", "high")])
+    if named:
+        return named
+    beside, value = _pair([get(parts[:-1] + [end]) for end in ("low", "high")]), get(parts)
+    # plain low/high bound the one value of their record that they hold (not its count n)
+    holds = beside and isinstance(value, (int, float)) and beside[0] <= value <= beside[1]
+    return beside if holds else None
 
 
 def _headline(doc: Optional[Mapping[str, Any]]) -> List[Dict[str, str]]:
